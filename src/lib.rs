@@ -1,0 +1,7 @@
+//! fooocus-rs: Fooocus rebuilt in Rust.
+//!
+//! The library holds everything the `fooocus` binary does: the SDXL engine (`engine`), the
+//! k-diffusion samplers (`sampling`) and, later, the Fooocus pipeline, worker, store and server.
+
+pub mod engine;
+pub mod sampling;
