@@ -1,0 +1,162 @@
+//! Builds candle modules from a checkpoint: a `VarBuilder` backend that reads tensors by their
+//! single-file names, records which ones a network used, collects every missing or mis-shaped
+//! tensor (so one error can name them all), and can build a network "on paper" (stride-0 zero
+//! tensors, no data read) to count parameters of a 7 GB file without touching its weights.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use super::checkpoint::Checkpoint;
+use super::EngineError;
+
+/// Whether tensors are read from the file or only described.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Read and convert every tensor.
+    Real,
+    /// Hand out stride-0 zeros of the right shape; nothing is read.
+    Meta,
+}
+
+#[derive(Default)]
+struct Record {
+    used: BTreeSet<String>,
+    missing: Vec<String>,
+    mismatched: Vec<String>,
+    failed: Vec<String>,
+}
+
+struct RecordingBackend {
+    ckpt: Arc<Checkpoint>,
+    mode: LoadMode,
+    record: Arc<Mutex<Record>>,
+}
+
+impl RecordingBackend {
+    fn placeholder(shape: &Shape, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        Tensor::zeros((), dtype, dev)?.broadcast_as(shape)
+    }
+
+    fn note(&self, f: impl FnOnce(&mut Record)) {
+        if let Ok(mut r) = self.record.lock() {
+            f(&mut r);
+        }
+    }
+}
+
+impl SimpleBackend for RecordingBackend {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let Some(found) = self.ckpt.shape(name) else {
+            self.note(|r| r.missing.push(name.to_string()));
+            return Self::placeholder(&shape, dtype, dev);
+        };
+        if found != shape.dims() {
+            let msg = format!("{name}: expected {:?}, found {:?}", shape.dims(), found);
+            self.note(|r| r.mismatched.push(msg));
+            return Self::placeholder(&shape, dtype, dev);
+        }
+        self.note(|r| {
+            r.used.insert(name.to_string());
+        });
+        match self.mode {
+            LoadMode::Meta => Self::placeholder(&shape, dtype, dev),
+            LoadMode::Real => match self.ckpt.load(name, dtype, dev) {
+                Ok(t) => Ok(t),
+                Err(e) => {
+                    self.note(|r| r.failed.push(format!("{name}: {e}")));
+                    Self::placeholder(&shape, dtype, dev)
+                }
+            },
+        }
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let shape = match self.ckpt.shape(name) {
+            Some(s) => Shape::from(s.to_vec()),
+            None => {
+                self.note(|r| r.missing.push(name.to_string()));
+                return Tensor::zeros((), dtype, dev);
+            }
+        };
+        self.get(shape, name, candle_nn::Init::Const(0.), dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.ckpt.contains(name)
+    }
+}
+
+/// What building a network consumed from the file.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    /// Full names of the tensors the network read.
+    pub used: BTreeSet<String>,
+}
+
+impl Usage {
+    /// Number of scalar parameters in the used tensors.
+    pub fn parameters(&self, ckpt: &Checkpoint) -> u64 {
+        self.used
+            .iter()
+            .filter_map(|n| ckpt.shape(n))
+            .map(|s| s.iter().map(|&d| d as u64).product::<u64>())
+            .sum()
+    }
+}
+
+/// Builds a network from the tensors under `prefix`, returning it with what it read. Every
+/// missing or mis-shaped tensor is reported at once in one error.
+pub fn build<T>(
+    ckpt: &Arc<Checkpoint>,
+    prefix: &str,
+    mode: LoadMode,
+    dtype: DType,
+    device: &Device,
+    f: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+) -> Result<(T, Usage), EngineError> {
+    let record = Arc::new(Mutex::new(Record::default()));
+    let backend = RecordingBackend {
+        ckpt: ckpt.clone(),
+        mode,
+        record: record.clone(),
+    };
+    let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
+    let vb = if prefix.is_empty() { vb } else { vb.pp(prefix) };
+    let built = f(vb)?;
+    let record = std::mem::take(
+        &mut *record
+            .lock()
+            .map_err(|_| EngineError::Internal("weight record lock poisoned".into()))?,
+    );
+    let path = ckpt.path().to_path_buf();
+    if !record.missing.is_empty() {
+        return Err(EngineError::MissingTensors {
+            path,
+            names: record.missing,
+        });
+    }
+    if !record.mismatched.is_empty() {
+        return Err(EngineError::ShapeMismatch {
+            path,
+            details: record.mismatched,
+        });
+    }
+    if let Some(first) = record.failed.into_iter().next() {
+        return Err(EngineError::Corrupt {
+            path,
+            reason: first,
+        });
+    }
+    Ok((built, Usage { used: record.used }))
+}
