@@ -292,9 +292,13 @@ fn infer_block(ckpt: &Checkpoint, prefix: &str) -> Result<Vec<UnetLayer>, Engine
                 in_ch: s.dim(&format!("{p}.in_layers.2.weight"), 1)?,
                 out_ch: s.dim(&format!("{p}.in_layers.2.weight"), 0)?,
             }
-        } else if ckpt.contains(&format!("{p}.proj_in.weight")) {
+        } else if ckpt.has_prefix(&format!("{p}.transformer_blocks")) {
+            let channels = match ckpt.shape(&format!("{p}.proj_in.weight")) {
+                Some(shape) => shape.get(1).copied().unwrap_or(0),
+                None => s.dim(&format!("{p}.norm.weight"), 0)?,
+            };
             UnetLayer::Attn {
-                channels: s.dim(&format!("{p}.proj_in.weight"), 1)?,
+                channels,
                 depth: ckpt.count_indexed(&format!("{p}.transformer_blocks")),
             }
         } else if ckpt.contains(&format!("{p}.op.weight")) {
