@@ -1,7 +1,8 @@
 //! fooocus-rs: Fooocus rebuilt in Rust.
 //!
-//! The library holds everything the `fooocus` binary does: the SDXL engine (`engine`), the
-//! k-diffusion samplers (`sampling`) and, later, the Fooocus pipeline, worker, store and server.
+//! The library holds everything the `fooocus` binary does: the configuration (`config`), the SDXL
+//! engine (`engine`), the k-diffusion samplers (`sampling`) and, later, the Fooocus pipeline, worker, store and server.
 
+pub mod config;
 pub mod engine;
 pub mod sampling;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use fooocus::config::Config;
 use fooocus::engine::config::HeadDims;
 use fooocus::engine::inspect::inspect;
 
@@ -14,6 +15,9 @@ use fooocus::engine::inspect::inspect;
     about = "Fooocus rebuilt in Rust: SDXL image generation"
 )]
 struct Cli {
+    /// The configuration file (missing: the documented defaults).
+    #[arg(long, global = true, default_value = "config.toml")]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,7 +27,7 @@ enum Command {
     /// Print what a checkpoint is: architecture, dtype, parameters per component, missing and
     /// unused tensors. Run this when a model does not load.
     Inspect {
-        /// The `.safetensors` file.
+        /// The `.safetensors` file: a path, or a name in a checkpoint folder of the config.
         file: PathBuf,
         /// Attention head width of the networks, if the model is not standard SDXL (64).
         #[arg(long, default_value_t = 64)]
@@ -40,6 +44,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli.command {
         Command::Inspect { file, head_dim } => {
             let heads = HeadDims {
@@ -47,7 +58,14 @@ fn main() -> ExitCode {
                 clip_g: head_dim,
                 unet: head_dim,
             };
-            match inspect(&file, heads) {
+            let found = match config.find_checkpoint(&file) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match inspect(&found, heads) {
                 Ok(report) => {
                     print!("{report}");
                     if report.problems.is_empty() {
