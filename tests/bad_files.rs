@@ -38,8 +38,11 @@ fn open_error(path: &Path) -> String {
     text
 }
 
+/// A tensor name with its shape.
+type Spec<'a> = (&'a str, &'a [usize]);
+
 /// A header-only safetensors file of zero tensors with these names and shapes (F16).
-fn synthetic(dir: &Path, name: &str, tensors: &[(&str, &[usize])]) -> PathBuf {
+fn synthetic(dir: &Path, name: &str, tensors: &[Spec]) -> PathBuf {
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;
     for (key, shape) in tensors {
@@ -157,7 +160,7 @@ fn sd15_checkpoint_is_refused_with_what_it_is() {
 #[test]
 fn other_layouts_are_recognised() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[(&str, &[usize])], Architecture); 4] = [
+    let cases: [(&str, &[Spec], Architecture); 4] = [
         (
             "sd2.safetensors",
             &[(

@@ -197,8 +197,11 @@ impl SdxlConfig {
         let unet = infer_unet(ckpt, heads.unet)?;
         let vae = infer_vae(ckpt)?;
         let pooled = clip_g.projection.unwrap_or(clip_g.hidden);
-        let ids_width = unet.adm_in_channels.checked_sub(pooled).unwrap_or(0);
-        if ids_width == 0 || ids_width % time_ids != 0 || (ids_width / time_ids) % 2 != 0 {
+        let ids_width = unet.adm_in_channels.saturating_sub(pooled);
+        if ids_width == 0
+            || !ids_width.is_multiple_of(time_ids)
+            || !(ids_width / time_ids).is_multiple_of(2)
+        {
             return Err(EngineError::Corrupt {
                 path: ckpt.path().to_path_buf(),
                 reason: format!(
@@ -226,7 +229,7 @@ fn heads_for(
     width: usize,
     head_dim: usize,
 ) -> Result<usize, EngineError> {
-    if head_dim == 0 || width % head_dim != 0 {
+    if head_dim == 0 || !width.is_multiple_of(head_dim) {
         return Err(EngineError::Corrupt {
             path: path.path().to_path_buf(),
             reason: format!(
