@@ -1,17 +1,13 @@
 //! `fooocus inspect`: what a model file is (architecture, dtype, parameters per component,
 //! inferred configuration, missing and unused tensors), built "on paper" without reading weights.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::Device;
-
 use super::checkpoint::{Architecture, Checkpoint};
 use super::config::{HeadDims, SdxlConfig};
 use super::model::SdxlFile;
-use super::weights::{LoadMode, Usage};
 use super::EngineError;
 
 /// Parameters and tensors one network takes from the file.
@@ -71,37 +67,21 @@ pub fn inspect(path: impl AsRef<Path>, heads: HeadDims) -> Result<Inspection, En
         checkpoint: checkpoint.clone(),
         config: config.clone(),
     };
-    let device = Device::Cpu;
-    let mut used = BTreeSet::new();
-    let mut add = |name: &'static str, usage: Result<Usage, EngineError>| match usage {
-        Ok(u) => {
-            report.components.push(ComponentReport {
-                name,
-                parameters: u.parameters(&checkpoint),
-                tensors: u.used.len(),
-            });
-            used.extend(u.used);
+    let mut usages = Vec::new();
+    for (name, usage) in file.usage() {
+        match usage {
+            Ok(u) => {
+                report.components.push(ComponentReport {
+                    name,
+                    parameters: u.parameters(&checkpoint),
+                    tensors: u.used.len(),
+                });
+                usages.push(u);
+            }
+            Err(e) => report.problems.push(format!("{name}: {e}")),
         }
-        Err(e) => report.problems.push(format!("{name}: {e}")),
-    };
-    if let Some(clip_l) = file.clip_l(LoadMode::Meta, &device).transpose() {
-        add("CLIP-L", clip_l.map(|(_, u)| u));
     }
-    add(
-        "CLIP-G",
-        file.clip_g(LoadMode::Meta, &device).map(|(_, u)| u),
-    );
-    add("UNet", file.unet(LoadMode::Meta, &device).map(|(_, u)| u));
-    add("VAE", file.vae(LoadMode::Meta, &device).map(|(_, u)| u));
-    report.unused = checkpoint
-        .tensors()
-        .keys()
-        .filter(|k| !used.contains(*k))
-        .cloned()
-        .collect();
-    for name in &report.unused {
-        tracing::debug!(tensor = %name, "unused tensor");
-    }
+    report.unused = file.unused(&usages);
     report.config = Some(config);
     Ok(report)
 }

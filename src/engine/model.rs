@@ -23,10 +23,48 @@ pub struct SdxlFile {
 
 impl SdxlFile {
     /// Opens `path` and infers its configuration; refuses anything that is not SDXL.
+    /// Extra tensors that no network reads are listed at DEBUG.
     pub fn open(path: impl AsRef<Path>, heads: HeadDims) -> Result<Self, EngineError> {
         let checkpoint = Arc::new(Checkpoint::open(path)?);
         let config = SdxlConfig::infer(&checkpoint, heads)?;
-        Ok(Self { checkpoint, config })
+        let file = Self { checkpoint, config };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let usage: Vec<Usage> = file
+                .usage()
+                .into_iter()
+                .filter_map(|(_, u)| u.ok())
+                .collect();
+            for name in file.unused(&usage) {
+                tracing::debug!(file = %file.checkpoint.path().display(), tensor = %name, "unused tensor");
+            }
+        }
+        Ok(file)
+    }
+
+    /// What each network would read, built on paper (no tensor data is read).
+    pub fn usage(&self) -> Vec<(&'static str, Result<Usage, EngineError>)> {
+        let device = Device::Cpu;
+        let mut parts = Vec::with_capacity(4);
+        if let Some(clip_l) = self.clip_l(LoadMode::Meta, &device).transpose() {
+            parts.push(("CLIP-L", clip_l.map(|(_, u)| u)));
+        }
+        parts.push((
+            "CLIP-G",
+            self.clip_g(LoadMode::Meta, &device).map(|(_, u)| u),
+        ));
+        parts.push(("UNet", self.unet(LoadMode::Meta, &device).map(|(_, u)| u)));
+        parts.push(("VAE", self.vae(LoadMode::Meta, &device).map(|(_, u)| u)));
+        parts
+    }
+
+    /// Tensors of the file that none of `usage` reads (e.g. `position_ids`, `logit_scale`).
+    pub fn unused(&self, usage: &[Usage]) -> Vec<String> {
+        self.checkpoint
+            .tensors()
+            .keys()
+            .filter(|k| !usage.iter().any(|u| u.used.contains(*k)))
+            .cloned()
+            .collect()
     }
 
     /// Fails unless the file is the `wanted` kind (base or refiner), saying how to fix it.

@@ -352,3 +352,24 @@ impl UNet {
         self.out_conv.forward(&self.out_norm.forward(&h)?.silu()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Fractional timesteps embed exactly as the formula says (the sampler may pass them).
+    #[test]
+    fn fractional_timesteps_embed_by_the_formula() -> Result<()> {
+        let t = [0.0f32, 250.5, 999.25];
+        let emb = sinusoidal_embedding(&Tensor::new(&t, &Device::Cpu)?, 8)?.to_vec2::<f32>()?;
+        for (row, &v) in emb.iter().zip(&t) {
+            for k in 0..4 {
+                let f = (-(10000f32.ln()) * k as f32 / 4.0).exp();
+                assert!((row[k] - (v * f).cos()).abs() < 1e-5);
+                assert!((row[4 + k] - (v * f).sin()).abs() < 1e-5);
+            }
+        }
+        Ok(())
+    }
+}
