@@ -27,9 +27,12 @@ pub struct Guided {
     pub denoised: Tensor,
 }
 
+/// The last discrete timestep of SDXL's schedule.
+pub const LAST_TIMESTEP: f64 = 999.0;
+
 /// Progress of a call: 1 − t/999 for the quantized timestep t, in f32 as Fooocus computes it.
 pub fn progress(t: f64) -> f32 {
-    1.0 - t as f32 / 999.0
+    1.0 - t as f32 / LAST_TIMESTEP as f32
 }
 
 impl Guidance {

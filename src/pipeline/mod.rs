@@ -2,5 +2,6 @@
 //! sharpness filter and CFG mimicking) and, as the pipeline grows, prompts, styles, the refiner
 //! swap and saving.
 
+pub mod denoiser;
 pub mod guidance;
 pub mod sharpness;

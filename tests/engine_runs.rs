@@ -1,0 +1,122 @@
+//! Whole sampling runs with the tiny UNet in the loop (`$FOOOCUS_FIXTURES/reference`):
+//! `sample_dpmpp_2m` and `sample_dpmpp_2m_sde` (replayed noise) with plain CFG, each call within
+//! 1e-4 of the step's max|x| and the final latent and image within 1e-3.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::{fixtures, json, max_abs, rel_err, Tensors};
+use fooocus::engine::config::HeadDims;
+use fooocus::engine::model::SdxlFile;
+use fooocus::engine::weights::LoadMode;
+use fooocus::pipeline::denoiser::{pair_contexts, Adm, FooocusDenoiser, Stage};
+use fooocus::pipeline::guidance::Guidance;
+use fooocus::sampling::{
+    DiscreteSchedule, ReplayNoise, SampleOutcome, Sampler, SamplerOptions, StepControl,
+};
+
+fn heads() -> HeadDims {
+    let cfg = json("tiny_configs.json");
+    let n = |k: &str, f: &str| cfg[k][f].as_u64().unwrap() as usize;
+    HeadDims {
+        clip_l: n("clip_l", "hidden_size") / n("clip_l", "num_attention_heads"),
+        clip_g: n("clip_g", "hidden_size") / n("clip_g", "num_attention_heads"),
+        unet: n("base_unet_sgm", "num_head_channels"),
+    }
+}
+
+fn table() -> DiscreteSchedule {
+    let s = Tensors::open("reference/schedule.safetensors");
+    DiscreteSchedule::from_tables(
+        s.get("sigmas").to_vec1().unwrap(),
+        s.get("log_sigmas").to_vec1().unwrap(),
+    )
+    .unwrap()
+}
+
+fn run(name: &str, sampler: Sampler) {
+    let r = Tensors::open(&format!("reference/{name}.safetensors"));
+    let cfg = json("reference/reference.json")["sampling"]["cfg"]
+        .as_f64()
+        .unwrap();
+    let file = SdxlFile::open(fixtures().join("sdxl_base.safetensors"), heads()).unwrap();
+    let (unet, _) = file.unet(LoadMode::Real, &Device::Cpu).unwrap();
+    let (vae, _) = file.vae(LoadMode::Real, &Device::Cpu).unwrap();
+    let table = table();
+    let stage = Stage {
+        unet: &unet,
+        context: pair_contexts(&r.get("context_cond"), &r.get("context_uncond")).unwrap(),
+        adm: Adm::Fixed(Tensor::cat(&[r.get("y_cond"), r.get("y_uncond")], 0).unwrap()),
+    };
+    // Plain CFG: no sharpness, and mimicking off (it acts only when cfg exceeds it).
+    let guidance = Guidance {
+        cfg,
+        mimic: cfg,
+        sharpness: 0.0,
+    };
+    let mut denoiser = FooocusDenoiser::new(stage, &table, guidance);
+    denoiser.record = true;
+    let sigmas: Vec<f32> = r.get("sigmas").to_vec1().unwrap();
+    let x_init = r.get("x_init");
+    let stack = if r.has("sde_noise") {
+        r.get("sde_noise")
+    } else {
+        Tensor::zeros(
+            [&[0usize][..], x_init.dims()].concat(),
+            candle_core::DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let mut noise = ReplayNoise::new(stack);
+    let outcome = sampler
+        .sample(
+            SamplerOptions::default(),
+            &mut denoiser,
+            &mut noise,
+            x_init,
+            &sigmas,
+            &mut |_| StepControl::Continue,
+        )
+        .unwrap();
+    let SampleOutcome::Finished(latent) = outcome else {
+        panic!("the run stopped")
+    };
+
+    let timesteps = json("reference/reference.json")["sampling"]["timesteps"].clone();
+    assert_eq!(denoiser.calls.len(), sigmas.len() - 1);
+    for (i, call) in denoiser.calls.iter().enumerate() {
+        assert_eq!(
+            call.t,
+            timesteps[i].as_f64().unwrap(),
+            "{name} call {i} timestep"
+        );
+        let scale = max_abs(&r.get(&format!("step{i}.x")));
+        for (what, ours) in [
+            ("x0_cond", &call.x0_cond),
+            ("x0_uncond", &call.x0_uncond),
+            ("denoised", &call.denoised),
+        ] {
+            let err = max_abs(&(ours - r.get(&format!("step{i}.{what}"))).unwrap()) / scale;
+            println!("{name} call {i} {what}: {err:.3e}");
+            assert!(err <= 1e-4, "{name} call {i} {what}: {err:.3e}");
+        }
+    }
+    let err = rel_err(&latent, &r.get("final_latent"));
+    println!("{name} final latent: {err:.3e}");
+    assert!(err <= 1e-3, "{name} final latent: {err:.3e}");
+    let image = vae.decode(&latent).unwrap();
+    let err = rel_err(&image, &r.get("image"));
+    println!("{name} image: {err:.3e}");
+    assert!(err <= 1e-3, "{name} image: {err:.3e}");
+}
+
+#[test]
+fn dpmpp_2m_run_matches() {
+    run("sample_dpmpp_2m", Sampler::Dpmpp2m);
+}
+
+#[test]
+fn dpmpp_2m_sde_run_matches() {
+    run("sample_dpmpp_2m_sde", "dpmpp_2m_sde_gpu".parse().unwrap());
+}
