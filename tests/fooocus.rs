@@ -83,3 +83,197 @@ fn guidance_function_on_every_call() {
     }
     assert!(filtered_checked > 0);
 }
+
+/// The whole Fooocus base + refiner run from the prompts and the seed: conditioning from text,
+/// emphasized/consistent ADM, karras sigmas, the seeded torch-compatible noise (initial and SDE),
+/// dpmpp_2m_sde with sharpness, CFG mimicking and the joint refiner swap; each call within 1e-4
+/// of the step's max|x|, the final latent and image within 1e-3.
+#[test]
+fn fooocus_base_and_refiner_run_from_the_seed() {
+    use candle_core::{Device, Tensor};
+    use fooocus::engine::config::HeadDims;
+    use fooocus::engine::model::SdxlFile;
+    use fooocus::engine::text::TextEncoders;
+    use fooocus::engine::tokenizer::ClipTokenizer;
+    use fooocus::engine::unet::adm_vector;
+    use fooocus::engine::weights::LoadMode;
+    use fooocus::pipeline::conditioning::*;
+    use fooocus::pipeline::denoiser::{pair_contexts, Adm, FooocusDenoiser, Stage};
+    use fooocus::sampling::{
+        DiscreteSchedule, SampleOutcome, Sampler, SamplerOptions, Scheduler, SeededNoise,
+        StepControl,
+    };
+
+    let spec = json("fooocus/fooocus.json");
+    let s = &spec["sampling"];
+    let set = &s["settings"];
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+    let n = |v: &serde_json::Value| v.as_u64().unwrap() as usize;
+    let r = Tensors::open("fooocus/fooocus_sample.safetensors");
+    let dev = Device::Cpu;
+    let cfg = json("tiny_configs.json");
+    let heads = |unet: &str| HeadDims {
+        clip_l: n(&cfg["clip_l"]["hidden_size"]) / n(&cfg["clip_l"]["num_attention_heads"]),
+        clip_g: n(&cfg["clip_g"]["hidden_size"]) / n(&cfg["clip_g"]["num_attention_heads"]),
+        unet: n(&cfg[unet]["num_head_channels"]),
+    };
+    let base = SdxlFile::open(
+        common::fixtures().join("sdxl_base.safetensors"),
+        heads("base_unet_sgm"),
+    )
+    .unwrap();
+    let refiner = SdxlFile::open(
+        common::fixtures().join("sdxl_refiner.safetensors"),
+        heads("refiner_unet_sgm"),
+    )
+    .unwrap();
+
+    // Conditioning from the prompts.
+    let tok =
+        ClipTokenizer::from_file(common::fixtures().join("tokenizer/clip-tokenizer.json")).unwrap();
+    let (l, _) = base.clip_l(LoadMode::Real, &dev).unwrap().unwrap();
+    let (g, _) = base.clip_g(LoadMode::Real, &dev).unwrap();
+    let enc = TextEncoders {
+        clip_l: Some(&l),
+        clip_g: &g,
+    };
+    let pos = enc
+        .encode(&tok, s["positive"].as_str().unwrap(), 2)
+        .unwrap();
+    let neg = enc
+        .encode(&tok, s["negative"].as_str().unwrap(), 2)
+        .unwrap();
+    let context = pair_contexts(&pos.context, &neg.context).unwrap();
+    common::assert_close("base context", &context, &r.get("base.context"), 1e-4);
+    let pooled = Tensor::cat(&[&pos.pooled, &neg.pooled], 0).unwrap();
+    common::assert_close("base pooled", &pooled, &r.get("base.pooled"), 1e-4);
+
+    let (h, w) = (n(&s["height"]), n(&s["width"]));
+    let emphasized = id_rows(
+        &[
+            base_time_ids(h, w, f(&set["adm_positive"])),
+            base_time_ids(h, w, f(&set["adm_negative"])),
+        ],
+        &dev,
+    )
+    .unwrap();
+    let consistent = id_rows(
+        &[consistent_time_ids(h, w), consistent_time_ids(h, w)],
+        &dev,
+    )
+    .unwrap();
+    assert_eq!(
+        common::rel_err(&emphasized, &r.get("base.time_ids_emphasized")),
+        0.0
+    );
+    assert_eq!(
+        common::rel_err(&consistent, &r.get("base.time_ids_consistent")),
+        0.0
+    );
+    let dim = base.config.time_id_dim;
+    let y_emph = adm_vector(&pooled, &emphasized, dim).unwrap();
+    let y_cons = adm_vector(&pooled, &consistent, dim).unwrap();
+    common::assert_close("y emphasized", &y_emph, &r.get("base.y_emphasized"), 1e-4);
+    common::assert_close("y consistent", &y_cons, &r.get("base.y_consistent"), 1e-4);
+
+    let (lat_h, lat_w) = (n(&s["latent_hw"][0]), n(&s["latent_hw"][1]));
+    let ref_context = refiner_context(&context, refiner.config.clip_g.hidden).unwrap();
+    common::assert_close(
+        "refiner context",
+        &ref_context,
+        &r.get("refiner.context"),
+        1e-4,
+    );
+    let ref_ids = id_rows(
+        &[
+            refiner_time_ids(lat_h * 8, lat_w * 8, REFINER_POSITIVE_AESTHETIC),
+            refiner_time_ids(lat_h * 8, lat_w * 8, REFINER_NEGATIVE_AESTHETIC),
+        ],
+        &dev,
+    )
+    .unwrap();
+    assert_eq!(common::rel_err(&ref_ids, &r.get("refiner.time_ids")), 0.0);
+    let ref_y = adm_vector(&pooled, &ref_ids, refiner.config.time_id_dim).unwrap();
+    common::assert_close("refiner y", &ref_y, &r.get("refiner.y"), 1e-4);
+
+    // Schedule, switch, seed.
+    let table = DiscreteSchedule::sdxl();
+    let steps = n(&s["steps"]);
+    let sigmas = Scheduler::Karras.sigmas(&table, steps).unwrap();
+    let stored: Vec<f32> = r.get("sigmas").to_vec1().unwrap();
+    for (a, b) in sigmas.iter().zip(&stored) {
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs().max(1e-30),
+            "sigma {a} vs {b}"
+        );
+    }
+    let switch = switch_step(steps, f(&set["refiner_switch"]));
+    assert_eq!(switch, n(&s["switch"]));
+    let mut noise = SeededNoise::new(spec["seed"].as_u64().unwrap(), (1, 4, lat_h, lat_w), &dev);
+    let initial = noise.randn().unwrap();
+    assert_eq!(common::rel_err(&initial, &r.get("noise")), 0.0);
+    let x_init = (initial * (1.0 + (sigmas[0] as f64).powi(2)).sqrt()).unwrap();
+    common::assert_close("x_init", &x_init, &r.get("x_init"), 1e-6);
+
+    let (base_unet, _) = base.unet(LoadMode::Real, &dev).unwrap();
+    let (ref_unet, _) = refiner.unet(LoadMode::Real, &dev).unwrap();
+    let guidance = Guidance {
+        cfg: f(&set["cfg"]),
+        mimic: f(&set["adaptive_cfg"]),
+        sharpness: f(&set["sharpness"]),
+    };
+    let base_stage = Stage {
+        unet: &base_unet,
+        context,
+        adm: Adm::switched(y_emph, y_cons, f(&set["adm_end"])),
+    };
+    let ref_stage = Stage {
+        unet: &ref_unet,
+        context: ref_context,
+        adm: Adm::Fixed(ref_y),
+    };
+    let mut denoiser = FooocusDenoiser::new(base_stage, &table, guidance)
+        .with_refiner(ref_stage, sigmas[switch] as f64);
+    denoiser.record = true;
+    let sampler: Sampler = "dpmpp_2m_sde_gpu".parse().unwrap();
+    let outcome = sampler
+        .sample(
+            SamplerOptions::default(),
+            &mut denoiser,
+            &mut noise,
+            x_init,
+            &sigmas,
+            &mut |_| StepControl::Continue,
+        )
+        .unwrap();
+    let SampleOutcome::Finished(latent) = outcome else {
+        panic!("stopped")
+    };
+
+    let models = s["models"].as_array().unwrap();
+    assert_eq!(denoiser.calls.len(), models.len());
+    for (i, call) in denoiser.calls.iter().enumerate() {
+        assert_eq!(call.model, n(&models[i]), "call {i} model");
+        assert_eq!(call.t, f(&s["timesteps"][i]), "call {i} timestep");
+        let scale = max_abs(&r.get(&format!("step{i}.x")));
+        let err = max_abs(&(&call.denoised - r.get(&format!("step{i}.denoised"))).unwrap()) / scale;
+        println!(
+            "fooocus call {i} (model {}): denoised {err:.3e}",
+            call.model
+        );
+        assert!(err <= 1e-4, "call {i}: {err:.3e}");
+    }
+    common::assert_close(
+        "fooocus final latent",
+        &latent,
+        &r.get("final_latent"),
+        1e-3,
+    );
+    let (vae, _) = base.vae(LoadMode::Real, &dev).unwrap();
+    common::assert_close(
+        "fooocus image",
+        &vae.decode(&latent).unwrap(),
+        &r.get("image"),
+        1e-3,
+    );
+}

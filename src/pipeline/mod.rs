@@ -2,6 +2,7 @@
 //! sharpness filter and CFG mimicking) and, as the pipeline grows, prompts, styles, the refiner
 //! swap and saving.
 
+pub mod conditioning;
 pub mod denoiser;
 pub mod guidance;
 pub mod sharpness;
