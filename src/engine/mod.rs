@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod inspect;
+pub mod lora;
 pub mod model;
 pub mod text;
 pub mod tiling;

@@ -6,3 +6,4 @@ pub mod conditioning;
 pub mod denoiser;
 pub mod guidance;
 pub mod sharpness;
+pub mod styles;

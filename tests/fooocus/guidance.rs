@@ -1,9 +1,7 @@
-//! Fooocus semantics against `$FOOOCUS_FIXTURES/fooocus`: the sharpness filter cases and the
-//! guidance function on every call's stored inputs.
+//! The sharpness filter cases, the guidance function on every call's stored inputs, and the
+//! whole base + refiner run.
 
-mod common;
-
-use common::{json, max_abs, Tensors};
+use crate::common::{self, json, max_abs, Tensors};
 use fooocus::pipeline::guidance::{progress, Guidance};
 use fooocus::pipeline::sharpness::{anisotropic_filter, FilterShape};
 

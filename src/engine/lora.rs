@@ -1,0 +1,1 @@
+//! kohya LoRAs: reading, key matching against a checkpoint, and merging into weights at load.

@@ -1,0 +1,6 @@
+//! Fooocus semantics against `$FOOOCUS_FIXTURES/fooocus` and `$FOOOCUS_FIXTURES/lora`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod guidance;
