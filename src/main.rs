@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fooocus::config::Config;
+use fooocus::config::{Config, ModelKind};
 use fooocus::engine::config::HeadDims;
 use fooocus::engine::inspect::inspect;
 
@@ -58,7 +58,7 @@ fn main() -> ExitCode {
                 clip_g: head_dim,
                 unet: head_dim,
             };
-            let found = match config.find_checkpoint(&file) {
+            let found = match config.find_model(ModelKind::Checkpoint, &file.to_string_lossy()) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("error: {e}");

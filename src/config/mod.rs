@@ -1,23 +1,48 @@
-//! `config.toml`: the paths of model folders and outputs (more sections join as the server and
-//! presets arrive). A missing file means the documented defaults.
+//! `config.toml`: model, style, wildcard and output folders, presets (the defaults of a
+//! generation, selectable with `--preset`) and per-model head sizes. A missing file means the
+//! documented defaults; presets in the file add to or replace the built-in ones by name.
 
+mod preset;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::engine::config::HeadDims;
+pub use preset::{LoraChoice, Preset, DEFAULT_PRESET};
+
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub paths: Paths,
+    /// Presets by name; `default` is used when none is chosen.
+    pub presets: BTreeMap<String, Preset>,
+    /// Attention head sizes of models that are not standard SDXL (64), by file name.
+    pub head_dims: BTreeMap<String, HeadDimsConfig>,
 }
 
-/// Where models are looked for and images saved.
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            paths: Paths::default(),
+            presets: BTreeMap::from([(DEFAULT_PRESET.to_string(), Preset::default())]),
+            head_dims: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where models, styles and wildcards are looked for and images saved.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Paths {
     pub checkpoints: Vec<PathBuf>,
     pub loras: Vec<PathBuf>,
+    /// The CLIP tokenizer (`tokenizer.json` of openai/clip-vit-large-patch14).
+    pub tokenizer: PathBuf,
+    pub styles: PathBuf,
+    pub wildcards: PathBuf,
     pub outputs: PathBuf,
 }
 
@@ -26,7 +51,30 @@ impl Default for Paths {
         Self {
             checkpoints: vec![PathBuf::from("models/checkpoints")],
             loras: vec![PathBuf::from("models/loras")],
+            tokenizer: PathBuf::from("models/clip/tokenizer.json"),
+            styles: PathBuf::from("styles"),
+            wildcards: PathBuf::from("wildcards"),
             outputs: PathBuf::from("outputs"),
+        }
+    }
+}
+
+/// Head sizes of one model's networks (each defaults to 64).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadDimsConfig {
+    pub clip_l: usize,
+    pub clip_g: usize,
+    pub unet: usize,
+}
+
+impl Default for HeadDimsConfig {
+    fn default() -> Self {
+        let d = HeadDims::default();
+        Self {
+            clip_l: d.clip_l,
+            clip_g: d.clip_g,
+            unet: d.unet,
         }
     }
 }
@@ -40,7 +88,9 @@ pub enum ConfigError {
     },
     #[error("{path} is not valid: {message}(fix the key, or delete the file to use the defaults)")]
     Invalid { path: PathBuf, message: String },
-    #[error("{name} not found: looked for it as given and in {searched} (put the file in a checkpoint folder, or add its folder to [paths] checkpoints in config.toml)")]
+    #[error("unknown preset `{name}`: known presets are {known}")]
+    UnknownPreset { name: String, known: String },
+    #[error("{name} not found: looked for it as given and in {searched} (put the file there, or add its folder to [paths] in config.toml)")]
     NotFound { name: PathBuf, searched: String },
 }
 
@@ -57,30 +107,132 @@ impl Config {
                 })
             }
         };
-        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        config
+            .presets
+            .entry(DEFAULT_PRESET.to_string())
+            .or_default();
+        Ok(config)
     }
 
-    /// Resolves a checkpoint argument: an existing path as given, else the first checkpoint
-    /// folder holding a file of that name.
-    pub fn find_checkpoint(&self, name: &Path) -> Result<PathBuf, ConfigError> {
-        if name.exists() {
-            return Ok(name.to_path_buf());
+    /// The preset called `name`, or an error listing the known ones.
+    pub fn preset(&self, name: &str) -> Result<&Preset, ConfigError> {
+        self.presets
+            .get(name)
+            .ok_or_else(|| ConfigError::UnknownPreset {
+                name: name.to_string(),
+                known: self.presets.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Head sizes for the model file `path` (by file name), 64 unless configured.
+    pub fn head_dims(&self, path: &Path) -> HeadDims {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let d = self.head_dims.get(&name).copied().unwrap_or_default();
+        HeadDims {
+            clip_l: d.clip_l,
+            clip_g: d.clip_g,
+            unet: d.unet,
         }
-        let dirs = &self.paths.checkpoints;
-        dirs.iter()
-            .map(|dir| dir.join(name))
-            .find(|p| p.exists())
+    }
+
+    /// The folders holding models of `kind`.
+    pub fn model_dirs(&self, kind: ModelKind) -> &[PathBuf] {
+        match kind {
+            ModelKind::Checkpoint => &self.paths.checkpoints,
+            ModelKind::Lora => &self.paths.loras,
+        }
+    }
+
+    /// Every `.safetensors` file under the folders of `kind` (recursively), named by its path
+    /// relative to its folder with `/` separators, sorted; the first folder wins on equal names.
+    pub fn list_models(&self, kind: ModelKind) -> Vec<ModelEntry> {
+        let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for dir in self.model_dirs(kind) {
+            let mut files = Vec::new();
+            collect_safetensors(dir, &mut files);
+            for path in files {
+                let Ok(rel) = path.strip_prefix(dir) else {
+                    continue;
+                };
+                let name = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                found.entry(name).or_insert(path);
+            }
+        }
+        found
+            .into_iter()
+            .map(|(name, path)| ModelEntry { name, path })
+            .collect()
+    }
+
+    /// Resolves a model argument: an existing path as given, else a model of `kind` whose
+    /// relative name, file name or file stem is `name`.
+    pub fn find_model(&self, kind: ModelKind, name: &str) -> Result<PathBuf, ConfigError> {
+        let as_path = Path::new(name);
+        if as_path.is_file() {
+            return Ok(as_path.to_path_buf());
+        }
+        let models = self.list_models(kind);
+        let matches = |m: &&ModelEntry| {
+            m.name == name
+                || m.path.file_name().is_some_and(|f| f == name)
+                || m.path.file_stem().is_some_and(|f| f == name)
+        };
+        models
+            .iter()
+            .find(matches)
+            .map(|m| m.path.clone())
             .ok_or_else(|| ConfigError::NotFound {
-                name: name.to_path_buf(),
-                searched: dirs
+                name: as_path.to_path_buf(),
+                searched: self
+                    .model_dirs(kind)
                     .iter()
                     .map(|d| d.display().to_string())
                     .collect::<Vec<_>>()
                     .join(", "),
             })
+    }
+}
+
+/// Which model folders to search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Checkpoint,
+    Lora,
+}
+
+/// A model file found in a model folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelEntry {
+    /// Path relative to its folder, `/`-separated (what requests and the UI use).
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Adds the `.safetensors` files under `dir` to `out`, recursively; unreadable folders are
+/// skipped (a missing model folder simply holds no models).
+fn collect_safetensors(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect_safetensors(&path, out);
+        } else if path.extension().is_some_and(|e| e == "safetensors") {
+            out.push(path);
+        }
     }
 }
 
@@ -95,6 +247,27 @@ mod tests {
     }
 
     #[test]
+    fn models_are_found_recursively_by_name_or_stem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/sub")).unwrap();
+        std::fs::write(dir.path().join("a/sub/x.safetensors"), b"").unwrap();
+        std::fs::write(dir.path().join("a/y.safetensors"), b"").unwrap();
+        std::fs::write(dir.path().join("a/notes.txt"), b"").unwrap();
+        let mut config = Config::default();
+        config.paths.loras = vec![dir.path().join("a"), dir.path().join("missing")];
+        let names: Vec<String> = config
+            .list_models(ModelKind::Lora)
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(names, vec!["sub/x.safetensors", "y.safetensors"]);
+        for name in ["sub/x.safetensors", "x.safetensors", "x"] {
+            assert!(config.find_model(ModelKind::Lora, name).is_ok(), "{name}");
+        }
+        assert!(config.find_model(ModelKind::Lora, "z").is_err());
+    }
+
+    #[test]
     fn missing_file_gives_defaults_and_bad_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
@@ -102,7 +275,7 @@ mod tests {
             Config::default()
         );
         let err = Config::default()
-            .find_checkpoint(Path::new("absent.safetensors"))
+            .find_model(ModelKind::Checkpoint, "absent.safetensors")
             .unwrap_err()
             .to_string();
         assert!(err.contains("models/checkpoints"), "{err}");

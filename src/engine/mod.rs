@@ -32,6 +32,8 @@ pub enum EngineError {
     Corrupt { path: PathBuf, reason: String },
     #[error("{path} is a {found}, not an SDXL checkpoint: fooocus-rs runs SDXL base and refiner models only")]
     NotSdxl { path: PathBuf, found: String },
+    #[error("{path} is not a LoRA ({found}): choose a kohya-format LoRA `.safetensors` (tensors named `lora_unet_*`, `lora_te1_*`, `lora_te2_*`); checkpoints belong in the checkpoints folder")]
+    NotLora { path: PathBuf, found: String },
     #[error("{path} is an {found} but {wanted} is needed here: {hint}")]
     WrongRole {
         path: PathBuf,

@@ -1,14 +1,16 @@
 //! An opened SDXL single file: its checkpoint, inferred configuration and the builders of each
-//! network (text encoders, UNet, VAE), in the dtype the device policy chooses.
+//! network (text encoders, UNet, VAE), in the dtype the device policy chooses; and the same file
+//! with LoRAs, whose text encoders and UNet are built with the LoRAs merged into their weights.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 use super::checkpoint::{Architecture, Checkpoint, UNET_PREFIX, VAE_PREFIX};
 use super::clip::ClipTextModel;
 use super::config::{ClipConfig, HeadDims, SdxlConfig};
+use super::lora::{LoraFile, LoraReport, Patches};
 use super::unet::UNet;
 use super::vae::Vae;
 use super::weights::{build, LoadMode, Usage};
@@ -88,14 +90,28 @@ impl SdxlFile {
         })
     }
 
+    /// This file with `loras` (each with its strength; they add up) merged into the weights of
+    /// the networks built from it, and what each LoRA matched here. LoRAs that match nothing of
+    /// this file are left out with a warning; nothing is read until a network is built.
+    pub fn with_loras(&self, loras: &[(Arc<LoraFile>, f64)]) -> (SdxlWithLoras, Vec<LoraReport>) {
+        let (patches, reports) = Patches::new(&self.checkpoint, &self.config, loras);
+        let file = SdxlWithLoras {
+            file: self.clone(),
+            patches: Arc::new(patches),
+        };
+        (file, reports)
+    }
+
     fn clip(
         &self,
         config: &ClipConfig,
+        patches: &Arc<Patches>,
         mode: LoadMode,
         device: &Device,
     ) -> Result<(ClipTextModel, Usage), EngineError> {
         build(
             &self.checkpoint,
+            patches,
             &config.prefix,
             mode,
             compute_dtype(device),
@@ -110,10 +126,19 @@ impl SdxlFile {
         mode: LoadMode,
         device: &Device,
     ) -> Result<Option<(ClipTextModel, Usage)>, EngineError> {
+        self.clip_l_with(&Arc::default(), mode, device)
+    }
+
+    fn clip_l_with(
+        &self,
+        patches: &Arc<Patches>,
+        mode: LoadMode,
+        device: &Device,
+    ) -> Result<Option<(ClipTextModel, Usage)>, EngineError> {
         self.config
             .clip_l
             .as_ref()
-            .map(|c| self.clip(c, mode, device))
+            .map(|c| self.clip(c, patches, mode, device))
             .transpose()
     }
 
@@ -123,12 +148,22 @@ impl SdxlFile {
         mode: LoadMode,
         device: &Device,
     ) -> Result<(ClipTextModel, Usage), EngineError> {
-        self.clip(&self.config.clip_g, mode, device)
+        self.clip(&self.config.clip_g, &Arc::default(), mode, device)
     }
 
     pub fn unet(&self, mode: LoadMode, device: &Device) -> Result<(UNet, Usage), EngineError> {
+        self.unet_with(&Arc::default(), mode, device)
+    }
+
+    fn unet_with(
+        &self,
+        patches: &Arc<Patches>,
+        mode: LoadMode,
+        device: &Device,
+    ) -> Result<(UNet, Usage), EngineError> {
         build(
             &self.checkpoint,
+            patches,
             UNET_PREFIX,
             mode,
             compute_dtype(device),
@@ -141,11 +176,66 @@ impl SdxlFile {
     pub fn vae(&self, mode: LoadMode, device: &Device) -> Result<(Vae, Usage), EngineError> {
         build(
             &self.checkpoint,
+            &Arc::default(),
             VAE_PREFIX,
             mode,
             DType::F32,
             device,
             |vb| Vae::load(vb, &self.config.vae),
         )
+    }
+}
+
+/// An SDXL file whose text encoders and UNet are built with LoRAs merged into their weights,
+/// tensor by tensor as they load (made by [`SdxlFile::with_loras`]). The VAE has no LoRA weights:
+/// build it from [`SdxlWithLoras::file`].
+#[derive(Debug, Clone)]
+pub struct SdxlWithLoras {
+    file: SdxlFile,
+    patches: Arc<Patches>,
+}
+
+impl SdxlWithLoras {
+    /// The file without its LoRAs.
+    pub fn file(&self) -> &SdxlFile {
+        &self.file
+    }
+
+    /// Whether any LoRA changes a weight of this file.
+    pub fn has_patches(&self) -> bool {
+        !self.patches.is_empty()
+    }
+
+    /// One weight of the file on `device`, as the networks get it: with the LoRA updates added,
+    /// in f32 (unchanged weights in their stored precision, converted to f32).
+    pub fn weight(&self, name: &str, device: &Device) -> Result<Tensor, EngineError> {
+        match self.patches.merged(&self.file.checkpoint, name, device)? {
+            Some(merged) => Ok(merged),
+            None => self.file.checkpoint.load(name, DType::F32, device),
+        }
+    }
+
+    /// CLIP-L with the LoRAs (base files only).
+    pub fn clip_l(
+        &self,
+        mode: LoadMode,
+        device: &Device,
+    ) -> Result<Option<(ClipTextModel, Usage)>, EngineError> {
+        self.file.clip_l_with(&self.patches, mode, device)
+    }
+
+    /// OpenCLIP-G with the LoRAs.
+    pub fn clip_g(
+        &self,
+        mode: LoadMode,
+        device: &Device,
+    ) -> Result<(ClipTextModel, Usage), EngineError> {
+        let config = &self.file.config.clip_g;
+        self.file.clip(config, &self.patches, mode, device)
+    }
+
+    /// The UNet with the LoRAs.
+    pub fn unet(&self, mode: LoadMode, device: &Device) -> Result<(UNet, Usage), EngineError> {
+        self.file.unet_with(&self.patches, mode, device)
     }
 }

@@ -2,6 +2,7 @@
 //! single-file names, records which ones a network used, collects every missing or mis-shaped
 //! tensor (so one error can name them all), and can build a network "on paper" (stride-0 zero
 //! tensors, no data read) to count parameters of a 7 GB file without touching its weights.
+//! Weights that LoRAs update are merged as they are read (see `engine::lora`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
 use super::checkpoint::Checkpoint;
+use super::lora::Patches;
 use super::EngineError;
 
 /// Whether tensors are read from the file or only described.
@@ -27,11 +29,12 @@ struct Record {
     used: BTreeSet<String>,
     missing: Vec<String>,
     mismatched: Vec<String>,
-    failed: Vec<String>,
+    failed: Vec<EngineError>,
 }
 
 struct RecordingBackend {
     ckpt: Arc<Checkpoint>,
+    patches: Arc<Patches>,
     mode: LoadMode,
     record: Arc<Mutex<Record>>,
 }
@@ -39,6 +42,23 @@ struct RecordingBackend {
 impl RecordingBackend {
     fn placeholder(shape: &Shape, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         Tensor::zeros((), dtype, dev)?.broadcast_as(shape)
+    }
+
+    /// Reads `name`, with its LoRA updates merged (in f32, then cast) when it has any.
+    /// A tensor-library failure is reported against the checkpoint and the tensor.
+    fn read(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor, EngineError> {
+        let read = match self.patches.merged(&self.ckpt, name, dev) {
+            Ok(Some(merged)) => merged.to_dtype(dtype).map_err(EngineError::from),
+            Ok(None) => self.ckpt.load(name, dtype, dev),
+            Err(e) => Err(e),
+        };
+        read.map_err(|e| match e {
+            EngineError::Candle(e) => EngineError::Corrupt {
+                path: self.ckpt.path().to_path_buf(),
+                reason: format!("tensor `{name}`: {e}"),
+            },
+            other => other,
+        })
     }
 
     fn note(&self, f: impl FnOnce(&mut Record)) {
@@ -71,10 +91,10 @@ impl SimpleBackend for RecordingBackend {
         });
         match self.mode {
             LoadMode::Meta => Self::placeholder(&shape, dtype, dev),
-            LoadMode::Real => match self.ckpt.load(name, dtype, dev) {
+            LoadMode::Real => match self.read(name, dtype, dev) {
                 Ok(t) => Ok(t),
                 Err(e) => {
-                    self.note(|r| r.failed.push(format!("{name}: {e}")));
+                    self.note(|r| r.failed.push(e));
                     Self::placeholder(&shape, dtype, dev)
                 }
             },
@@ -115,10 +135,12 @@ impl Usage {
     }
 }
 
-/// Builds a network from the tensors under `prefix`, returning it with what it read. Every
-/// missing or mis-shaped tensor is reported at once in one error.
+/// Builds a network from the tensors under `prefix`, with `patches` merged into the weights they
+/// update, returning it with what it read. Every missing or mis-shaped tensor is reported at once
+/// in one error.
 pub fn build<T>(
     ckpt: &Arc<Checkpoint>,
+    patches: &Arc<Patches>,
     prefix: &str,
     mode: LoadMode,
     dtype: DType,
@@ -128,6 +150,7 @@ pub fn build<T>(
     let record = Arc::new(Mutex::new(Record::default()));
     let backend = RecordingBackend {
         ckpt: ckpt.clone(),
+        patches: patches.clone(),
         mode,
         record: record.clone(),
     };
@@ -153,10 +176,7 @@ pub fn build<T>(
         });
     }
     if let Some(first) = record.failed.into_iter().next() {
-        return Err(EngineError::Corrupt {
-            path,
-            reason: first,
-        });
+        return Err(first);
     }
     Ok((built, Usage { used: record.used }))
 }

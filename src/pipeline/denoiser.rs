@@ -78,6 +78,8 @@ pub struct FooocusDenoiser<'a> {
     pub refiner: Option<(Stage<'a>, f64)>,
     pub schedule: &'a DiscreteSchedule,
     pub guidance: Guidance,
+    /// Model evaluations so far: [base, refiner].
+    pub evaluations: [usize; 2],
     /// Every call's record, when `record` is set (tests and debugging).
     pub calls: Vec<CallRecord>,
     pub record: bool,
@@ -90,6 +92,7 @@ impl<'a> FooocusDenoiser<'a> {
             refiner: None,
             schedule,
             guidance,
+            evaluations: [0, 0],
             calls: Vec::new(),
             record: false,
         }
@@ -144,6 +147,7 @@ impl Denoiser for FooocusDenoiser<'_> {
             x0.narrow(0, b, b)?
         };
         let guided = self.guidance.apply(x, t, &x0_cond, &x0_uncond)?;
+        self.evaluations[model] += 1;
         if self.record {
             self.calls.push(CallRecord {
                 sigma,

@@ -1,0 +1,28 @@
+//! Why a run failed, with the underlying error's own message (which names the file or field).
+
+use super::plan::RequestError;
+use super::styles::StyleError;
+use super::wildcards::WildcardError;
+use crate::engine::EngineError;
+use crate::sampling::SamplingError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    #[error(transparent)]
+    Style(#[from] StyleError),
+    #[error(transparent)]
+    Wildcard(#[from] WildcardError),
+    #[error("saving failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Other(String),
+}

@@ -1,0 +1,105 @@
+//! A plan's image metadata (what the store embeds in every image) and the way back: the request
+//! that reproduces a saved image.
+
+use super::plan::Plan;
+use super::request::GenerateRequest;
+use crate::config::LoraChoice;
+use crate::store::{short_hash, ImageMetadata, LoraEntry};
+
+/// The metadata of image `seed` of `plan`; `prompt` and `negative` are the texts after wildcards
+/// and arrays (kept as `extra` when they differ from what the user typed).
+pub fn metadata(plan: &Plan, seed: u64, prompt: &str, negative: &str) -> ImageMetadata {
+    let mut extra = serde_json::Map::new();
+    if prompt != plan.prompt {
+        extra.insert("expanded_prompt".into(), prompt.into());
+    }
+    if negative != plan.negative_prompt {
+        extra.insert("expanded_negative_prompt".into(), negative.into());
+    }
+    ImageMetadata {
+        prompt: plan.prompt.clone(),
+        negative_prompt: plan.negative_prompt.clone(),
+        styles: plan.styles.clone(),
+        performance: plan.performance.name().to_string(),
+        steps: plan.steps as u32,
+        sampler: plan.sampler.name().to_string(),
+        scheduler: plan.scheduler.name().to_string(),
+        guidance_scale: plan.guidance.cfg,
+        sharpness: plan.guidance.sharpness,
+        adm_scaler_positive: plan.adm.positive,
+        adm_scaler_negative: plan.adm.negative,
+        adm_scaler_end: plan.adm.end,
+        adaptive_cfg: plan.guidance.mimic,
+        clip_skip: plan.clip_skip as u32,
+        seed,
+        width: plan.width,
+        height: plan.height,
+        base_model: plan.base_model.name.clone(),
+        base_model_hash: short_hash(&plan.base_model.path).ok(),
+        refiner_model: plan.refiner.as_ref().map(|r| r.model.name.clone()),
+        refiner_model_hash: plan
+            .refiner
+            .as_ref()
+            .and_then(|r| short_hash(&r.model.path).ok()),
+        refiner_switch: plan.refiner.as_ref().map_or(1.0, |r| r.switch),
+        loras: plan
+            .loras
+            .iter()
+            .map(|(m, weight)| LoraEntry {
+                name: m.name.clone(),
+                hash: short_hash(&m.path).ok(),
+                weight: *weight,
+            })
+            .collect(),
+        vae: None,
+        output_format: plan.output_format,
+        extra,
+        ..ImageMetadata::default()
+    }
+}
+
+/// The request that makes the image `meta` describes again (one image, its seed). LoRAs that a
+/// performance mode adds are left to the mode.
+pub fn request_from_metadata(meta: &ImageMetadata) -> GenerateRequest {
+    let forced = meta
+        .performance
+        .parse::<super::request::Performance>()
+        .ok()
+        .and_then(|p| p.fast());
+    GenerateRequest {
+        prompt: meta.prompt.clone(),
+        negative_prompt: Some(meta.negative_prompt.clone()),
+        styles: Some(meta.styles.clone()),
+        performance: Some(meta.performance.clone()),
+        aspect_ratio: None,
+        width: Some(meta.width),
+        height: Some(meta.height),
+        image_number: Some(1),
+        seed: Some(meta.seed),
+        base_model: Some(meta.base_model.clone()),
+        refiner_model: Some(meta.refiner_model.clone().unwrap_or_else(|| "None".into())),
+        refiner_switch: Some(meta.refiner_switch),
+        loras: Some(
+            meta.loras
+                .iter()
+                .filter(|l| forced.is_none_or(|f| l.name != f.lora))
+                .map(|l| LoraChoice {
+                    name: l.name.clone(),
+                    weight: l.weight,
+                })
+                .collect(),
+        ),
+        guidance_scale: Some(meta.guidance_scale),
+        sharpness: Some(meta.sharpness),
+        sampler: Some(meta.sampler.clone()),
+        scheduler: Some(meta.scheduler.clone()),
+        steps: Some(meta.steps),
+        clip_skip: Some(meta.clip_skip as usize),
+        adm_positive: Some(meta.adm_scaler_positive),
+        adm_negative: Some(meta.adm_scaler_negative),
+        adm_end: Some(meta.adm_scaler_end),
+        adaptive_cfg: Some(meta.adaptive_cfg),
+        output_format: Some(meta.output_format.extension().to_string()),
+        save_metadata: Some(true),
+    }
+}

@@ -1,0 +1,405 @@
+//! From a request to a validated plan: the preset fills what the request leaves out, the
+//! performance mode forces what it must, every field is checked before any work starts (each
+//! error names the field), model names are resolved to files, and the seeds are fixed.
+
+use std::path::PathBuf;
+
+use crate::config::{Config, LoraChoice, ModelKind, Preset};
+use crate::engine::checkpoint::{Architecture, Checkpoint};
+use crate::pipeline::conditioning::switch_step;
+use crate::pipeline::guidance::Guidance;
+use crate::pipeline::request::{parse_aspect_ratio, GenerateRequest, Performance, ASPECT_RATIOS};
+use crate::pipeline::styles::StyleLibrary;
+use crate::pipeline::wildcards::Wildcards;
+use crate::sampling::{Sampler, Scheduler};
+use crate::store::OutputFormat;
+
+/// Seeds run from 0 to 2⁶³ − 1, as in Fooocus.
+pub const SEED_MODULUS: u64 = 1 << 63;
+/// Most images one request may ask for.
+pub const MAX_IMAGES: u32 = 32;
+/// Most steps one request may force.
+pub const MAX_STEPS: u32 = 200;
+/// Most LoRAs besides the performance one.
+pub const MAX_LORAS: usize = 5;
+
+/// A request that cannot run, naming the field and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{field}`: {message}")]
+pub struct RequestError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn bad(field: &'static str, message: impl Into<String>) -> RequestError {
+    RequestError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// A model chosen by name and found on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRef {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// ADM scalers of negative ADM guidance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdmScalers {
+    pub positive: f64,
+    pub negative: f64,
+    pub end: f64,
+}
+
+/// The refiner and where it takes over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefinerPlan {
+    pub model: ModelRef,
+    /// The fraction asked for.
+    pub switch: f64,
+    /// The step after whose model call the refiner takes over.
+    pub switch_step: usize,
+}
+
+/// Everything a run needs, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub styles: Vec<String>,
+    pub performance: Performance,
+    pub width: u32,
+    pub height: u32,
+    /// One seed per image.
+    pub seeds: Vec<u64>,
+    pub base_model: ModelRef,
+    pub refiner: Option<RefinerPlan>,
+    pub loras: Vec<(ModelRef, f64)>,
+    pub steps: usize,
+    pub sampler: Sampler,
+    pub scheduler: Scheduler,
+    pub guidance: Guidance,
+    pub adm: AdmScalers,
+    pub clip_skip: usize,
+    pub output_format: OutputFormat,
+    pub save_metadata: bool,
+}
+
+fn in_range(field: &'static str, value: f64, lo: f64, hi: f64) -> Result<f64, RequestError> {
+    if value.is_finite() && (lo..=hi).contains(&value) {
+        Ok(value)
+    } else {
+        Err(bad(
+            field,
+            format!("{value} is out of range: use {lo} to {hi}"),
+        ))
+    }
+}
+
+/// Validates `request` over `preset` and resolves it into a plan.
+pub fn plan(
+    request: &GenerateRequest,
+    preset: &Preset,
+    config: &Config,
+    styles: &StyleLibrary,
+) -> Result<Plan, RequestError> {
+    let r = request;
+    let performance: Performance = r
+        .performance
+        .as_deref()
+        .unwrap_or(&preset.performance)
+        .parse()
+        .map_err(|e: String| bad("performance", e))?;
+
+    let style_names = r.styles.clone().unwrap_or_else(|| preset.styles.clone());
+    styles
+        .check(&style_names)
+        .map_err(|e| bad("styles", e.to_string()))?;
+
+    let (width, height) = size(r, preset)?;
+    let image_number = r.image_number.unwrap_or(preset.image_number);
+    if !(1..=MAX_IMAGES).contains(&image_number) {
+        return Err(bad(
+            "image_number",
+            format!("{image_number} images: ask for 1 to {MAX_IMAGES}"),
+        ));
+    }
+    let seed = r
+        .seed
+        .unwrap_or_else(|| rand::random::<u64>() % SEED_MODULUS);
+    let seeds = (0..u64::from(image_number))
+        .map(|i| (seed % SEED_MODULUS + i) % SEED_MODULUS)
+        .collect();
+
+    let mut wildcards = Wildcards::new(&config.paths.wildcards);
+    let negative_prompt = r
+        .negative_prompt
+        .clone()
+        .unwrap_or_else(|| preset.negative_prompt.clone());
+    wildcards
+        .check(&r.prompt)
+        .map_err(|e| bad("prompt", e.to_string()))?;
+    wildcards
+        .check(&negative_prompt)
+        .map_err(|e| bad("negative_prompt", e.to_string()))?;
+
+    let base_name = r
+        .base_model
+        .clone()
+        .unwrap_or_else(|| preset.base_model.clone());
+    let base_path = config
+        .find_model(ModelKind::Checkpoint, &base_name)
+        .map_err(|e| bad("base_model", e.to_string()))?;
+    let base_model = checkpoint("base_model", &base_name, base_path, Architecture::SdxlBase)?;
+
+    let perf_steps = performance.steps();
+    let steps = match r.steps {
+        Some(s) if s == 0 || s > MAX_STEPS => {
+            return Err(bad("steps", format!("{s} steps: use 1 to {MAX_STEPS}")))
+        }
+        Some(s) => s as usize,
+        None => perf_steps,
+    };
+
+    let fast = performance.fast();
+    let refiner = match fast {
+        Some(_) => None,
+        None => refiner(r, preset, config, &base_model, perf_steps, steps)?,
+    };
+
+    let mut loras = Vec::new();
+    let chosen = r.loras.clone().unwrap_or_else(|| preset.loras.clone());
+    if chosen.len() > MAX_LORAS {
+        return Err(bad(
+            "loras",
+            format!("{} LoRAs: use at most {MAX_LORAS}", chosen.len()),
+        ));
+    }
+    for LoraChoice { name, weight } in &chosen {
+        loras.push((lora(config, name)?, in_range("loras", *weight, -2.0, 2.0)?));
+    }
+    if let Some(mode) = fast {
+        let model = lora(config, mode.lora).map_err(|e| {
+            bad(
+                "performance",
+                format!("{performance} needs the LoRA {}: {}", mode.lora, e.message),
+            )
+        })?;
+        loras.push((model, mode.lora_weight));
+    }
+
+    let number = |field, value: Option<f64>, default: f64, lo, hi| {
+        in_range(field, value.unwrap_or(default), lo, hi)
+    };
+    let mut guidance = Guidance {
+        cfg: number(
+            "guidance_scale",
+            r.guidance_scale,
+            preset.guidance_scale,
+            1.0,
+            30.0,
+        )?,
+        mimic: number(
+            "adaptive_cfg",
+            r.adaptive_cfg,
+            preset.adaptive_cfg,
+            1.0,
+            30.0,
+        )?,
+        sharpness: number("sharpness", r.sharpness, preset.sharpness, 0.0, 30.0)?,
+    };
+    let mut adm = AdmScalers {
+        positive: number(
+            "adm_positive",
+            r.adm_positive,
+            preset.adm_positive,
+            0.1,
+            3.0,
+        )?,
+        negative: number(
+            "adm_negative",
+            r.adm_negative,
+            preset.adm_negative,
+            0.1,
+            3.0,
+        )?,
+        end: number("adm_end", r.adm_end, preset.adm_end, 0.0, 1.0)?,
+    };
+    let sampler_name = r.sampler.as_deref().unwrap_or(&preset.sampler);
+    let scheduler_name = r.scheduler.as_deref().unwrap_or(&preset.scheduler);
+    let (sampler_name, scheduler_name) = match fast {
+        Some(mode) => (mode.sampler, mode.scheduler),
+        None => (sampler_name, scheduler_name),
+    };
+    let sampler: Sampler = sampler_name
+        .parse()
+        .map_err(|e: crate::sampling::SamplingError| bad("sampler", e.to_string()))?;
+    let scheduler: Scheduler = scheduler_name
+        .parse()
+        .map_err(|e: crate::sampling::SamplingError| bad("scheduler", e.to_string()))?;
+    if fast.is_some() {
+        guidance = Guidance {
+            cfg: 1.0,
+            mimic: 1.0,
+            sharpness: 0.0,
+        };
+        adm = AdmScalers {
+            positive: 1.0,
+            negative: 1.0,
+            end: 0.0,
+        };
+    }
+
+    let clip_skip = r.clip_skip.unwrap_or(preset.clip_skip);
+    if !(1..=12).contains(&clip_skip) {
+        return Err(bad("clip_skip", format!("{clip_skip}: use 1 to 12")));
+    }
+    let output_format: OutputFormat = r
+        .output_format
+        .as_deref()
+        .unwrap_or(&preset.output_format)
+        .parse()
+        .map_err(|e: String| bad("output_format", e))?;
+
+    Ok(Plan {
+        prompt: r.prompt.clone(),
+        negative_prompt,
+        styles: style_names,
+        performance,
+        width,
+        height,
+        seeds,
+        base_model,
+        refiner,
+        loras,
+        steps,
+        sampler,
+        scheduler,
+        guidance,
+        adm,
+        clip_skip,
+        output_format,
+        save_metadata: r.save_metadata.unwrap_or(preset.save_metadata),
+    })
+}
+
+/// The image size: a custom width and height (both, multiples of 64 in 512…2048) or an SDXL
+/// resolution.
+fn size(r: &GenerateRequest, preset: &Preset) -> Result<(u32, u32), RequestError> {
+    match (r.width, r.height) {
+        (Some(w), Some(h)) => {
+            for (field, v) in [("width", w), ("height", h)] {
+                if !(512..=2048).contains(&v) || v % 64 != 0 {
+                    return Err(bad(
+                        field,
+                        format!("{v}: use a multiple of 64 from 512 to 2048"),
+                    ));
+                }
+            }
+            Ok((w, h))
+        }
+        (Some(_), None) => Err(bad("height", "a custom size needs both width and height")),
+        (None, Some(_)) => Err(bad("width", "a custom size needs both width and height")),
+        (None, None) => {
+            let text = r.aspect_ratio.as_deref().unwrap_or(&preset.aspect_ratio);
+            parse_aspect_ratio(text).ok_or_else(|| {
+                let known: Vec<String> = ASPECT_RATIOS
+                    .iter()
+                    .map(|&(w, h)| format!("{w}×{h}"))
+                    .collect();
+                bad(
+                    "aspect_ratio",
+                    format!(
+                        "{text:?} is not an SDXL resolution: use one of {}",
+                        known.join(", ")
+                    ),
+                )
+            })
+        }
+    }
+}
+
+fn checkpoint(
+    field: &'static str,
+    name: &str,
+    path: PathBuf,
+    wanted: Architecture,
+) -> Result<ModelRef, RequestError> {
+    let found = Checkpoint::open(&path)
+        .map_err(|e| bad(field, e.to_string()))?
+        .architecture();
+    if found != wanted {
+        return Err(bad(
+            field,
+            format!(
+                "{name} is a {}, but an {} is needed here",
+                found.describe(),
+                wanted.describe()
+            ),
+        ));
+    }
+    Ok(ModelRef {
+        name: name.to_string(),
+        path,
+    })
+}
+
+fn lora(config: &Config, name: &str) -> Result<ModelRef, RequestError> {
+    let path = config
+        .find_model(ModelKind::Lora, name)
+        .map_err(|e| bad("loras", e.to_string()))?;
+    let found = Checkpoint::open(&path)
+        .map_err(|e| bad("loras", e.to_string()))?
+        .architecture();
+    if found != Architecture::Lora {
+        return Err(bad(
+            "loras",
+            format!("{name} is not a LoRA: it is a {}", found.describe()),
+        ));
+    }
+    Ok(ModelRef {
+        name: name.to_string(),
+        path,
+    })
+}
+
+fn refiner(
+    r: &GenerateRequest,
+    preset: &Preset,
+    config: &Config,
+    base: &ModelRef,
+    perf_steps: usize,
+    steps: usize,
+) -> Result<Option<RefinerPlan>, RequestError> {
+    let name = match &r.refiner_model {
+        Some(n) => Some(n.clone()),
+        None => preset.refiner_model.clone(),
+    };
+    let Some(name) = name.filter(|n| !n.is_empty() && n != "None") else {
+        return Ok(None);
+    };
+    let switch = in_range(
+        "refiner_switch",
+        r.refiner_switch.unwrap_or(preset.refiner_switch),
+        0.1,
+        1.0,
+    )?;
+    let path = config
+        .find_model(ModelKind::Checkpoint, &name)
+        .map_err(|e| bad("refiner_model", e.to_string()))?;
+    if path == base.path {
+        return Ok(None);
+    }
+    let model = checkpoint("refiner_model", &name, path, Architecture::SdxlRefiner)?;
+    let switch_step = switch_step(perf_steps, switch);
+    if switch_step + 1 >= steps {
+        return Ok(None);
+    }
+    Ok(Some(RefinerPlan {
+        model,
+        switch,
+        switch_step,
+    }))
+}

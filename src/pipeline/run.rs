@@ -1,0 +1,326 @@
+//! One generation run: for each image of a plan, the prompts (wildcards, arrays, styles) become
+//! conditioning, the sampler runs the Fooocus denoiser from the image's seed (base, then the
+//! refiner after the switch step), the latent is decoded by the base VAE and saved with its
+//! metadata. Stop ends the run and Skip the current image, within one step; finished images are
+//! kept either way.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Tensor};
+use image::RgbImage;
+
+use super::conditioning::{
+    base_time_ids, consistent_time_ids, id_rows, refiner_context, refiner_time_ids,
+    REFINER_NEGATIVE_AESTHETIC, REFINER_POSITIVE_AESTHETIC,
+};
+use super::denoiser::{pair_contexts, Adm, FooocusDenoiser, Stage};
+use super::error::PipelineError;
+use super::meta::metadata;
+use super::models::Models;
+use super::plan::Plan;
+use super::styles::{PromptLines, StyleLibrary};
+use super::wildcards::{apply_arrays, Wildcards};
+use crate::config::Config;
+use crate::engine::text::TextEncoders;
+use crate::engine::unet::adm_vector;
+use crate::engine::vae::VAE_FACTOR;
+use crate::sampling::{
+    calculate_sigmas, DiscreteSchedule, SampleOutcome, SamplerOptions, SeededNoise, StepControl,
+    TorchGenerator,
+};
+use crate::store::{EncodeOptions, OutputStore, SavedImage};
+
+/// Stop and Skip, set from another thread and checked at every sampling step.
+#[derive(Debug, Default)]
+pub struct RunControl {
+    stop: AtomicBool,
+    skip: AtomicBool,
+}
+
+impl RunControl {
+    /// Ends the run after the current step; finished images are kept.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Abandons the current image and goes on with the next.
+    pub fn skip(&self) {
+        self.skip.store(true, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Whether a skip was asked for, clearing it.
+    fn take_skip(&self) -> bool {
+        self.skip.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// What a run reports as it goes.
+pub enum RunEvent<'a> {
+    /// A preparation stage ("Loading …", "Encoding prompts …").
+    Stage(String),
+    /// A sampling step finished its model call; `denoised` is the current x0 estimate.
+    Step {
+        image: usize,
+        images: usize,
+        step: usize,
+        steps: usize,
+        denoised: &'a Tensor,
+    },
+    /// Image `index` was saved.
+    Saved {
+        index: usize,
+        seed: u64,
+        image: &'a SavedImage,
+    },
+}
+
+/// How many model evaluations each image took, per model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evaluations {
+    pub base: usize,
+    pub refiner: usize,
+}
+
+/// A finished image.
+#[derive(Debug, Clone)]
+pub struct ImageResult {
+    pub index: usize,
+    pub seed: u64,
+    pub saved: SavedImage,
+    pub evaluations: Evaluations,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutcome {
+    pub images: Vec<ImageResult>,
+    /// Indices of skipped images.
+    pub skipped: Vec<usize>,
+    /// Whether Stop ended the run early.
+    pub stopped: bool,
+}
+
+/// Everything a run reads besides the plan.
+pub struct RunContext<'a> {
+    pub config: &'a Config,
+    pub styles: &'a StyleLibrary,
+    pub store: &'a OutputStore,
+    pub control: &'a RunControl,
+}
+
+/// Runs `plan`, saving each image as it finishes.
+pub fn run(
+    plan: &Plan,
+    models: &mut Models,
+    ctx: &RunContext<'_>,
+    on_event: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<RunOutcome, PipelineError> {
+    models.prepare(plan, ctx.config, &mut |s| on_event(RunEvent::Stage(s)))?;
+    let device = models.device().clone();
+    let Some((tokenizer, base, refiner, cache)) = models.parts() else {
+        return Err(PipelineError::Other("the models are not loaded".into()));
+    };
+    let table = DiscreteSchedule::sdxl();
+    let sigmas = calculate_sigmas(&table, plan.scheduler, plan.steps, 1.0, plan.sampler)?;
+    let (h, w) = (plan.height as usize, plan.width as usize);
+    let latent_shape = (1, 4, h / VAE_FACTOR, w / VAE_FACTOR);
+    let encoders = TextEncoders {
+        clip_l: Some(&base.clip_l),
+        clip_g: &base.clip_g,
+    };
+    let mut wildcards = Wildcards::new(&ctx.config.paths.wildcards);
+    let mut outcome = RunOutcome::default();
+    let images = plan.seeds.len();
+    let skip_negative = plan.guidance.cfg == 1.0;
+
+    for (index, &seed) in plan.seeds.iter().enumerate() {
+        if ctx.control.stopped() {
+            outcome.stopped = true;
+            break;
+        }
+        on_event(RunEvent::Stage(format!(
+            "Preparing image {}/{images}",
+            index + 1
+        )));
+        let mut rng = TorchGenerator::new(seed);
+        let prompt = apply_arrays(&wildcards.apply(&plan.prompt, &mut rng)?, index);
+        let negative = wildcards.apply(&plan.negative_prompt, &mut rng)?;
+        let mut style_rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+        let workloads = ctx.styles.workloads(
+            &plan.styles,
+            &PromptLines::parse(&prompt),
+            &PromptLines::parse(&negative),
+            &mut style_rng,
+        )?;
+
+        on_event(RunEvent::Stage(format!(
+            "Encoding prompts of image {}/{images}",
+            index + 1
+        )));
+        let pos = cache.encode(
+            &encoders,
+            tokenizer,
+            &workloads.positive,
+            workloads.k_pos,
+            plan.clip_skip,
+        )?;
+        let neg = if skip_negative {
+            pos.clone()
+        } else {
+            cache.encode(
+                &encoders,
+                tokenizer,
+                &workloads.negative,
+                usize::MAX,
+                plan.clip_skip,
+            )?
+        };
+        let context = pair_contexts(&pos.context, &neg.context)?;
+        let pooled = Tensor::cat(&[&pos.pooled, &neg.pooled], 0)?;
+        let id_dim = base.file.config.time_id_dim;
+        let emphasized = id_rows(
+            &[
+                base_time_ids(h, w, plan.adm.positive),
+                base_time_ids(h, w, plan.adm.negative),
+            ],
+            &device,
+        )?;
+        let consistent = id_rows(
+            &[consistent_time_ids(h, w), consistent_time_ids(h, w)],
+            &device,
+        )?;
+        let base_stage = Stage {
+            unet: &base.unet,
+            context: context.clone(),
+            adm: Adm::switched(
+                adm_vector(&pooled, &emphasized, id_dim)?,
+                adm_vector(&pooled, &consistent, id_dim)?,
+                plan.adm.end,
+            ),
+        };
+        let mut denoiser = FooocusDenoiser::new(base_stage, &table, plan.guidance);
+        if let (Some(r), Some(refiner)) = (&plan.refiner, refiner) {
+            let ids = id_rows(
+                &[
+                    refiner_time_ids(h, w, REFINER_POSITIVE_AESTHETIC),
+                    refiner_time_ids(h, w, REFINER_NEGATIVE_AESTHETIC),
+                ],
+                &device,
+            )?;
+            let stage = Stage {
+                unet: &refiner.unet,
+                context: refiner_context(&context, refiner.file.config.clip_g.hidden)?,
+                adm: Adm::Fixed(adm_vector(&pooled, &ids, refiner.file.config.time_id_dim)?),
+            };
+            let switch_sigma = sigmas.get(r.switch_step).copied().unwrap_or(0.0);
+            denoiser = denoiser.with_refiner(stage, f64::from(switch_sigma));
+        }
+
+        let mut noise = SeededNoise::new(seed, latent_shape, &device);
+        let x = start_latent(
+            noise.randn()?,
+            sigmas.first().copied().unwrap_or(0.0),
+            &table,
+        )?;
+        let steps = sigmas.len().saturating_sub(1);
+        let mut callback = |state: &crate::sampling::StepState<'_>| {
+            on_event(RunEvent::Step {
+                image: index,
+                images,
+                step: state.step,
+                steps,
+                denoised: state.denoised,
+            });
+            if ctx.control.stopped() || ctx.control.take_skip() {
+                StepControl::Stop
+            } else {
+                StepControl::Continue
+            }
+        };
+        let result = plan.sampler.sample(
+            SamplerOptions::default(),
+            &mut denoiser,
+            &mut noise,
+            x,
+            &sigmas,
+            &mut callback,
+        )?;
+        let latent = match result {
+            SampleOutcome::Finished(latent) => latent,
+            SampleOutcome::Stopped { .. } => {
+                if ctx.control.stopped() {
+                    outcome.stopped = true;
+                    break;
+                }
+                outcome.skipped.push(index);
+                continue;
+            }
+        };
+        let evaluations = Evaluations {
+            base: denoiser.evaluations[0],
+            refiner: denoiser.evaluations[1],
+        };
+        on_event(RunEvent::Stage(format!(
+            "Saving image {}/{images}",
+            index + 1
+        )));
+        let image = to_rgb(&base.vae.decode(&latent)?)?;
+        let meta = metadata(plan, seed, &prompt, &negative);
+        let options = EncodeOptions {
+            format: plan.output_format,
+            embed_metadata: plan.save_metadata,
+            ..Default::default()
+        };
+        let saved = ctx.store.save(&image, &meta, &options)?;
+        on_event(RunEvent::Saved {
+            index,
+            seed,
+            image: &saved,
+        });
+        outcome.images.push(ImageResult {
+            index,
+            seed,
+            saved,
+            evaluations,
+        });
+    }
+    Ok(outcome)
+}
+
+/// The first latent: noise·√(1 + σ₀²) for a full denoise from σ_max (ComfyUI/Fooocus), noise·σ₀
+/// otherwise.
+fn start_latent(
+    noise: Tensor,
+    sigma0: f32,
+    table: &DiscreteSchedule,
+) -> candle_core::Result<Tensor> {
+    let s = f64::from(sigma0);
+    if s >= table.sigma_max() * (1.0 - 1e-5) {
+        noise * (1.0 + s * s).sqrt()
+    } else {
+        noise * s
+    }
+}
+
+/// A decoded `[1, 3, H, W]` image in about [−1, 1] to RGB8: `uint8(255·clamp((x + 1)/2, 0, 1))`
+/// with truncation, as ComfyUI and Fooocus do.
+pub fn to_rgb(image: &Tensor) -> Result<RgbImage, PipelineError> {
+    let (_, c, h, w) = image.dims4()?;
+    if c != 3 {
+        return Err(PipelineError::Other(format!(
+            "the VAE gave {c} channels, not 3"
+        )));
+    }
+    let values = ((image.get(0)?.to_dtype(DType::F32)? + 1.0)? / 2.0)?
+        .clamp(0f32, 1f32)?
+        .permute((1, 2, 0))?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let bytes: Vec<u8> = values.iter().map(|v| (v * 255.0) as u8).collect();
+    RgbImage::from_raw(w as u32, h as u32, bytes)
+        .ok_or_else(|| PipelineError::Other("the decoded image has the wrong size".into()))
+}

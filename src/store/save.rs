@@ -1,0 +1,168 @@
+//! [`OutputStore`]: saving images under `<root>/YYYY-MM-DD/` with a fresh name, atomically, and
+//! recording them in the day's log; plus the history and safe path resolution the server needs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::NaiveDateTime;
+use image::RgbImage;
+use rand::Rng;
+
+use super::atomic::write_atomic;
+use super::encode::{encode_image, EncodeOptions};
+use super::error::{Result, StoreError};
+use super::history::{list_day, list_history, HistoryDay, HistoryImage};
+use super::log_html::{log_image, LogEntry};
+use super::metadata::ImageMetadata;
+use super::naming::{date_folder, image_file_name, resolve_output_path};
+
+/// How many random names are tried before giving up.
+const NAME_TRIES: u32 = 100;
+
+/// A saved image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedImage {
+    /// Where it lies on disk.
+    pub path: PathBuf,
+    /// Its path relative to the output root, `/`-separated: `YYYY-MM-DD/<file>`.
+    pub relative: String,
+}
+
+/// Encodes `image` and writes it to exactly `path` (atomically; the folder must exist). The
+/// same image, metadata and options give the same bytes.
+pub fn save_image_file(
+    path: &Path,
+    image: &RgbImage,
+    meta: &ImageMetadata,
+    options: &EncodeOptions,
+) -> Result<()> {
+    let bytes = encode_image(image, meta, options, path)?;
+    write_atomic(path, &bytes)
+}
+
+/// The first of `candidates` that names nothing in `dir` (not even a dangling link).
+fn free_name(dir: &Path, mut candidates: impl Iterator<Item = String>) -> Option<String> {
+    candidates.find(|name| std::fs::symlink_metadata(dir.join(name)).is_err())
+}
+
+/// The output folder: saves images, keeps each day's `log.html`, lists history.
+///
+/// Saves made through one `OutputStore` are serialized (name choice, write, log update), so share
+/// one per output folder in a process.
+#[derive(Debug)]
+pub struct OutputStore {
+    root: PathBuf,
+    write_log: bool,
+    lock: Mutex<()>,
+}
+
+impl OutputStore {
+    /// A store writing under `root` (created on first save), with the daily log on.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        OutputStore {
+            root: root.into(),
+            write_log: true,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Turns the daily `log.jsonl` / `log.html` on or off.
+    pub fn with_log(mut self, write_log: bool) -> Self {
+        self.write_log = write_log;
+        self
+    }
+
+    /// The output root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Saves `image` now (local time); see [`OutputStore::save_at`].
+    pub fn save(
+        &self,
+        image: &RgbImage,
+        meta: &ImageMetadata,
+        options: &EncodeOptions,
+    ) -> Result<SavedImage> {
+        self.save_at(image, meta, options, chrono::Local::now().naive_local())
+    }
+
+    /// Saves `image` as `<root>/<date>/<date>_<time>_<NNNN>.<ext>` for the moment `now`, with
+    /// `meta` (its `output_format` set to `options.format`) embedded as `options` say, then
+    /// records it in the day's log. A log failure is reported as a warning: the image is saved.
+    pub fn save_at(
+        &self,
+        image: &RgbImage,
+        meta: &ImageMetadata,
+        options: &EncodeOptions,
+        now: NaiveDateTime,
+    ) -> Result<SavedImage> {
+        let mut meta = meta.clone();
+        meta.output_format = options.format;
+        let date = date_folder(&now);
+        let dir = self.root.join(&date);
+
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io("create folder", &dir, e))?;
+        let mut rng = rand::rng();
+        let candidates = (0..NAME_TRIES)
+            .map(|_| image_file_name(&now, rng.random_range(1000..=9999), options.format));
+        let name = free_name(&dir, candidates).ok_or_else(|| StoreError::NoFreeName {
+            dir: dir.clone(),
+            tries: NAME_TRIES,
+        })?;
+        let path = dir.join(&name);
+        save_image_file(&path, image, &meta, options)?;
+        tracing::info!("saved {}", path.display());
+
+        if self.write_log {
+            let entry = LogEntry {
+                file: name.clone(),
+                metadata: meta,
+            };
+            if let Err(e) = log_image(&dir, &date, &entry) {
+                tracing::warn!("image saved, but the day's log was not updated: {e}");
+            }
+        }
+        Ok(SavedImage {
+            path,
+            relative: format!("{date}/{name}"),
+        })
+    }
+
+    /// All saved images, newest date first, newest image first.
+    pub fn history(&self) -> Result<Vec<HistoryDay>> {
+        list_history(&self.root)
+    }
+
+    /// The images of one day (`YYYY-MM-DD`), newest first.
+    pub fn day(&self, date: &str) -> Result<Vec<HistoryImage>> {
+        list_day(&self.root, date)
+    }
+
+    /// The file a client's `YYYY-MM-DD/<image>` or `YYYY-MM-DD/log.html` names, checked to lie
+    /// inside the root.
+    pub fn resolve(&self, relative: &str) -> Result<PathBuf> {
+        resolve_output_path(&self.root, relative)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collisions_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("taken.png"), b"x").unwrap();
+        let names = ["taken.png", "free.png"].map(String::from);
+        assert_eq!(
+            free_name(dir.path(), names.clone().into_iter()).as_deref(),
+            Some("free.png")
+        );
+        assert_eq!(free_name(dir.path(), names[..1].iter().cloned()), None);
+    }
+}

@@ -1,0 +1,301 @@
+//! The whole pipeline on the tiny checkpoints: requests validated into plans, images generated,
+//! saved and read back; determinism, seeds, the refiner swap's evaluation counts, Stop and Skip,
+//! and every kind of bad request.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use fooocus::config::{Config, HeadDimsConfig, LoraChoice, Preset};
+use fooocus::pipeline::meta::request_from_metadata;
+use fooocus::pipeline::models::Models;
+use fooocus::pipeline::plan::{plan, Plan};
+use fooocus::pipeline::request::GenerateRequest;
+use fooocus::pipeline::run::{run, RunContext, RunControl, RunEvent, RunOutcome};
+use fooocus::pipeline::styles::StyleLibrary;
+use fooocus::store::{read_metadata, OutputStore};
+
+struct Setup {
+    config: Config,
+    styles: StyleLibrary,
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+}
+
+fn heads(key: &str) -> HeadDimsConfig {
+    let cfg = common::json("tiny_configs.json");
+    let n = |k: &str, f: &str| cfg[k][f].as_u64().unwrap() as usize;
+    HeadDimsConfig {
+        clip_l: n("clip_l", "hidden_size") / n("clip_l", "num_attention_heads"),
+        clip_g: n("clip_g", "hidden_size") / n("clip_g", "num_attention_heads"),
+        unet: n(key, "num_head_channels"),
+    }
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = common::fixtures();
+    let mut config = Config::default();
+    config.paths.checkpoints = vec![fixtures.clone()];
+    config.paths.loras = vec![fixtures.join("lora"), dir.path().join("loras")];
+    config.paths.tokenizer = fixtures.join("tokenizer/clip-tokenizer.json");
+    config.paths.styles = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles");
+    config.paths.wildcards = dir.path().join("wildcards");
+    config.paths.outputs = dir.path().join("outputs");
+    std::fs::create_dir_all(&config.paths.wildcards).unwrap();
+    std::fs::create_dir_all(dir.path().join("loras")).unwrap();
+    config
+        .head_dims
+        .insert("sdxl_base.safetensors".into(), heads("base_unet_sgm"));
+    config
+        .head_dims
+        .insert("sdxl_refiner.safetensors".into(), heads("refiner_unet_sgm"));
+    let styles = StyleLibrary::load(&config.paths.styles).unwrap();
+    let out = config.paths.outputs.clone();
+    Setup {
+        config,
+        styles,
+        _dir: dir,
+        out,
+    }
+}
+
+/// The tiny models with the default preset's tuning, small and short.
+fn preset() -> Preset {
+    Preset {
+        base_model: "sdxl_base.safetensors".into(),
+        refiner_model: Some("sdxl_refiner.safetensors".into()),
+        loras: vec![],
+        ..Preset::default()
+    }
+}
+
+fn request(prompt: &str) -> GenerateRequest {
+    GenerateRequest {
+        prompt: prompt.into(),
+        width: Some(512),
+        height: Some(512),
+        steps: Some(6),
+        refiner_switch: Some(0.1),
+        image_number: Some(2),
+        seed: Some(1234),
+        ..Default::default()
+    }
+}
+
+fn planned(s: &Setup, r: &GenerateRequest) -> Plan {
+    plan(r, &preset(), &s.config, &s.styles).unwrap()
+}
+
+fn generate(
+    s: &Setup,
+    p: &Plan,
+    control: &RunControl,
+    on_step: &mut dyn FnMut(usize, usize),
+) -> RunOutcome {
+    let store = OutputStore::new(&s.out);
+    let ctx = RunContext {
+        config: &s.config,
+        styles: &s.styles,
+        store: &store,
+        control,
+    };
+    let mut models = Models::new(Device::Cpu);
+    run(p, &mut models, &ctx, &mut |e| {
+        if let RunEvent::Step { image, step, .. } = e {
+            on_step(image, step)
+        }
+    })
+    .unwrap()
+}
+
+/// Image i of a batch uses seed + i; its metadata gives back the request that makes exactly it,
+/// and running that request again gives the same bytes (the same request and seed, twice).
+#[test]
+fn images_are_seeded_deterministic_and_reproducible_from_their_metadata() {
+    let s = setup();
+    let p = planned(&s, &request("a lighthouse on a cliff, (stormy sea:1.2)"));
+    let refiner = p.refiner.clone().expect("the refiner runs");
+    let first = generate(&s, &p, &RunControl::default(), &mut |_, _| {});
+    assert_eq!(first.images.len(), 2);
+    for (i, image) in first.images.iter().enumerate() {
+        assert_eq!(image.seed, 1234 + i as u64, "image {i} uses seed + i");
+        assert_eq!(image.evaluations.base, refiner.switch_step + 1);
+        assert_eq!(image.evaluations.refiner, p.steps - refiner.switch_step - 1);
+    }
+    let bytes = |path: &Path| std::fs::read(path).unwrap();
+    assert_ne!(
+        bytes(&first.images[0].saved.path),
+        bytes(&first.images[1].saved.path)
+    );
+
+    let meta = read_metadata(&first.images[1].saved.path)
+        .unwrap()
+        .expect("metadata");
+    assert_eq!(meta.seed, 1235);
+    let again = planned(&s, &request_from_metadata(&meta));
+    assert_eq!(
+        again,
+        Plan {
+            seeds: vec![1235],
+            ..p.clone()
+        }
+    );
+    let second = generate(&s, &again, &RunControl::default(), &mut |_, _| {});
+    assert_ne!(second.images[0].saved.path, first.images[1].saved.path);
+    assert_eq!(
+        bytes(&second.images[0].saved.path),
+        bytes(&first.images[1].saved.path)
+    );
+}
+
+#[test]
+fn stop_keeps_finished_images_and_skip_moves_on() {
+    let s = setup();
+    let mut r = request("a red fox");
+    r.image_number = Some(3);
+    r.steps = Some(4);
+    let p = planned(&s, &r);
+    let control = RunControl::default();
+    let outcome = generate(&s, &p, &control, &mut |image, step| {
+        if image == 0 && step == 1 {
+            control.skip();
+        }
+        if image == 2 && step == 1 {
+            control.stop();
+        }
+    });
+    assert_eq!(outcome.skipped, vec![0]);
+    assert_eq!(
+        outcome.images.iter().map(|i| i.index).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert!(outcome.stopped);
+    assert!(outcome.images[0].saved.path.exists());
+}
+
+fn rejected(s: &Setup, r: GenerateRequest) -> String {
+    let err = plan(&r, &preset(), &s.config, &s.styles).expect_err("must be rejected");
+    err.to_string()
+}
+
+#[test]
+fn bad_requests_name_their_field() {
+    let s = setup();
+    let base = request("x");
+    let with = |f: &dyn Fn(&mut GenerateRequest)| {
+        let mut r = base.clone();
+        f(&mut r);
+        r
+    };
+    let cases: Vec<(&str, GenerateRequest)> = vec![
+        (
+            "styles",
+            with(&|r| r.styles = Some(vec!["No Such Style".into()])),
+        ),
+        (
+            "base_model",
+            with(&|r| r.base_model = Some("missing.safetensors".into())),
+        ),
+        (
+            "base_model",
+            with(&|r| r.base_model = Some("sdxl_refiner.safetensors".into())),
+        ),
+        (
+            "refiner_model",
+            with(&|r| r.refiner_model = Some("nothing-here".into())),
+        ),
+        (
+            "loras",
+            with(&|r| {
+                r.loras = Some(vec![LoraChoice {
+                    name: "absent".into(),
+                    weight: 1.0,
+                }])
+            }),
+        ),
+        (
+            "loras",
+            with(&|r| {
+                r.loras = Some(vec![LoraChoice {
+                    name: "sdxl_lora_kohya.safetensors".into(),
+                    weight: 2.5,
+                }])
+            }),
+        ),
+        ("width", with(&|r| r.width = Some(500))),
+        ("height", with(&|r| r.height = Some(4096))),
+        (
+            "aspect_ratio",
+            with(&|r| {
+                r.width = None;
+                r.height = None;
+                r.aspect_ratio = Some("1000×1000".into());
+            }),
+        ),
+        ("steps", with(&|r| r.steps = Some(0))),
+        ("steps", with(&|r| r.steps = Some(201))),
+        ("image_number", with(&|r| r.image_number = Some(0))),
+        ("image_number", with(&|r| r.image_number = Some(33))),
+        (
+            "guidance_scale",
+            with(&|r| r.guidance_scale = Some(f64::NAN)),
+        ),
+        ("guidance_scale", with(&|r| r.guidance_scale = Some(-1.0))),
+        ("sampler", with(&|r| r.sampler = Some("warp_drive".into()))),
+        (
+            "performance",
+            with(&|r| r.performance = Some("Turbo".into())),
+        ),
+        (
+            "performance",
+            with(&|r| r.performance = Some("Lightning".into())),
+        ),
+    ];
+    for (field, r) in cases {
+        let msg = rejected(&s, r);
+        assert!(
+            msg.starts_with(&format!("`{field}`")),
+            "expected a `{field}` error, got: {msg}"
+        );
+    }
+    // A checkpoint passed as a LoRA.
+    std::fs::copy(
+        common::fixtures().join("sdxl_refiner.safetensors"),
+        s.config.paths.loras[1].join("not-a-lora.safetensors"),
+    )
+    .unwrap();
+    let msg = rejected(
+        &s,
+        with(&|r| {
+            r.loras = Some(vec![LoraChoice {
+                name: "not-a-lora.safetensors".into(),
+                weight: 1.0,
+            }])
+        }),
+    );
+    assert!(
+        msg.starts_with("`loras`") && msg.contains("not a LoRA"),
+        "{msg}"
+    );
+    // A wildcard file that is not UTF-8.
+    std::fs::write(
+        s.config.paths.wildcards.join("broken.txt"),
+        [0xff, 0xfe, 0xfa],
+    )
+    .unwrap();
+    let msg = rejected(&s, with(&|r| r.prompt = "a __broken__ cat".into()));
+    assert!(
+        msg.starts_with("`prompt`") && msg.contains("UTF-8"),
+        "{msg}"
+    );
+    // An empty prompt is fine.
+    assert!(plan(
+        &with(&|r| r.prompt = String::new()),
+        &preset(),
+        &s.config,
+        &s.styles
+    )
+    .is_ok());
+}
