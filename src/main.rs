@@ -1,12 +1,12 @@
-//! The `fooocus` command line: `inspect` tells what a model file is.
+//! The `fooocus` command line: one subcommand per module in `commands`.
+
+mod commands;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fooocus::config::{Config, ModelKind};
-use fooocus::engine::config::HeadDims;
-use fooocus::engine::inspect::inspect;
+use fooocus::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -26,13 +26,9 @@ struct Cli {
 enum Command {
     /// Print what a checkpoint is: architecture, dtype, parameters per component, missing and
     /// unused tensors. Run this when a model does not load.
-    Inspect {
-        /// The `.safetensors` file: a path, or a name in a checkpoint folder of the config.
-        file: PathBuf,
-        /// Attention head width of the networks, if the model is not standard SDXL (64).
-        #[arg(long, default_value_t = 64)]
-        head_dim: usize,
-    },
+    Inspect(commands::inspect::InspectArgs),
+    /// Generate images from the command line with the full Fooocus pipeline.
+    Generate(Box<commands::generate::GenerateArgs>),
 }
 
 fn main() -> ExitCode {
@@ -52,33 +48,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Inspect { file, head_dim } => {
-            let heads = HeadDims {
-                clip_l: head_dim,
-                clip_g: head_dim,
-                unet: head_dim,
-            };
-            let found = match config.find_model(ModelKind::Checkpoint, &file.to_string_lossy()) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match inspect(&found, heads) {
-                Ok(report) => {
-                    print!("{report}");
-                    if report.problems.is_empty() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(2)
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Inspect(args) => commands::inspect::run(args, &config),
+        Command::Generate(args) => commands::generate::run(*args, config),
     }
 }

@@ -98,8 +98,8 @@ fn fooocus_base_and_refiner_run_from_the_seed() {
     use fooocus::pipeline::conditioning::*;
     use fooocus::pipeline::denoiser::{pair_contexts, Adm, FooocusDenoiser, Stage};
     use fooocus::sampling::{
-        DiscreteSchedule, SampleOutcome, Sampler, SamplerOptions, Scheduler, SeededNoise,
-        StepControl,
+        DiscreteSchedule, ReplayNoise, SampleOutcome, Sampler, SamplerOptions, Scheduler,
+        SeededNoise, StepControl,
     };
 
     let spec = json("fooocus/fooocus.json");
@@ -234,11 +234,14 @@ fn fooocus_base_and_refiner_run_from_the_seed() {
         .with_refiner(ref_stage, sigmas[switch] as f64);
     denoiser.record = true;
     let sampler: Sampler = "dpmpp_2m_sde_gpu".parse().unwrap();
+    // The SDE noise is replayed from the reference (the seeded stream reproduces it too; see
+    // `sampling::noise`), and the arguments of every noise request are checked.
+    let mut replay = ReplayNoise::new(r.get("sde_noise"));
     let outcome = sampler
         .sample(
             SamplerOptions::default(),
             &mut denoiser,
-            &mut noise,
+            &mut replay,
             x_init,
             &sigmas,
             &mut |_| StepControl::Continue,
@@ -247,6 +250,24 @@ fn fooocus_base_and_refiner_run_from_the_seed() {
     let SampleOutcome::Finished(latent) = outcome else {
         panic!("stopped")
     };
+    let asked: Vec<f32> = r
+        .get("sde_noise_sigmas")
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let ours: Vec<f32> = replay
+        .calls()
+        .iter()
+        .flat_map(|&(a, b)| [a as f32, b as f32])
+        .collect();
+    assert_eq!(ours.len(), asked.len(), "noise requests");
+    for (a, b) in ours.iter().zip(&asked) {
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs().max(1e-6),
+            "noise sigma {a} vs {b}"
+        );
+    }
 
     let models = s["models"].as_array().unwrap();
     assert_eq!(denoiser.calls.len(), models.len());

@@ -5,3 +5,4 @@ mod common;
 
 mod guidance;
 mod lora;
+mod prompts;

@@ -1,0 +1,4 @@
+//! The subcommands of the `fooocus` binary, one module each.
+
+pub mod generate;
+pub mod inspect;

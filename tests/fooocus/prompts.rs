@@ -1,0 +1,109 @@
+//! Fooocus prompt chunking on long prompts: chunk ids, per-chunk encoder states, the
+//! concatenated context and the pooled vector of the first chunk.
+
+use candle_core::{Device, Tensor};
+use fooocus::engine::config::HeadDims;
+use fooocus::engine::model::SdxlFile;
+use fooocus::engine::text::TextEncoders;
+use fooocus::engine::tokenizer::{ClipTokenizer, Pad};
+use fooocus::engine::weights::LoadMode;
+
+use crate::common::{assert_close, fixtures, json, Tensors};
+
+const MODULE_TOL: f32 = 1e-4;
+
+fn usize_of(v: &serde_json::Value) -> usize {
+    v.as_u64().expect("a count") as usize
+}
+
+fn heads() -> HeadDims {
+    let cfg = json("tiny_configs.json");
+    let clip =
+        |k: &str| usize_of(&cfg[k]["hidden_size"]) / usize_of(&cfg[k]["num_attention_heads"]);
+    HeadDims {
+        clip_l: clip("clip_l"),
+        clip_g: clip("clip_g"),
+        unet: usize_of(&cfg["base_unet_sgm"]["num_head_channels"]),
+    }
+}
+
+#[test]
+fn fooocus_prompt_chunks_match() {
+    let spec = json("fooocus/fooocus.json");
+    let chunks_ref = Tensors::open("fooocus/prompt_chunks.safetensors");
+    let tok = ClipTokenizer::from_file(fixtures().join("tokenizer/clip-tokenizer.json")).unwrap();
+    let base = SdxlFile::open(fixtures().join("sdxl_base.safetensors"), heads()).unwrap();
+    let l = base
+        .clip_l(LoadMode::Real, &Device::Cpu)
+        .unwrap()
+        .unwrap()
+        .0;
+    let g = base.clip_g(LoadMode::Real, &Device::Cpu).unwrap().0;
+    let encoders = TextEncoders {
+        clip_l: Some(&l),
+        clip_g: &g,
+    };
+    let prompts = spec["prompt_chunks"]["prompts"].as_object().unwrap();
+    assert!(!prompts.is_empty());
+    for (name, p) in prompts {
+        let prompt = p["prompt"].as_str().unwrap();
+        let chunks = tok.chunks(prompt).unwrap();
+        let ids_l: Vec<Vec<u32>> = chunks.iter().map(|c| c.ids(Pad::EndOfText)).collect();
+        let ids_g: Vec<Vec<u32>> = chunks.iter().map(|c| c.ids(Pad::Zero)).collect();
+        assert_eq!(
+            ids_l,
+            chunks_ref
+                .ids(&format!("{name}.ids_clip_l"))
+                .to_vec2::<u32>()
+                .unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            ids_g,
+            chunks_ref
+                .ids(&format!("{name}.ids_clip_g"))
+                .to_vec2::<u32>()
+                .unwrap(),
+            "{name}"
+        );
+        let counts: Vec<usize> = p["chunk_token_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(usize_of)
+            .collect();
+        let ours: Vec<usize> = chunks.iter().map(|c| c.len() - 2).collect();
+        assert_eq!(ours, counts, "{name} chunk token counts");
+
+        let ids = Tensor::new(ids_l, &Device::Cpu).unwrap();
+        let pen_l = l.forward(&ids, 2).unwrap().hidden;
+        assert_close(
+            &format!("{name} CLIP-L chunks"),
+            &pen_l,
+            &chunks_ref.get(&format!("{name}.clip_l_penultimate")),
+            MODULE_TOL,
+        );
+        let ids = Tensor::new(ids_g, &Device::Cpu).unwrap();
+        let pen_g = g.forward(&ids, 2).unwrap().hidden;
+        assert_close(
+            &format!("{name} CLIP-G chunks"),
+            &pen_g,
+            &chunks_ref.get(&format!("{name}.clip_g_penultimate")),
+            MODULE_TOL,
+        );
+
+        let cond = encoders.encode(&tok, prompt, 2).unwrap();
+        assert_close(
+            &format!("{name} context"),
+            &cond.context,
+            &chunks_ref.get(&format!("{name}.context")),
+            MODULE_TOL,
+        );
+        assert_close(
+            &format!("{name} pooled"),
+            &cond.pooled,
+            &chunks_ref.get(&format!("{name}.pooled")),
+            MODULE_TOL,
+        );
+    }
+}
