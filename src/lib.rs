@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod hub;
 pub mod pipeline;
 pub mod sampling;
 pub mod store;

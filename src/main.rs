@@ -29,6 +29,8 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Generate images from the command line with the full Fooocus pipeline.
     Generate(Box<commands::generate::GenerateArgs>),
+    /// Download the models a preset needs (resumable, verified).
+    Download(commands::download::DownloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,5 +52,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Inspect(args) => commands::inspect::run(args, &config),
         Command::Generate(args) => commands::generate::run(*args, config),
+        Command::Download(args) => commands::download::run(args, &config),
     }
 }

@@ -1,4 +1,5 @@
 //! The subcommands of the `fooocus` binary, one module each.
 
+pub mod download;
 pub mod generate;
 pub mod inspect;
