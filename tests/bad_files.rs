@@ -208,7 +208,7 @@ fn other_layouts_are_recognised() {
 #[test]
 fn refiner_where_a_base_is_required() {
     let path = common::fixtures().join("sdxl_refiner.safetensors");
-    let file = SdxlFile::open(&path, heads()).unwrap();
+    let file = SdxlFile::open(&path, common::tiny_heads("base_unet_sgm")).unwrap();
     let err = file
         .require(Architecture::SdxlBase)
         .unwrap_err()
@@ -239,16 +239,6 @@ fn rewrite(dir: &Path, name: &str, dtype: DType, drop: &[&str]) -> PathBuf {
     path
 }
 
-fn heads() -> HeadDims {
-    let cfg = common::json("tiny_configs.json");
-    let n = |k: &str, f: &str| cfg[k][f].as_u64().unwrap() as usize;
-    HeadDims {
-        clip_l: n("clip_l", "hidden_size") / n("clip_l", "num_attention_heads"),
-        clip_g: n("clip_g", "hidden_size") / n("clip_g", "num_attention_heads"),
-        unet: n("base_unet_sgm", "num_head_channels"),
-    }
-}
-
 #[test]
 fn missing_tensors_are_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -257,7 +247,7 @@ fn missing_tensors_are_named() {
         "model.diffusion_model.out.2.bias",
     ];
     let path = rewrite(dir.path(), "broken.safetensors", DType::F16, &gone);
-    let file = SdxlFile::open(&path, heads()).unwrap();
+    let file = SdxlFile::open(&path, common::tiny_heads("base_unet_sgm")).unwrap();
     let err = file
         .unet(LoadMode::Meta, &Device::Cpu)
         .err()
@@ -266,7 +256,7 @@ fn missing_tensors_are_named() {
     for name in gone {
         assert!(err.contains(name), "{err}");
     }
-    let report = inspect(&path, heads()).unwrap();
+    let report = inspect(&path, common::tiny_heads("base_unet_sgm")).unwrap();
     assert!(
         report.problems.iter().any(|p| p.contains(gone[0])),
         "{:?}",
@@ -279,7 +269,7 @@ fn fp32_and_bf16_files_load() {
     let dir = tempfile::tempdir().unwrap();
     let reference = common::Tensors::open("reference/unet_base.safetensors");
     let run = |path: &Path| {
-        let file = SdxlFile::open(path, heads()).unwrap();
+        let file = SdxlFile::open(path, common::tiny_heads("base_unet_sgm")).unwrap();
         let (unet, _) = file.unet(LoadMode::Real, &Device::Cpu).unwrap();
         unet.forward(
             &reference.get("unet_input"),

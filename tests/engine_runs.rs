@@ -6,7 +6,6 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{fixtures, json, max_abs, rel_err, Tensors};
-use fooocus::engine::config::HeadDims;
 use fooocus::engine::model::SdxlFile;
 use fooocus::engine::weights::LoadMode;
 use fooocus::pipeline::denoiser::{pair_contexts, Adm, FooocusDenoiser, Stage};
@@ -14,16 +13,6 @@ use fooocus::pipeline::guidance::Guidance;
 use fooocus::sampling::{
     DiscreteSchedule, ReplayNoise, SampleOutcome, Sampler, SamplerOptions, StepControl,
 };
-
-fn heads() -> HeadDims {
-    let cfg = json("tiny_configs.json");
-    let n = |k: &str, f: &str| cfg[k][f].as_u64().unwrap() as usize;
-    HeadDims {
-        clip_l: n("clip_l", "hidden_size") / n("clip_l", "num_attention_heads"),
-        clip_g: n("clip_g", "hidden_size") / n("clip_g", "num_attention_heads"),
-        unet: n("base_unet_sgm", "num_head_channels"),
-    }
-}
 
 fn table() -> DiscreteSchedule {
     let s = Tensors::open("reference/schedule.safetensors");
@@ -39,7 +28,11 @@ fn run(name: &str, sampler: Sampler) {
     let cfg = json("reference/reference.json")["sampling"]["cfg"]
         .as_f64()
         .unwrap();
-    let file = SdxlFile::open(fixtures().join("sdxl_base.safetensors"), heads()).unwrap();
+    let file = SdxlFile::open(
+        fixtures().join("sdxl_base.safetensors"),
+        common::tiny_heads("base_unet_sgm"),
+    )
+    .unwrap();
     let (unet, _) = file.unet(LoadMode::Real, &Device::Cpu).unwrap();
     let (vae, _) = file.vae(LoadMode::Real, &Device::Cpu).unwrap();
     let table = table();

@@ -24,12 +24,11 @@ struct Setup {
 }
 
 fn heads(key: &str) -> HeadDimsConfig {
-    let cfg = common::json("tiny_configs.json");
-    let n = |k: &str, f: &str| cfg[k][f].as_u64().unwrap() as usize;
+    let h = common::tiny_heads(key);
     HeadDimsConfig {
-        clip_l: n("clip_l", "hidden_size") / n("clip_l", "num_attention_heads"),
-        clip_g: n("clip_g", "hidden_size") / n("clip_g", "num_attention_heads"),
-        unet: n(key, "num_head_channels"),
+        clip_l: h.clip_l,
+        clip_g: h.clip_g,
+        unet: h.unet,
     }
 }
 

@@ -8,7 +8,6 @@ use candle_core::{Device, Tensor};
 use common::{assert_close, fixtures, json, rel_err, Tensors};
 use fooocus::engine::checkpoint::Architecture;
 use fooocus::engine::clip::ClipTextModel;
-use fooocus::engine::config::HeadDims;
 use fooocus::engine::model::SdxlFile;
 use fooocus::engine::text::TextEncoders;
 use fooocus::engine::tiling::decode_tiled;
@@ -18,26 +17,10 @@ use fooocus::engine::weights::LoadMode;
 
 const MODULE_TOL: f32 = 1e-4;
 
-fn usize_of(v: &serde_json::Value) -> usize {
-    v.as_u64().expect("a count") as usize
-}
-
-/// Head widths from `tiny_configs.json` (they are not visible in the weights).
-fn heads(unet_key: &str) -> HeadDims {
-    let cfg = json("tiny_configs.json");
-    let clip =
-        |k: &str| usize_of(&cfg[k]["hidden_size"]) / usize_of(&cfg[k]["num_attention_heads"]);
-    HeadDims {
-        clip_l: clip("clip_l"),
-        clip_g: clip("clip_g"),
-        unet: usize_of(&cfg[unet_key]["num_head_channels"]),
-    }
-}
-
 fn base() -> SdxlFile {
     let file = SdxlFile::open(
         fixtures().join("sdxl_base.safetensors"),
-        heads("base_unet_sgm"),
+        common::tiny_heads("base_unet_sgm"),
     )
     .unwrap();
     file.require(Architecture::SdxlBase).unwrap();
@@ -47,7 +30,7 @@ fn base() -> SdxlFile {
 fn refiner() -> SdxlFile {
     let file = SdxlFile::open(
         fixtures().join("sdxl_refiner.safetensors"),
-        heads("refiner_unet_sgm"),
+        common::tiny_heads("refiner_unet_sgm"),
     )
     .unwrap();
     file.require(Architecture::SdxlRefiner).unwrap();

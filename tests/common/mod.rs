@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
+use fooocus::engine::config::HeadDims;
 
 /// The tiny-sdxl fixture folder: `FOOOCUS_FIXTURES`, or `../shared/fixtures/tiny-sdxl`.
 pub fn fixtures() -> PathBuf {
@@ -85,4 +86,17 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, tol: f32) {
         err <= tol,
         "{what}: relative error {err:.3e} exceeds {tol:.0e}"
     );
+}
+
+/// Head widths of the tiny networks from `tiny_configs.json` (they are not visible in the
+/// weights); `unet_key` is `base_unet_sgm` or `refiner_unet_sgm`.
+pub fn tiny_heads(unet_key: &str) -> HeadDims {
+    let cfg = json("tiny_configs.json");
+    let n = |v: &serde_json::Value| v.as_u64().expect("a count") as usize;
+    let clip = |k: &str| n(&cfg[k]["hidden_size"]) / n(&cfg[k]["num_attention_heads"]);
+    HeadDims {
+        clip_l: clip("clip_l"),
+        clip_g: clip("clip_g"),
+        unet: n(&cfg[unet_key]["num_head_channels"]),
+    }
 }

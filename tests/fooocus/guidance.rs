@@ -89,7 +89,6 @@ fn guidance_function_on_every_call() {
 #[test]
 fn fooocus_base_and_refiner_run_from_the_seed() {
     use candle_core::{Device, Tensor};
-    use fooocus::engine::config::HeadDims;
     use fooocus::engine::model::SdxlFile;
     use fooocus::engine::text::TextEncoders;
     use fooocus::engine::tokenizer::ClipTokenizer;
@@ -109,20 +108,14 @@ fn fooocus_base_and_refiner_run_from_the_seed() {
     let n = |v: &serde_json::Value| v.as_u64().unwrap() as usize;
     let r = Tensors::open("fooocus/fooocus_sample.safetensors");
     let dev = Device::Cpu;
-    let cfg = json("tiny_configs.json");
-    let heads = |unet: &str| HeadDims {
-        clip_l: n(&cfg["clip_l"]["hidden_size"]) / n(&cfg["clip_l"]["num_attention_heads"]),
-        clip_g: n(&cfg["clip_g"]["hidden_size"]) / n(&cfg["clip_g"]["num_attention_heads"]),
-        unet: n(&cfg[unet]["num_head_channels"]),
-    };
     let base = SdxlFile::open(
         common::fixtures().join("sdxl_base.safetensors"),
-        heads("base_unet_sgm"),
+        common::tiny_heads("base_unet_sgm"),
     )
     .unwrap();
     let refiner = SdxlFile::open(
         common::fixtures().join("sdxl_refiner.safetensors"),
-        heads("refiner_unet_sgm"),
+        common::tiny_heads("refiner_unet_sgm"),
     )
     .unwrap();
 

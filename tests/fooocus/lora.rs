@@ -6,7 +6,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use fooocus::engine::config::HeadDims;
 use fooocus::engine::lora::{LoraFile, LoraReport};
 use fooocus::engine::model::{SdxlFile, SdxlWithLoras};
 use fooocus::engine::unet::adm_vector;
@@ -34,22 +33,10 @@ fn lora() -> Arc<LoraFile> {
     Arc::new(LoraFile::open(fixtures().join("lora").join(name)).unwrap())
 }
 
-/// Head widths from `tiny_configs.json` (they are not visible in the weights).
-fn heads(unet_key: &str) -> HeadDims {
-    let cfg = json("tiny_configs.json");
-    let n = |v: &serde_json::Value| v.as_u64().expect("a count") as usize;
-    let clip = |k: &str| n(&cfg[k]["hidden_size"]) / n(&cfg[k]["num_attention_heads"]);
-    HeadDims {
-        clip_l: clip("clip_l"),
-        clip_g: clip("clip_g"),
-        unet: n(&cfg[unet_key]["num_head_channels"]),
-    }
-}
-
 fn base() -> SdxlFile {
     SdxlFile::open(
         fixtures().join("sdxl_base.safetensors"),
-        heads("base_unet_sgm"),
+        crate::common::tiny_heads("base_unet_sgm"),
     )
     .unwrap()
 }
@@ -57,7 +44,7 @@ fn base() -> SdxlFile {
 fn refiner() -> SdxlFile {
     SdxlFile::open(
         fixtures().join("sdxl_refiner.safetensors"),
-        heads("refiner_unet_sgm"),
+        crate::common::tiny_heads("refiner_unet_sgm"),
     )
     .unwrap()
 }

@@ -2,7 +2,6 @@
 //! concatenated context and the pooled vector of the first chunk.
 
 use candle_core::{Device, Tensor};
-use fooocus::engine::config::HeadDims;
 use fooocus::engine::model::SdxlFile;
 use fooocus::engine::text::TextEncoders;
 use fooocus::engine::tokenizer::{ClipTokenizer, Pad};
@@ -16,23 +15,16 @@ fn usize_of(v: &serde_json::Value) -> usize {
     v.as_u64().expect("a count") as usize
 }
 
-fn heads() -> HeadDims {
-    let cfg = json("tiny_configs.json");
-    let clip =
-        |k: &str| usize_of(&cfg[k]["hidden_size"]) / usize_of(&cfg[k]["num_attention_heads"]);
-    HeadDims {
-        clip_l: clip("clip_l"),
-        clip_g: clip("clip_g"),
-        unet: usize_of(&cfg["base_unet_sgm"]["num_head_channels"]),
-    }
-}
-
 #[test]
 fn fooocus_prompt_chunks_match() {
     let spec = json("fooocus/fooocus.json");
     let chunks_ref = Tensors::open("fooocus/prompt_chunks.safetensors");
     let tok = ClipTokenizer::from_file(fixtures().join("tokenizer/clip-tokenizer.json")).unwrap();
-    let base = SdxlFile::open(fixtures().join("sdxl_base.safetensors"), heads()).unwrap();
+    let base = SdxlFile::open(
+        fixtures().join("sdxl_base.safetensors"),
+        crate::common::tiny_heads("base_unet_sgm"),
+    )
+    .unwrap();
     let l = base
         .clip_l(LoadMode::Real, &Device::Cpu)
         .unwrap()
