@@ -12,14 +12,18 @@ use fooocus::config::Config;
 #[command(
     name = "fooocus",
     version,
-    about = "Fooocus rebuilt in Rust: SDXL image generation"
+    about = "Fooocus rebuilt in Rust: SDXL image generation",
+    long_about = "Fooocus rebuilt in Rust: SDXL image generation. With no subcommand it serves the browser UI on 127.0.0.1:7865."
 )]
 struct Cli {
     /// The configuration file (missing: the documented defaults).
     #[arg(long, global = true, default_value = "config.toml")]
     config: PathBuf,
+    /// Flags of the server (no subcommand).
+    #[command(flatten)]
+    serve: fooocus::server::cli::ServeArgs,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -31,6 +35,11 @@ enum Command {
     Generate(Box<commands::generate::GenerateArgs>),
     /// Download the models a preset needs (resumable, verified).
     Download(commands::download::DownloadArgs),
+    /// Serve the browser UI and the HTTP/WebSocket API (the default).
+    Serve(fooocus::server::cli::ServeArgs),
+    /// Time the networks (UNet step with CFG, text encoders, VAE decode, a generation): median
+    /// seconds, peak RSS and load average.
+    Bench(fooocus::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,8 +59,11 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Inspect(args) => commands::inspect::run(args, &config),
-        Command::Generate(args) => commands::generate::run(*args, config),
-        Command::Download(args) => commands::download::run(args, &config),
+        Some(Command::Bench(args)) => fooocus::bench::main(&args),
+        Some(Command::Inspect(args)) => commands::inspect::run(args, &config),
+        Some(Command::Generate(args)) => commands::generate::run(*args, config),
+        Some(Command::Download(args)) => commands::download::run(args, &config),
+        Some(Command::Serve(args)) => fooocus::server::cli::serve(args, config),
+        None => fooocus::server::cli::serve(cli.serve, config),
     }
 }

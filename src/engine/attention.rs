@@ -46,7 +46,7 @@ pub fn heads_attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Resu
         if causal {
             scores = scores.broadcast_add(&causal_mask(start, len, tk, q.device())?)?;
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = super::softmax::softmax_last_dim(&scores)?;
         outs.push(probs.matmul(&v)?);
         start += len;
     }

@@ -4,14 +4,13 @@
 //! the pipeline decides the size conditioning (negative ADM guidance needs that).
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{
-    conv2d, group_norm, layer_norm, linear, linear_no_bias, Conv2d, Conv2dConfig, GroupNorm,
-    LayerNorm, Linear, VarBuilder,
-};
+use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
 
 use super::activation::geglu;
 use super::attention::multi_head;
 use super::config::{UnetConfig, UnetLayer};
+use super::conv::{conv, Conv};
+use super::norm::{group_norm, GroupNorm};
 
 const GROUPS: usize = 32;
 const RES_NORM_EPS: f64 = 1e-5;
@@ -43,34 +42,23 @@ pub fn adm_vector(pooled: &Tensor, time_ids: &Tensor, id_dim: usize) -> Result<T
     Tensor::cat(&[&pooled.to_dtype(DType::F32)?, &embedded], 1)
 }
 
-fn conv3x3(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding: 1,
-        stride,
-        ..Default::default()
-    };
-    conv2d(cin, cout, 3, cfg, vb)
+fn conv3x3(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> Result<Conv> {
+    conv(vb, cin, cout, 3, stride, 1)
 }
 
 struct ResBlock {
     in_norm: GroupNorm,
-    in_conv: Conv2d,
+    in_conv: Conv,
     emb: Linear,
     out_norm: GroupNorm,
-    out_conv: Conv2d,
-    skip: Option<Conv2d>,
+    out_conv: Conv,
+    skip: Option<Conv>,
 }
 
 impl ResBlock {
     fn load(vb: VarBuilder, cin: usize, cout: usize, emb_dim: usize) -> Result<Self> {
         let skip = if cin != cout {
-            Some(conv2d(
-                cin,
-                cout,
-                1,
-                Default::default(),
-                vb.pp("skip_connection"),
-            )?)
+            Some(conv(vb.pp("skip_connection"), cin, cout, 1, 1, 0)?)
         } else {
             None
         };
@@ -85,10 +73,12 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self.in_conv.forward(&self.in_norm.forward(x)?.silu()?)?;
+        let h = self.in_conv.forward(&self.in_norm.forward_act(x, true)?)?;
         let e = self.emb.forward(&emb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
         let h = h.broadcast_add(&e)?;
-        let h = self.out_conv.forward(&self.out_norm.forward(&h)?.silu()?)?;
+        let h = self
+            .out_conv
+            .forward(&self.out_norm.forward_act(&h, true)?)?;
         match &self.skip {
             Some(skip) => skip.forward(x)? + h,
             None => x + h,
@@ -204,20 +194,23 @@ impl SpatialTransformer {
 }
 
 enum Layer {
-    ConvIn(Conv2d),
-    Res(ResBlock),
+    ConvIn(Conv),
+    Res(Box<ResBlock>),
     Attn(SpatialTransformer),
-    Down(Conv2d),
-    Up(Conv2d),
+    Down(Conv),
+    Up(Conv),
 }
 
 impl Layer {
     fn load(vb: VarBuilder, layer: &UnetLayer, cfg: &UnetConfig) -> Result<Self> {
         Ok(match *layer {
             UnetLayer::ConvIn { out_ch } => Layer::ConvIn(conv3x3(vb, cfg.in_channels, out_ch, 1)?),
-            UnetLayer::Res { in_ch, out_ch } => {
-                Layer::Res(ResBlock::load(vb, in_ch, out_ch, cfg.time_embed_dim)?)
-            }
+            UnetLayer::Res { in_ch, out_ch } => Layer::Res(Box::new(ResBlock::load(
+                vb,
+                in_ch,
+                out_ch,
+                cfg.time_embed_dim,
+            )?)),
             UnetLayer::Attn { channels, depth } => {
                 Layer::Attn(SpatialTransformer::load(vb, channels, depth, cfg)?)
             }
@@ -233,10 +226,7 @@ impl Layer {
             Layer::ConvIn(conv) | Layer::Down(conv) => conv.forward(x),
             Layer::Res(res) => res.forward(x, emb),
             Layer::Attn(attn) => attn.forward(x, context),
-            Layer::Up(conv) => {
-                let (_, _, h, w) = x.dims4()?;
-                conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
-            }
+            Layer::Up(conv) => conv.forward_upsampled(x),
         }
     }
 }
@@ -269,7 +259,7 @@ pub struct UNet {
     middle_block: Block,
     output_blocks: Vec<Block>,
     out_norm: GroupNorm,
-    out_conv: Conv2d,
+    out_conv: Conv,
 }
 
 impl UNet {
@@ -349,7 +339,7 @@ impl UNet {
             };
             h = block.forward(&Tensor::cat(&[&h, &skip], 1)?, &emb, &context)?;
         }
-        self.out_conv.forward(&self.out_norm.forward(&h)?.silu()?)
+        self.out_conv.forward(&self.out_norm.forward_act(&h, true)?)
     }
 }
 

@@ -2,10 +2,12 @@
 //! attention weights): decode and encode, with the SDXL latent scale 0.13025.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{conv2d, group_norm, Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::attention::heads_attention;
 use super::config::VaeConfig;
+use super::conv::{conv, Conv};
+use super::norm::{group_norm, GroupNorm};
 
 /// SDXL's latent scale factor: model latents are `encoder mean · 0.13025`.
 pub const SDXL_SCALE_FACTOR: f64 = 0.13025;
@@ -15,28 +17,12 @@ pub const VAE_FACTOR: usize = 8;
 const GROUPS: usize = 32;
 const NORM_EPS: f64 = 1e-6;
 
-fn conv(
-    vb: VarBuilder,
-    cin: usize,
-    cout: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
-    };
-    conv2d(cin, cout, kernel, cfg, vb)
-}
-
 struct ResnetBlock {
     norm1: GroupNorm,
-    conv1: Conv2d,
+    conv1: Conv,
     norm2: GroupNorm,
-    conv2: Conv2d,
-    shortcut: Option<Conv2d>,
+    conv2: Conv,
+    shortcut: Option<Conv>,
 }
 
 impl ResnetBlock {
@@ -56,8 +42,8 @@ impl ResnetBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_act(x, true)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_act(&h, true)?)?;
         match &self.shortcut {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -68,10 +54,10 @@ impl ResnetBlock {
 /// Single-head self-attention over all pixels; q/k/v/proj_out are 1×1 convolutions.
 struct AttnBlock {
     norm: GroupNorm,
-    q: Conv2d,
-    k: Conv2d,
-    v: Conv2d,
-    proj_out: Conv2d,
+    q: Conv,
+    k: Conv,
+    v: Conv,
+    proj_out: Conv,
 }
 
 impl AttnBlock {
@@ -123,15 +109,15 @@ impl Mid {
 
 struct Level {
     blocks: Vec<ResnetBlock>,
-    resample: Option<Conv2d>,
+    resample: Option<Conv>,
 }
 
 struct Encoder {
-    conv_in: Conv2d,
+    conv_in: Conv,
     levels: Vec<Level>,
     mid: Mid,
     norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv,
 }
 
 impl Encoder {
@@ -177,17 +163,17 @@ impl Encoder {
             }
         }
         let h = self.mid.forward(&h)?;
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward_act(&h, true)?)
     }
 }
 
 struct Decoder {
-    conv_in: Conv2d,
+    conv_in: Conv,
     mid: Mid,
     /// Levels from the deepest (`up.{n-1}`) to the shallowest (`up.0`).
     levels: Vec<Level>,
     norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv,
 }
 
 impl Decoder {
@@ -228,11 +214,10 @@ impl Decoder {
                 h = block.forward(&h)?;
             }
             if let Some(up) = &level.resample {
-                let (_, _, height, width) = h.dims4()?;
-                h = up.forward(&h.upsample_nearest2d(2 * height, 2 * width)?)?;
+                h = up.forward_upsampled(&h)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward_act(&h, true)?)
     }
 }
 
@@ -248,8 +233,8 @@ pub struct Posterior {
 pub struct Vae {
     encoder: Encoder,
     decoder: Decoder,
-    quant_conv: Conv2d,
-    post_quant_conv: Conv2d,
+    quant_conv: Conv,
+    post_quant_conv: Conv,
     embed_dim: usize,
 }
 

@@ -2,6 +2,7 @@
 //! size and sha256 where known offline), what is missing locally, and downloads with resume and
 //! verification ([`client`]).
 
+pub mod background;
 pub mod client;
 
 use std::path::{Path, PathBuf};

@@ -57,7 +57,7 @@ impl DiscreteSchedule {
 
     fn build_scaled_linear(beta_start: f64, beta_end: f64, n: usize) -> Self {
         let mut alphas_cumprod = 1.0f64;
-        let sigmas: Vec<f32> = linspace_f64(beta_start.sqrt(), beta_end.sqrt(), n)
+        let sigmas: Vec<f32> = linspace(beta_start.sqrt(), beta_end.sqrt(), n)
             .into_iter()
             .map(|b| {
                 alphas_cumprod *= 1.0 - b * b;
@@ -320,7 +320,7 @@ pub fn karras(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f32> {
     let min_inv_rho = sigma_min.powf(1.0 / rho);
     let max_inv_rho = sigma_max.powf(1.0 / rho);
     with_zero(
-        linspace_f64(0.0, 1.0, n)
+        linspace(0.0f64, 1.0, n)
             .into_iter()
             .map(|r| (max_inv_rho + r * (min_inv_rho - max_inv_rho)).powf(rho)),
     )
@@ -329,7 +329,7 @@ pub fn karras(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f32> {
 /// σ_i = exp(linspace(ln σmax, ln σmin, n)_i), then 0.
 pub fn exponential(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f32> {
     with_zero(
-        linspace_f64(sigma_max.ln(), sigma_min.ln(), n)
+        linspace(sigma_max.ln(), sigma_min.ln(), n)
             .into_iter()
             .map(f64::exp),
     )
@@ -339,7 +339,7 @@ pub fn exponential(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f32> {
 pub fn polyexponential(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Vec<f32> {
     let (lo, hi) = (sigma_min.ln(), sigma_max.ln());
     with_zero(
-        linspace_f64(1.0, 0.0, n)
+        linspace(1.0f64, 0.0, n)
             .into_iter()
             .map(|r| (r.powf(rho) * (hi - lo) + lo).exp()),
     )
@@ -351,7 +351,7 @@ fn uniform_timesteps(table: &DiscreteSchedule, n: usize, sgm: bool) -> Vec<f32> 
     let sigmas = table.sigmas();
     let start = table.timestep(f64::from(sigmas[sigmas.len() - 1])) as f32;
     let end = table.timestep(f64::from(sigmas[0])) as f32;
-    let mut ts = linspace_f32(start, end, if sgm { n + 1 } else { n });
+    let mut ts = linspace(start, end, if sgm { n + 1 } else { n });
     if sgm {
         ts.pop();
     }
@@ -392,36 +392,21 @@ fn with_zero(values: impl Iterator<Item = f64>) -> Vec<f32> {
         .collect()
 }
 
-/// `torch.linspace` in f64: step = (end − start)/(n − 1); the first half counts up from
+/// `torch.linspace` in the precision of `T` (f64 for the table and continuous schedules, f32
+/// where torch computes in f32): step = (end − start)/(n − 1); the first half counts up from
 /// `start`, the second half down from `end`.
-fn linspace_f64(start: f64, end: f64, n: usize) -> Vec<f64> {
+fn linspace<T: num_traits::Float>(start: T, end: T, n: usize) -> Vec<T> {
     if n <= 1 {
         return vec![start; n];
     }
-    let step = (end - start) / (n - 1) as f64;
+    let count = |k: usize| T::from(k).unwrap_or_else(T::zero);
+    let step = (end - start) / count(n - 1);
     (0..n)
         .map(|i| {
             if i < n / 2 {
-                start + step * i as f64
+                start + step * count(i)
             } else {
-                end - step * (n - 1 - i) as f64
-            }
-        })
-        .collect()
-}
-
-/// `torch.linspace` in f32 (same rule as [`linspace_f64`]).
-fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
-    if n <= 1 {
-        return vec![start; n];
-    }
-    let step = (end - start) / (n - 1) as f32;
-    (0..n)
-        .map(|i| {
-            if i < n / 2 {
-                start + step * i as f32
-            } else {
-                end - step * (n - 1 - i) as f32
+                end - step * count(n - 1 - i)
             }
         })
         .collect()

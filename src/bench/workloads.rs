@@ -1,0 +1,180 @@
+//! The timed work of each benchmark part, with its networks built and inputs drawn beforehand:
+//! text encoders on a CFG pair of 77-token prompts, one UNet evaluation at batch 2 with the CFG
+//! combination, a VAE decode (tiled above `--vae-tile`), and a whole generation (text encoders,
+//! `dpmpp_2m_sde` on a Karras schedule with Fooocus guidance, VAE decode).
+
+use candle_core::{DType, Device, Tensor};
+
+use super::{BenchArgs, Networks};
+use crate::engine::clip::ClipTextModel;
+use crate::engine::tiling::decode_tiled;
+use crate::engine::unet::{adm_vector, UNet};
+use crate::engine::vae::{Vae, VAE_FACTOR};
+use crate::pipeline::denoiser::{Adm, FooocusDenoiser, Stage};
+use crate::pipeline::guidance::Guidance;
+use crate::sampling::{
+    DiscreteSchedule, SampleOutcome, Sampler, SamplerOptions, Scheduler, SdeSolver, SeededNoise,
+    StepControl,
+};
+
+/// A prepared part: each call runs it once.
+pub type Work = Box<dyn FnMut() -> anyhow::Result<()>>;
+
+const CFG: f64 = 7.0;
+const CLIP_SKIP: usize = 2;
+
+/// Builds what `part` needs and returns its timed work.
+pub fn prepare(part: &str, nets: &Networks, args: &BenchArgs) -> anyhow::Result<Work> {
+    let dev = Device::Cpu;
+    let side = |px: usize| px / VAE_FACTOR;
+    Ok(match part {
+        "conv512" | "norm512" => ops(part == "conv512")?,
+        "text" => {
+            let (l, g) = nets.clips()?;
+            let ids = prompt_ids(&dev)?;
+            Box::new(move || {
+                encode(l.as_ref(), &g, &ids)?;
+                Ok(())
+            })
+        }
+        "unet512" | "unet1024" => {
+            let px = if part == "unet512" { 512 } else { 1024 };
+            let unet = nets.unet()?;
+            let c = &nets.config().unet;
+            let x = Tensor::randn(0f32, 1.0, (2, c.in_channels, side(px), side(px)), &dev)?;
+            let t = Tensor::new(&[500f32, 500.0], &dev)?;
+            let context = Tensor::randn(0f32, 1.0, (2, 77, c.context_dim), &dev)?;
+            let y = Tensor::randn(0f32, 1.0, (2, c.adm_in_channels), &dev)?;
+            Box::new(move || {
+                let eps = unet.forward(&x, &t, &context, &y)?;
+                let (cond, uncond) = (eps.narrow(0, 0, 1)?, eps.narrow(0, 1, 1)?);
+                let _guided = (&uncond + ((cond - &uncond)? * CFG)?)?;
+                Ok(())
+            })
+        }
+        "vae512" | "vae1024" => {
+            let px = if part == "vae512" { 512 } else { 1024 };
+            let vae = nets.vae()?;
+            let z = nets.config().vae.embed_dim;
+            let latent = Tensor::randn(0f32, 1.0, (1, z, side(px), side(px)), &dev)?;
+            let tile = args.vae_tile;
+            Box::new(move || {
+                decode(&vae, &latent, tile)?;
+                Ok(())
+            })
+        }
+        "generate512" => generate(nets, args, side(512))?,
+        other => anyhow::bail!("unknown part `{other}`"),
+    })
+}
+
+/// The single layers the networks spend most time in, at the VAE's last level of a 512² decode.
+fn ops(conv: bool) -> anyhow::Result<Work> {
+    let dev = Device::Cpu;
+    let vb = candle_nn::VarBuilder::from_backend(
+        Box::new(super::random::RandomBackend { seed: 1 }),
+        DType::F32,
+        dev.clone(),
+    );
+    let x = Tensor::randn(0f32, 1.0, (1, 32, 512, 512), &dev)?;
+    Ok(if conv {
+        let layer = crate::engine::conv::conv(vb, 32, 32, 3, 1, 1)?;
+        Box::new(move || {
+            layer.forward(&x)?;
+            Ok(())
+        })
+    } else {
+        let layer = crate::engine::norm::group_norm(32, 32, 1e-6, vb)?;
+        Box::new(move || {
+            layer.forward_act(&x, true)?;
+            Ok(())
+        })
+    })
+}
+
+/// `[2, 77]` token ids: a short prompt and an empty one, each BOS … EOS, padded with EOS.
+fn prompt_ids(dev: &Device) -> anyhow::Result<Tensor> {
+    const BOS: u32 = 49406;
+    const EOS: u32 = 49407;
+    let row = |words: u32| -> Vec<u32> {
+        let mut r = vec![BOS];
+        r.extend((0..words).map(|i| 320 + 37 * i));
+        r.resize(77, EOS);
+        r
+    };
+    Ok(Tensor::from_vec([row(20), row(0)].concat(), (2, 77), dev)?)
+}
+
+/// Context `[2, 77, L+G]` and pooled `[2, P]` of the CFG pair.
+fn encode(
+    l: Option<&ClipTextModel>,
+    g: &ClipTextModel,
+    ids: &Tensor,
+) -> anyhow::Result<(Tensor, Tensor)> {
+    let g_out = g.forward(ids, CLIP_SKIP)?;
+    let pooled = g_out
+        .pooled
+        .ok_or_else(|| anyhow::anyhow!("CLIP-G gave no pooled vector"))?;
+    let context = match l {
+        Some(l) => Tensor::cat(&[&l.forward(ids, CLIP_SKIP)?.hidden, &g_out.hidden], 2)?,
+        None => g_out.hidden,
+    };
+    Ok((context, pooled))
+}
+
+fn decode(vae: &Vae, latent: &Tensor, tile: usize) -> anyhow::Result<Tensor> {
+    let (_, _, h, w) = latent.dims4()?;
+    Ok(if tile > 0 && (h > tile || w > tile) {
+        decode_tiled(vae, latent, tile, tile / 4)?
+    } else {
+        vae.decode(latent)?
+    })
+}
+
+fn generate(nets: &Networks, args: &BenchArgs, side: usize) -> anyhow::Result<Work> {
+    let dev = Device::Cpu;
+    let (l, g) = nets.clips()?;
+    let unet: UNet = nets.unet()?;
+    let vae = nets.vae()?;
+    let cfg = nets.config().clone();
+    let ids = prompt_ids(&dev)?;
+    let schedule = DiscreteSchedule::sdxl();
+    let (steps, tile) = (args.steps.max(1), args.vae_tile);
+    let px = (side * VAE_FACTOR) as f32;
+    Ok(Box::new(move || {
+        let (context, pooled) = encode(l.as_ref(), &g, &ids)?;
+        let mut ids6 = vec![px, px, 0.0, 0.0, px, px];
+        ids6.truncate(cfg.time_ids);
+        let time_ids = Tensor::from_vec([ids6.clone(), ids6].concat(), (2, cfg.time_ids), &dev)?;
+        let y = adm_vector(&pooled, &time_ids, cfg.time_id_dim)?;
+        let stage = Stage {
+            unet: &unet,
+            context,
+            adm: Adm::Fixed(y),
+        };
+        let guidance = Guidance {
+            cfg: CFG,
+            mimic: CFG,
+            sharpness: 2.0,
+        };
+        let mut denoiser = FooocusDenoiser::new(stage, &schedule, guidance);
+        let sigmas = Scheduler::Karras.sigmas(&schedule, steps)?;
+        let shape = (1, cfg.unet.in_channels, side, side);
+        let first = f64::from(sigmas.first().copied().unwrap_or(1.0));
+        let x = (Tensor::randn(0f32, 1.0, shape, &dev)? * first)?.to_dtype(DType::F32)?;
+        let mut noise = SeededNoise::new(0, shape, &dev);
+        let outcome = Sampler::Dpmpp2mSde(SdeSolver::Midpoint).sample(
+            SamplerOptions::default(),
+            &mut denoiser,
+            &mut noise,
+            x,
+            &sigmas,
+            &mut |_| StepControl::Continue,
+        )?;
+        let SampleOutcome::Finished(latent) = outcome else {
+            anyhow::bail!("the sampler stopped early");
+        };
+        decode(&vae, &latent, tile)?;
+        Ok(())
+    }))
+}

@@ -1,0 +1,17 @@
+//! The switch between our hand-written CPU kernels (`engine::conv`, `engine::norm`) and candle's
+//! own ops, process-wide. On by default; `fooocus bench --compare-candle` turns it off to time the
+//! candle path in the same run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static OWN_KERNELS: AtomicBool = AtomicBool::new(true);
+
+/// Whether f32 CPU convolutions and group norms use our kernels.
+pub fn own_kernels() -> bool {
+    OWN_KERNELS.load(Ordering::Relaxed)
+}
+
+/// Turns our kernels on or off (candle's ops then run instead).
+pub fn set_own_kernels(on: bool) {
+    OWN_KERNELS.store(on, Ordering::Relaxed);
+}

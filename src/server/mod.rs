@@ -1,0 +1,197 @@
+//! The HTTP server: axum routes for the page, the JSON API, the WebSocket event stream and the
+//! saved images; optional basic authentication; a body limit; the worker behind it all. Every
+//! URL the page uses is relative, so the app works unchanged under a path prefix.
+//!
+//! * [`api`]: JSON handlers; [`options`]: options and health; [`ws`]: events and previews;
+//! * [`files`]: the page and saved images; [`security`]: auth and Origin; [`error`]: API errors;
+//! * [`cli`]: `fooocus` with no subcommand (flags, start, open the browser, Ctrl+C).
+
+pub mod api;
+pub mod cli;
+pub mod error;
+pub mod files;
+pub mod options;
+pub mod security;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use candle_core::Device;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::config::{Config, Preset};
+use crate::hub::background::{self, statuses, Downloads};
+use crate::hub::{builtin_catalog, missing, HubClient};
+use crate::pipeline::styles::StyleLibrary;
+use crate::store::OutputStore;
+use crate::worker::{Worker, WorkerSetup};
+pub use security::Credentials;
+
+/// Default port, as the original.
+pub const DEFAULT_PORT: u16 = 7865;
+/// Largest accepted request body.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Jobs that may wait in the queue by default.
+pub const DEFAULT_QUEUE: usize = 64;
+
+/// Everything a server is started with.
+pub struct ServerOptions {
+    pub config: Config,
+    pub preset_name: String,
+    pub preset: Preset,
+    pub styles: StyleLibrary,
+    pub listen: SocketAddr,
+    pub auth: Option<Credentials>,
+    pub device: Device,
+    pub queue_capacity: usize,
+    pub body_limit: usize,
+    /// Where to download what the preset lacks; `None` downloads nothing.
+    pub hub: Option<HubClient>,
+}
+
+/// What handlers share.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub preset_name: String,
+    pub preset: Preset,
+    pub styles: Arc<StyleLibrary>,
+    pub store: Arc<OutputStore>,
+    pub worker: Arc<Worker>,
+    pub device: Device,
+    /// Check the WebSocket `Origin` (when listening beyond loopback).
+    pub check_origin: bool,
+    /// Background downloads of what the preset lacked at start.
+    pub downloads: Downloads,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The routes over `state`.
+pub fn router(state: SharedState, auth: Option<Credentials>, body_limit: usize) -> Router {
+    let router = Router::new()
+        .route("/", get(files::index))
+        .route("/app.js", get(files::app_js))
+        .route("/app.css", get(files::app_css))
+        .route("/api/generate", post(api::generate))
+        .route("/api/jobs/{id}", get(api::job))
+        .route("/api/jobs/{id}/stop", post(api::stop))
+        .route("/api/jobs/{id}/skip", post(api::skip))
+        .route("/api/queue", get(api::queue))
+        .route("/api/options", get(api::options))
+        .route("/api/history", get(api::history))
+        .route("/api/health", get(api::health))
+        .route("/outputs/{*path}", get(files::output))
+        .route("/ws", get(ws::handler))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state);
+    match auth {
+        Some(credentials) => router.layer(axum::middleware::from_fn_with_state(
+            credentials,
+            security::require_auth,
+        )),
+        None => router,
+    }
+}
+
+/// A started server.
+pub struct RunningServer {
+    /// Where it listens (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    pub worker: Arc<Worker>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, stops the jobs and waits for the worker thread.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let worker = self.worker.clone();
+        let _ = tokio::task::spawn_blocking(move || worker.shutdown()).await;
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}
+
+/// Why a server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "cannot listen on {addr}: {source} (is another fooocus running? choose another --port)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the worker thread: {0}")]
+    Worker(std::io::Error),
+}
+
+/// Binds, starts the worker and serves in the background. Call inside a tokio runtime.
+pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> {
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: options.listen,
+        source,
+    })?;
+    let config = Arc::new(options.config);
+    let styles = Arc::new(options.styles);
+    let needed = missing(&config, &options.preset, &builtin_catalog());
+    let downloads = statuses(&needed);
+    if let Some(client) = options.hub {
+        if !needed.is_empty() {
+            background::spawn(needed, client, downloads.clone());
+        }
+    }
+    let store = Arc::new(OutputStore::new(config.paths.outputs.clone()));
+    let worker = Arc::new(
+        Worker::start(WorkerSetup {
+            config: config.clone(),
+            styles: styles.clone(),
+            store: store.clone(),
+            device: options.device.clone(),
+            capacity: options.queue_capacity,
+        })
+        .map_err(StartError::Worker)?,
+    );
+    let state = Arc::new(AppState {
+        config,
+        preset_name: options.preset_name,
+        preset: options.preset,
+        styles,
+        store,
+        worker: worker.clone(),
+        device: options.device,
+        check_origin: !addr.ip().is_loopback(),
+        downloads,
+    });
+    let app = router(state, options.auth, options.body_limit);
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(RunningServer {
+        addr,
+        worker,
+        shutdown: Some(tx),
+        task,
+    })
+}

@@ -1,0 +1,139 @@
+//! What the worker tells its listeners: JSON events (queued, started, stage, progress, image,
+//! skipped, done, stopped, failed) and the newest step preview as a JPEG frame.
+
+use serde::Serialize;
+
+use crate::store::ImageMetadata;
+
+/// A job's number, unique for the life of the process.
+pub type JobId = u64;
+
+/// One finished image of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobImage {
+    /// Index in the job's batch (0-based).
+    pub index: usize,
+    pub seed: u64,
+    /// Where to fetch it, relative to the page: `outputs/YYYY-MM-DD/<file>`.
+    pub url: String,
+    /// Its path relative to the output root, `YYYY-MM-DD/<file>`.
+    pub path: String,
+}
+
+/// A broadcast event; serialized as JSON with a `type` tag.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A job entered the queue with `position` jobs ahead of it.
+    Queued { job_id: JobId, position: usize },
+    /// The worker took the job.
+    Started { job_id: JobId },
+    /// A preparation stage ("Loading …", "Encoding prompts …", "Saving image …").
+    Stage { job_id: JobId, text: String },
+    /// A sampling step finished. `image` and `step` are 1-based, as in `text`.
+    Progress {
+        job_id: JobId,
+        image: usize,
+        images: usize,
+        step: usize,
+        steps: usize,
+        percent: u32,
+        text: String,
+    },
+    /// An image was saved.
+    Image {
+        job_id: JobId,
+        #[serde(flatten)]
+        image: JobImage,
+        /// The generation parameters embedded in the file, when it has them.
+        parameters: Option<Box<ImageMetadata>>,
+    },
+    /// Skip abandoned image `index` (0-based).
+    Skipped { job_id: JobId, index: usize },
+    /// The job finished; `images` are all it saved.
+    Done {
+        job_id: JobId,
+        images: Vec<JobImage>,
+    },
+    /// Stop ended the job (or removed it from the queue); finished images are kept.
+    Stopped {
+        job_id: JobId,
+        images: Vec<JobImage>,
+    },
+    /// The job failed; the worker goes on with the next.
+    Failed { job_id: JobId, message: String },
+}
+
+impl Event {
+    /// The job the event is about.
+    pub fn job_id(&self) -> JobId {
+        match self {
+            Event::Queued { job_id, .. }
+            | Event::Started { job_id }
+            | Event::Stage { job_id, .. }
+            | Event::Progress { job_id, .. }
+            | Event::Image { job_id, .. }
+            | Event::Skipped { job_id, .. }
+            | Event::Done { job_id, .. }
+            | Event::Stopped { job_id, .. }
+            | Event::Failed { job_id, .. } => *job_id,
+        }
+    }
+}
+
+/// The newest step preview.
+#[derive(Debug, Clone)]
+pub struct PreviewFrame {
+    pub job_id: JobId,
+    /// 1-based image and step, as in the progress event.
+    pub image: usize,
+    pub step: usize,
+    /// JPEG bytes, at most 512 px on the longest side.
+    pub jpeg: Vec<u8>,
+}
+
+/// `"Sampling step k/N, image i/M"`, as the original says it.
+pub fn progress_text(step: usize, steps: usize, image: usize, images: usize) -> String {
+    format!("Sampling step {step}/{steps}, image {image}/{images}")
+}
+
+/// Percent of all sampling steps of the job done after 1-based `step` of 1-based `image`.
+pub fn percent(step: usize, steps: usize, image: usize, images: usize) -> u32 {
+    let total = (steps * images).max(1);
+    let done = (image.saturating_sub(1) * steps + step).min(total);
+    (done * 100 / total) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_reads_like_the_original() {
+        assert_eq!(
+            progress_text(12, 30, 1, 2),
+            "Sampling step 12/30, image 1/2"
+        );
+        assert_eq!(percent(15, 30, 1, 2), 25);
+        assert_eq!(percent(30, 30, 2, 2), 100);
+        assert_eq!(percent(0, 0, 0, 0), 0);
+    }
+
+    #[test]
+    fn events_serialize_with_a_type_tag() {
+        let e = Event::Image {
+            job_id: 3,
+            image: JobImage {
+                index: 0,
+                seed: 7,
+                url: "outputs/2024-01-01/a.png".into(),
+                path: "2024-01-01/a.png".into(),
+            },
+            parameters: None,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "image");
+        assert_eq!(v["url"], "outputs/2024-01-01/a.png");
+        assert_eq!(v["job_id"], 3);
+    }
+}

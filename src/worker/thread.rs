@@ -1,0 +1,185 @@
+//! The worker thread's loop: takes each queued job in order, runs the pipeline with the shared
+//! models, turns run events into worker events, previews and job-table updates, and survives a
+//! failed or panicking job.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use super::events::{percent, progress_text, Event, JobImage, PreviewFrame};
+use super::jobs::JobState;
+use super::{QueuedJob, Shared, WorkerSetup};
+use crate::engine::preview::preview_jpeg;
+use crate::pipeline::models::Models;
+use crate::pipeline::run::{run as run_plan, RunContext, RunEvent, RunOutcome};
+use crate::pipeline::PipelineError;
+use crate::store::read_metadata;
+
+/// Runs jobs until the queue is closed.
+pub(crate) fn run(rx: Receiver<QueuedJob>, shared: Arc<Shared>, setup: WorkerSetup) {
+    let mut models = Models::new(setup.device.clone());
+    while let Ok(job) = rx.recv() {
+        let control = {
+            let mut jobs = shared.jobs();
+            jobs.queue.retain(|&q| q != job.id);
+            let Some(record) = jobs.records.get_mut(&job.id) else {
+                continue;
+            };
+            if record.status.state != JobState::Queued {
+                continue; // stopped while it waited
+            }
+            record.status.state = JobState::Running;
+            let control = record.control.clone();
+            jobs.running = Some(job.id);
+            control
+        };
+        shared.emit(Event::Started { job_id: job.id });
+        tracing::info!("job {} started: {:?}", job.id, job.plan.prompt);
+
+        let ctx = RunContext {
+            config: &setup.config,
+            styles: &setup.styles,
+            store: &setup.store,
+            control: &control,
+        };
+        let mut on_event = |event: RunEvent<'_>| on_run_event(&shared, job.id, event);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            run_plan(&job.plan, &mut models, &ctx, &mut on_event)
+        }));
+        let result = match result {
+            Ok(result) => result,
+            Err(panic) => {
+                // The models may be half-built: start from scratch for the next job.
+                models = Models::new(setup.device.clone());
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(PipelineError::Other(format!(
+                    "internal error ({what}); please report it"
+                )))
+            }
+        };
+        finish(&shared, job.id, result);
+    }
+}
+
+/// Records the end of job `id` and tells the listeners.
+fn finish(shared: &Shared, id: u64, result: Result<RunOutcome, PipelineError>) {
+    let mut skipped = Vec::new();
+    let event = {
+        let mut jobs = shared.jobs();
+        jobs.running = None;
+        let Some(status) = jobs.get_mut(id) else {
+            return;
+        };
+        match result {
+            Ok(outcome) => {
+                status.skipped = outcome.skipped.clone();
+                skipped = outcome.skipped;
+                if outcome.stopped {
+                    status.state = JobState::Stopped;
+                    Event::Stopped {
+                        job_id: id,
+                        images: status.images.clone(),
+                    }
+                } else {
+                    status.state = JobState::Done;
+                    status.progress.percent = 100;
+                    Event::Done {
+                        job_id: id,
+                        images: status.images.clone(),
+                    }
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!("job {id} failed: {message}");
+                status.state = JobState::Failed;
+                status.error = Some(message.clone());
+                Event::Failed {
+                    job_id: id,
+                    message,
+                }
+            }
+        }
+    };
+    for index in skipped {
+        shared.emit(Event::Skipped { job_id: id, index });
+    }
+    shared.emit(event);
+}
+
+/// One run event → job table, broadcast and preview.
+fn on_run_event(shared: &Shared, id: u64, event: RunEvent<'_>) {
+    match event {
+        RunEvent::Stage(text) => {
+            if let Some(status) = shared.jobs().get_mut(id) {
+                status.progress.text = text.clone();
+            }
+            shared.emit(Event::Stage { job_id: id, text });
+        }
+        RunEvent::Step {
+            image,
+            images,
+            step,
+            steps,
+            denoised,
+        } => {
+            let (image, step) = (image + 1, step + 1);
+            let text = progress_text(step, steps, image, images);
+            let percent = percent(step, steps, image, images);
+            if let Some(status) = shared.jobs().get_mut(id) {
+                status.progress = super::Progress {
+                    image,
+                    images,
+                    step,
+                    steps,
+                    percent,
+                    text: text.clone(),
+                };
+            }
+            shared.emit(Event::Progress {
+                job_id: id,
+                image,
+                images,
+                step,
+                steps,
+                percent,
+                text,
+            });
+            // Only worth the work when someone watches (the sender keeps no receiver itself).
+            if shared.previews.receiver_count() > 0 {
+                match preview_jpeg(denoised) {
+                    Ok(jpeg) => {
+                        shared.previews.send_replace(Some(Arc::new(PreviewFrame {
+                            job_id: id,
+                            image,
+                            step,
+                            jpeg,
+                        })));
+                    }
+                    Err(e) => tracing::debug!("no preview for job {id}: {e}"),
+                }
+            }
+        }
+        RunEvent::Saved { index, seed, image } => {
+            let job_image = JobImage {
+                index,
+                seed,
+                url: format!("outputs/{}", image.relative),
+                path: image.relative.clone(),
+            };
+            let parameters = read_metadata(&image.path).ok().flatten().map(Box::new);
+            if let Some(status) = shared.jobs().get_mut(id) {
+                status.images.push(job_image.clone());
+            }
+            shared.emit(Event::Image {
+                job_id: id,
+                image: job_image,
+                parameters,
+            });
+        }
+    }
+}

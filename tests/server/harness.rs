@@ -1,0 +1,104 @@
+#![allow(dead_code)]
+//! Starting a server over the tiny models in a fresh temporary folder, for the server and browser
+//! test crates.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use candle_core::Device;
+use fooocus::config::{Config, HeadDimsConfig, Preset};
+use fooocus::pipeline::styles::StyleLibrary;
+use fooocus::server::{start, Credentials, RunningServer, ServerOptions};
+
+pub struct TestServer {
+    pub server: RunningServer,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+}
+
+fn heads(key: &str) -> HeadDimsConfig {
+    let h = crate::common::tiny_heads(key);
+    HeadDimsConfig {
+        clip_l: h.clip_l,
+        clip_g: h.clip_g,
+        unet: h.unet,
+    }
+}
+
+/// Options for a server over the tiny models in a fresh temporary folder.
+pub struct Spec {
+    pub listen: &'static str,
+    pub auth: Option<&'static str>,
+    pub queue: usize,
+    pub body_limit: usize,
+    /// Start with empty model folders (nothing installed yet).
+    pub no_models: bool,
+    /// Where missing models are downloaded from (`None`: nothing is downloaded).
+    pub hub: Option<fooocus::hub::HubClient>,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            listen: "127.0.0.1:0",
+            auth: None,
+            queue: 32,
+            body_limit: 64 * 1024,
+            no_models: false,
+            hub: None,
+        }
+    }
+}
+
+pub async fn serve(spec: Spec) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = crate::common::fixtures();
+    let mut config = Config::default();
+    config.paths.checkpoints = vec![fixtures.clone()];
+    config.paths.loras = vec![fixtures.join("lora"), dir.path().join("loras")];
+    config.paths.tokenizer = fixtures.join("tokenizer/clip-tokenizer.json");
+    config.paths.styles = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles");
+    config.paths.wildcards = dir.path().join("wildcards");
+    config.paths.outputs = dir.path().join("outputs");
+    std::fs::create_dir_all(&config.paths.wildcards).unwrap();
+    std::fs::create_dir_all(dir.path().join("loras")).unwrap();
+    if spec.no_models {
+        config.paths.checkpoints = vec![dir.path().join("checkpoints")];
+        config.paths.loras = vec![dir.path().join("loras")];
+        config.paths.tokenizer = dir.path().join("clip/tokenizer.json");
+    }
+    config
+        .head_dims
+        .insert("sdxl_base.safetensors".into(), heads("base_unet_sgm"));
+    config
+        .head_dims
+        .insert("sdxl_refiner.safetensors".into(), heads("refiner_unet_sgm"));
+    let styles = StyleLibrary::load(&config.paths.styles).unwrap();
+    let preset = Preset {
+        base_model: "sdxl_base.safetensors".into(),
+        refiner_model: Some("sdxl_refiner.safetensors".into()),
+        loras: vec![],
+        image_number: 1,
+        ..Preset::default()
+    };
+    let server = start(ServerOptions {
+        config,
+        preset_name: "default".into(),
+        preset,
+        styles,
+        listen: spec.listen.parse().unwrap(),
+        auth: spec.auth.map(|a| a.parse::<Credentials>().unwrap()),
+        device: Device::Cpu,
+        queue_capacity: spec.queue,
+        body_limit: spec.body_limit,
+        hub: spec.hub.clone(),
+    })
+    .await
+    .unwrap();
+    TestServer { server, dir }
+}

@@ -1,0 +1,13 @@
+//! The server on a loopback port with the tiny checkpoints: the HTTP API, the WebSocket events
+//! and previews, the queue and worker, and the safety checks.
+
+mod client;
+#[path = "../common/mod.rs"]
+mod common;
+mod flows;
+mod harness;
+mod models;
+mod queue;
+mod security;
+
+pub use harness::{serve, Spec, TestServer};

@@ -1,0 +1,126 @@
+//! The queue: jobs complete in order, a failing job does not stop the next, a full queue
+//! answers 503 and a queued job can be stopped before it starts.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::client::{connect, follow, post_json, request};
+use crate::{serve, Spec};
+
+/// How many jobs the order test queues (each a real 1-step 512² generation).
+const ORDERED_JOBS: usize = 20;
+
+fn cheap(prompt: String) -> serde_json::Value {
+    json!({
+        "prompt": prompt, "width": 512, "height": 512, "steps": 1, "image_number": 1,
+        "refiner_model": "None", "seed": 1, "save_metadata": false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_jobs_run_in_order_and_a_failure_does_not_stop_the_next() {
+    let t0 = Instant::now();
+    let server = serve(Spec::default()).await;
+    let addr = server.addr();
+    // A LoRA that passes validation, then disappears before its job runs.
+    let vanishing = server.dir.path().join("loras/vanishing.safetensors");
+    std::fs::copy(
+        crate::common::fixtures().join("lora/sdxl_lora_kohya.safetensors"),
+        &vanishing,
+    )
+    .unwrap();
+    let mut ws = connect(addr).await;
+    let mut jobs = Vec::new();
+    for i in 0..ORDERED_JOBS {
+        let mut body = cheap(format!("job {i}"));
+        if i == 2 {
+            body["loras"] = json!([{ "name": "vanishing.safetensors", "weight": 1.0 }]);
+        }
+        let answer = post_json(addr, "/api/generate", &body).await;
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        let answer = answer.json();
+        assert_eq!(answer["position"], i, "position of job {i}");
+        jobs.push(answer["job_id"].as_u64().unwrap());
+    }
+    std::fs::remove_file(&vanishing).unwrap();
+    let queue = crate::client::get(addr, "/api/queue").await.json();
+    assert_eq!(queue["jobs"].as_array().unwrap().len(), ORDERED_JOBS);
+
+    // Follow every job's events on one socket: starts must come in submission order.
+    let mut starts = Vec::new();
+    for (i, &job) in jobs.iter().enumerate() {
+        let seen = follow(&mut ws, job, |_| false).await;
+        let types = seen.types();
+        assert!(types.contains(&"started".to_string()), "job {i}: {types:?}");
+        starts.push(job);
+        if i == 2 {
+            assert_eq!(seen.last()["type"], "failed", "{types:?}");
+            let message = seen.last()["message"].as_str().unwrap();
+            assert!(message.contains("vanishing.safetensors"), "{message}");
+        } else {
+            assert_eq!(seen.last()["type"], "done", "job {i}: {:?}", seen.last());
+        }
+    }
+    assert_eq!(starts, jobs);
+    server.server.shutdown().await.unwrap();
+    println!(
+        "{ORDERED_JOBS} queued jobs: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_answers_503_and_queued_jobs_can_be_stopped() {
+    let server = serve(Spec {
+        queue: 2,
+        ..Spec::default()
+    })
+    .await;
+    let addr = server.addr();
+    let mut ws = connect(addr).await;
+    let long = json!({
+        "prompt": "a long job", "width": 512, "height": 512, "steps": 60, "image_number": 4,
+        "seed": 1,
+    });
+    let first = post_json(addr, "/api/generate", &long).await.json()["job_id"]
+        .as_u64()
+        .unwrap();
+    follow(&mut ws, first, |e| e["type"] == "progress").await;
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let answer = post_json(addr, "/api/generate", &long).await;
+        assert_eq!(answer.status, 200);
+        waiting.push(answer.json()["job_id"].as_u64().unwrap());
+    }
+    let full = post_json(addr, "/api/generate", &long).await;
+    assert_eq!(full.status, 503);
+    let message = full.json()["error"].as_str().unwrap().to_string();
+    assert!(message.contains("queue is full"), "{message}");
+
+    // Stop the waiting ones (they never start), then the running one.
+    for &job in &waiting {
+        let r = request(addr, "POST", &format!("/api/jobs/{job}/stop"), &[], b"").await;
+        assert_eq!(r.status, 200);
+        let status = crate::client::get(addr, &format!("/api/jobs/{job}"))
+            .await
+            .json();
+        assert_eq!(status["state"], "stopped");
+    }
+    request(addr, "POST", &format!("/api/jobs/{first}/stop"), &[], b"").await;
+    let seen = follow(&mut ws, first, |_| false).await;
+    assert_eq!(seen.last()["type"], "stopped");
+    for &job in &waiting {
+        let status = crate::client::get(addr, &format!("/api/jobs/{job}"))
+            .await
+            .json();
+        assert_eq!(status["state"], "stopped", "never started: {status}");
+        assert!(status["images"].as_array().unwrap().is_empty());
+    }
+    server.server.shutdown().await.unwrap();
+}
