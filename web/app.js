@@ -195,17 +195,28 @@ function showPreview(blob) {
   $("placeholder").hidden = true;
 }
 
+/** Keeps the newest finished image in the stage (until the next run's previews replace it). */
+function showFinished(url) {
+  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.previewUrl = null;
+  $("preview").src = url;
+  $("preview").hidden = false;
+  state.finished = true;
+}
+
 function onEvent(e) {
   if (e.type === "hello" || e.type === "lagged") return;
   if (e.job_id !== state.job) { if (e.type === "image") addImage($("history"), e.url, e.parameters); return; }
   switch (e.type) {
-    case "started": $("step-text").textContent = "Starting…"; break;
+    case "started": $("step-text").textContent = "Starting…"; state.finished = false; break;
     case "stage": $("step-text").textContent = e.text; break;
     case "progress": $("bar-fill").style.width = `${e.percent}%`; $("step-text").textContent = e.text; break;
-    case "image": addImage($("gallery"), e.url, e.parameters); addImage($("history"), e.url, e.parameters); break;
+    case "image":
+      addImage($("gallery"), e.url, e.parameters); addImage($("history"), e.url, e.parameters);
+      showFinished(e.url); break;
     case "failed": showError(e.message); // fall through
     case "done": case "stopped":
-      setRunning(false); state.job = null; $("preview").hidden = true; break;
+      setRunning(false); state.job = null; $("preview").hidden = !state.finished; break;
   }
 }
 
