@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use fooocus::config::{Config, HeadDimsConfig, LoraChoice, Preset};
+use fooocus::config::{Config, LoraChoice, Preset};
 use fooocus::pipeline::meta::request_from_metadata;
 use fooocus::pipeline::models::Models;
 use fooocus::pipeline::plan::{plan, Plan};
@@ -23,33 +23,9 @@ struct Setup {
     out: PathBuf,
 }
 
-fn heads(key: &str) -> HeadDimsConfig {
-    let h = common::tiny_heads(key);
-    HeadDimsConfig {
-        clip_l: h.clip_l,
-        clip_g: h.clip_g,
-        unet: h.unet,
-    }
-}
-
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let fixtures = common::fixtures();
-    let mut config = Config::default();
-    config.paths.checkpoints = vec![fixtures.clone()];
-    config.paths.loras = vec![fixtures.join("lora"), dir.path().join("loras")];
-    config.paths.tokenizer = fixtures.join("tokenizer/clip-tokenizer.json");
-    config.paths.styles = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles");
-    config.paths.wildcards = dir.path().join("wildcards");
-    config.paths.outputs = dir.path().join("outputs");
-    std::fs::create_dir_all(&config.paths.wildcards).unwrap();
-    std::fs::create_dir_all(dir.path().join("loras")).unwrap();
-    config
-        .head_dims
-        .insert("sdxl_base.safetensors".into(), heads("base_unet_sgm"));
-    config
-        .head_dims
-        .insert("sdxl_refiner.safetensors".into(), heads("refiner_unet_sgm"));
+    let config = common::tiny_config(dir.path());
     let styles = StyleLibrary::load(&config.paths.styles).unwrap();
     let out = config.paths.outputs.clone();
     Setup {

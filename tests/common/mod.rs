@@ -100,3 +100,32 @@ pub fn tiny_heads(unet_key: &str) -> HeadDims {
         unet: n(&cfg[unet_key]["num_head_channels"]),
     }
 }
+
+/// A configuration over the tiny fixtures with its writable folders (wildcards, an extra LoRA
+/// folder, outputs) in `dir`: the repository's styles, the fixture tokenizer, the tiny head sizes.
+pub fn tiny_config(dir: &std::path::Path) -> fooocus::config::Config {
+    use fooocus::config::{Config, HeadDimsConfig};
+    let fixtures = fixtures();
+    let mut config = Config::default();
+    config.paths.checkpoints = vec![fixtures.clone()];
+    config.paths.loras = vec![fixtures.join("lora"), dir.join("loras")];
+    config.paths.tokenizer = fixtures.join("tokenizer/clip-tokenizer.json");
+    config.paths.styles = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("styles");
+    config.paths.wildcards = dir.join("wildcards");
+    config.paths.outputs = dir.join("outputs");
+    std::fs::create_dir_all(&config.paths.wildcards).unwrap();
+    std::fs::create_dir_all(dir.join("loras")).unwrap();
+    for (file, key) in [
+        ("sdxl_base.safetensors", "base_unet_sgm"),
+        ("sdxl_refiner.safetensors", "refiner_unet_sgm"),
+    ] {
+        let h = tiny_heads(key);
+        let heads = HeadDimsConfig {
+            clip_l: h.clip_l,
+            clip_g: h.clip_g,
+            unet: h.unet,
+        };
+        config.head_dims.insert(file.into(), heads);
+    }
+    config
+}

@@ -3,10 +3,9 @@
 //! test crates.
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use candle_core::Device;
-use fooocus::config::{Config, HeadDimsConfig, Preset};
+use fooocus::config::Preset;
 use fooocus::pipeline::styles::StyleLibrary;
 use fooocus::server::{start, Credentials, RunningServer, ServerOptions};
 
@@ -18,15 +17,6 @@ pub struct TestServer {
 impl TestServer {
     pub fn addr(&self) -> SocketAddr {
         self.server.addr
-    }
-}
-
-fn heads(key: &str) -> HeadDimsConfig {
-    let h = crate::common::tiny_heads(key);
-    HeadDimsConfig {
-        clip_l: h.clip_l,
-        clip_g: h.clip_g,
-        unet: h.unet,
     }
 }
 
@@ -57,27 +47,12 @@ impl Default for Spec {
 
 pub async fn serve(spec: Spec) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let fixtures = crate::common::fixtures();
-    let mut config = Config::default();
-    config.paths.checkpoints = vec![fixtures.clone()];
-    config.paths.loras = vec![fixtures.join("lora"), dir.path().join("loras")];
-    config.paths.tokenizer = fixtures.join("tokenizer/clip-tokenizer.json");
-    config.paths.styles = Path::new(env!("CARGO_MANIFEST_DIR")).join("styles");
-    config.paths.wildcards = dir.path().join("wildcards");
-    config.paths.outputs = dir.path().join("outputs");
-    std::fs::create_dir_all(&config.paths.wildcards).unwrap();
-    std::fs::create_dir_all(dir.path().join("loras")).unwrap();
+    let mut config = crate::common::tiny_config(dir.path());
     if spec.no_models {
         config.paths.checkpoints = vec![dir.path().join("checkpoints")];
         config.paths.loras = vec![dir.path().join("loras")];
         config.paths.tokenizer = dir.path().join("clip/tokenizer.json");
     }
-    config
-        .head_dims
-        .insert("sdxl_base.safetensors".into(), heads("base_unet_sgm"));
-    config
-        .head_dims
-        .insert("sdxl_refiner.safetensors".into(), heads("refiner_unet_sgm"));
     let styles = StyleLibrary::load(&config.paths.styles).unwrap();
     let preset = Preset {
         base_model: "sdxl_base.safetensors".into(),
