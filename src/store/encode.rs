@@ -48,6 +48,16 @@ impl Default for EncodeOptions {
     }
 }
 
+/// Writes the RGB pixels of `image` through `encoder`.
+fn write_rgb(encoder: impl ImageEncoder, image: &RgbImage) -> image::ImageResult<()> {
+    encoder.write_image(
+        image.as_raw(),
+        image.width(),
+        image.height(),
+        ExtendedColorType::Rgb8,
+    )
+}
+
 /// Encodes `image` with `meta` embedded as `options` say. `path` only names the file in errors.
 pub fn encode_image(
     image: &RgbImage,
@@ -76,14 +86,7 @@ pub fn encode_image(
                         .map_err(|e| fail(e.to_string()))?;
                 }
             }
-            encoder
-                .write_image(
-                    image.as_raw(),
-                    image.width(),
-                    image.height(),
-                    ExtendedColorType::Rgb8,
-                )
-                .map_err(|e| fail(e.to_string()))?;
+            write_rgb(encoder, image).map_err(|e| fail(e.to_string()))?;
             Ok(out)
         }
         OutputFormat::Webp => {
@@ -99,14 +102,7 @@ pub fn encode_image(
                     .set_exif_metadata(exif)
                     .map_err(|e| fail(e.to_string()))?;
             }
-            encoder
-                .write_image(
-                    image.as_raw(),
-                    image.width(),
-                    image.height(),
-                    ExtendedColorType::Rgb8,
-                )
-                .map_err(|e| fail(e.to_string()))?;
+            write_rgb(encoder, image).map_err(|e| fail(e.to_string()))?;
             Ok(out)
         }
     }
