@@ -10,6 +10,10 @@ use crate::engine::text::{TextConditioning, TextEncoders};
 use crate::engine::tokenizer::ClipTokenizer;
 use crate::engine::EngineError;
 
+/// Most encodings kept (each ~0.6 MB at full size); past it the cache starts over, so a long
+/// server session with wildcards cannot grow without bound.
+const MAX_ENTRIES: usize = 512;
+
 /// Encodings of single texts, valid for one set of text encoders (models and LoRAs).
 #[derive(Default)]
 pub struct EncodeCache {
@@ -46,6 +50,9 @@ impl EncodeCache {
             let cond = match self.entries.get(&key) {
                 Some(c) => c.clone(),
                 None => {
+                    if self.entries.len() >= MAX_ENTRIES {
+                        self.entries.clear();
+                    }
                     let c = encoders.encode(tokenizer, text, clip_skip)?;
                     self.entries.insert(key, c.clone());
                     c
