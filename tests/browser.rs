@@ -1,7 +1,8 @@
 //! The page in real headless Chromium (Debian's `chromium`, driven by `tests/browser/ui.mjs`
 //! through playwright-core): type a prompt, press Ctrl+Enter, see the preview change and an
 //! image appear in the gallery; directly, and again behind a path-prefix reverse proxy started
-//! here. Screenshots go to `target/`. `.ci/run` installs Chromium and the node package. Its own
+//! here; then the same page at phone width (one column, nothing cut off). Screenshots go to
+//! `target/`. `.ci/run` installs Chromium and the node package. Its own
 //! test binary, so that no other test competes with it for the CPU.
 
 #[path = "common/mod.rs"]
@@ -46,7 +47,13 @@ async fn drive(url: String, shot: PathBuf) {
         "the page test failed at {url}:\n{log}"
     );
     assert!(log.contains("image in the gallery"), "{log}");
+    assert!(log.contains("phone layout fits"), "{log}");
     assert!(shot.is_file(), "no screenshot at {}", shot.display());
+    let phone = shot.with_file_name(format!(
+        "{}-phone.png",
+        shot.file_stem().unwrap().to_string_lossy()
+    ));
+    assert!(phone.is_file(), "no screenshot at {}", phone.display());
 }
 
 /// A reverse proxy that serves `upstream` under `PREFIX`: each request line's path loses the

@@ -1,61 +1,11 @@
 //! The `fooocus` binary: `generate` on the tiny checkpoints prints the saved path and exits 0;
-//! a bad request exits non-zero naming the field; `inspect` reports a checkpoint.
+//! a bad request exits non-zero naming the field; `inspect` reports a checkpoint; a bad auth file
+//! stops the server from starting, naming the file and the fault.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
-
-/// A config.toml for the tiny fixtures, with outputs in `dir`.
-fn write_config(dir: &Path) -> std::path::PathBuf {
-    let fx = common::fixtures();
-    let cfg = common::json("tiny_configs.json");
-    let n = |k: &str, f: &str| cfg[k][f].as_u64().unwrap();
-    let heads = |unet: &str| {
-        format!(
-            "clip_l = {}\nclip_g = {}\nunet = {}\n",
-            n("clip_l", "hidden_size") / n("clip_l", "num_attention_heads"),
-            n("clip_g", "hidden_size") / n("clip_g", "num_attention_heads"),
-            n(unet, "num_head_channels")
-        )
-    };
-    let text = format!(
-        r#"[paths]
-checkpoints = [{fx:?}]
-loras = [{loras:?}]
-tokenizer = {tok:?}
-styles = {styles:?}
-wildcards = {wild:?}
-outputs = {out:?}
-
-[presets.default]
-base_model = "sdxl_base.safetensors"
-refiner_model = "sdxl_refiner.safetensors"
-loras = []
-
-[head_dims."sdxl_base.safetensors"]
-{base}
-[head_dims."sdxl_refiner.safetensors"]
-{refiner}"#,
-        fx = fx.display().to_string(),
-        loras = fx.join("lora").display().to_string(),
-        tok = fx
-            .join("tokenizer/clip-tokenizer.json")
-            .display()
-            .to_string(),
-        styles = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("styles")
-            .display()
-            .to_string(),
-        wild = dir.join("wildcards").display().to_string(),
-        out = dir.join("outputs").display().to_string(),
-        base = heads("base_unet_sgm"),
-        refiner = heads("refiner_unet_sgm"),
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn fooocus(config: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_fooocus"))
@@ -69,7 +19,7 @@ fn fooocus(config: &Path, args: &[&str]) -> std::process::Output {
 #[test]
 fn generate_saves_and_prints_the_paths() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = common::write_tiny_config(dir.path());
     let out = fooocus(
         &config,
         &[
@@ -109,7 +59,7 @@ fn generate_saves_and_prints_the_paths() {
 #[test]
 fn bad_requests_exit_non_zero_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = common::write_tiny_config(dir.path());
     let out = fooocus(&config, &["generate", "x", "--steps", "0"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -122,7 +72,7 @@ fn bad_requests_exit_non_zero_naming_the_field() {
 #[test]
 fn inspect_reports_a_checkpoint_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = common::write_tiny_config(dir.path());
     let out = fooocus(
         &config,
         &["inspect", "sdxl_refiner.safetensors", "--head-dim", "8"],
@@ -131,4 +81,37 @@ fn inspect_reports_a_checkpoint_by_name() {
     assert!(stdout.contains("SDXL refiner checkpoint"), "{stdout}");
     let out = fooocus(&config, &["inspect", "missing.safetensors"]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn serving_with_a_bad_auth_file_exits_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_tiny_config(dir.path());
+    let auth = dir.path().join("auth.json");
+    let serve = |auth: &Path| {
+        fooocus(
+            &config,
+            &[
+                "--no-browser",
+                "--no-download",
+                "--port",
+                "0",
+                "--auth-file",
+                auth.to_str().unwrap(),
+            ],
+        )
+    };
+    for (text, says) in [
+        ("[{\"user\": \"ann\"}]", "needs a non-empty \"pass\""),
+        ("[]", "lists nobody"),
+    ] {
+        std::fs::write(&auth, text).unwrap();
+        let out = serve(&auth);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+    }
+    let out = serve(&dir.path().join("none.json"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("none.json"), "{stderr}");
 }

@@ -76,7 +76,7 @@ fn generate(
         store: &store,
         control,
     };
-    let mut models = Models::new(Device::Cpu);
+    let mut models = Models::new(Device::Cpu, Default::default());
     run(p, &mut models, &ctx, &mut |e| {
         if let RunEvent::Step { image, step, .. } = e {
             on_step(image, step)

@@ -1,11 +1,16 @@
 //! Numerical parity of the engine with the reference PyTorch stack on the tiny-sdxl fixtures
 //! (`FOOOCUS_FIXTURES`): tokenizer ids, CLIP-L and CLIP-G states, the pooled vector, the ADM
 //! vector, base and refiner UNets, VAE decode and encode, Fooocus prompt chunks and tiled decode.
+//! Text encoders and UNets run in every compute of `common::computes()` (by default the CPU in
+//! f32, with the fixtures' tolerance, and in f16, the GPU path, with our stated f16 tolerance);
+//! the VAE runs in f32 on `FOOOCUS_TEST_DEVICE`.
 
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{assert_close, fixtures, json, rel_err, Tensors};
+use common::{
+    assert_close, computes, fixtures, json, rel_err, test_device, Compute, Tensors, MODULE_TOL,
+};
 use fooocus::engine::checkpoint::Architecture;
 use fooocus::engine::clip::ClipTextModel;
 use fooocus::engine::model::SdxlFile;
@@ -14,8 +19,6 @@ use fooocus::engine::tiling::decode_tiled;
 use fooocus::engine::tokenizer::{ClipTokenizer, Pad};
 use fooocus::engine::unet::adm_vector;
 use fooocus::engine::weights::LoadMode;
-
-const MODULE_TOL: f32 = 1e-4;
 
 fn base() -> SdxlFile {
     let file = SdxlFile::open(
@@ -41,16 +44,16 @@ fn tokenizer() -> ClipTokenizer {
     ClipTokenizer::from_file(fixtures().join("tokenizer/clip-tokenizer.json")).unwrap()
 }
 
-fn clip_l() -> ClipTextModel {
-    base()
-        .clip_l(LoadMode::Real, &Device::Cpu)
+fn clip_l(c: &Compute) -> ClipTextModel {
+    c.file(base())
+        .clip_l(LoadMode::Real, &c.device)
         .unwrap()
         .unwrap()
         .0
 }
 
-fn clip_g() -> ClipTextModel {
-    base().clip_g(LoadMode::Real, &Device::Cpu).unwrap().0
+fn clip_g(c: &Compute) -> ClipTextModel {
+    c.file(base()).clip_g(LoadMode::Real, &c.device).unwrap().0
 }
 
 #[test]
@@ -79,9 +82,10 @@ fn token_ids_match_the_reference_tokenizer() {
 
 /// Every hidden state (through the clip-skip choice), the final-norm output and, for CLIP-G, the
 /// pooled vector.
-fn check_clip(model: &ClipTextModel, file: &str) {
+fn check_clip(model: &ClipTextModel, file: &str, c: &Compute) {
     let reference = Tensors::open(file);
-    let ids = reference.ids("input_ids");
+    let ids = c.put(reference.ids("input_ids"));
+    let (tol, file) = (c.module_tol(), format!("{file} ({})", c.label()));
     let layers = model.config().layers;
     for skip in 1..=layers + 1 {
         let out = model.forward(&ids, skip).unwrap();
@@ -90,7 +94,7 @@ fn check_clip(model: &ClipTextModel, file: &str) {
             &format!("{file} {key}"),
             &out.hidden,
             &reference.get(&key),
-            MODULE_TOL,
+            tol,
         );
     }
     let out = model.forward(&ids, 2).unwrap();
@@ -98,14 +102,14 @@ fn check_clip(model: &ClipTextModel, file: &str) {
         &format!("{file} penultimate"),
         &out.hidden,
         &reference.get("penultimate"),
-        MODULE_TOL,
+        tol,
     );
     let last = model.last_hidden_state(&ids).unwrap();
     assert_close(
         &format!("{file} last_hidden_state"),
         &last,
         &reference.get("last_hidden_state"),
-        MODULE_TOL,
+        tol,
     );
     if reference.has("text_embeds") {
         let pooled = out.pooled.expect("CLIP-G has a pooled output");
@@ -113,22 +117,32 @@ fn check_clip(model: &ClipTextModel, file: &str) {
             &format!("{file} pooled"),
             &pooled,
             &reference.get("text_embeds"),
-            MODULE_TOL,
+            tol,
         );
     }
 }
 
 #[test]
 fn clip_l_matches() {
-    check_clip(&clip_l(), "reference/clip_l.safetensors");
+    for c in computes() {
+        check_clip(&clip_l(&c), "reference/clip_l.safetensors", &c);
+    }
 }
 
 #[test]
 fn clip_g_matches() {
-    check_clip(&clip_g(), "reference/clip_g.safetensors");
+    for c in computes() {
+        check_clip(&clip_g(&c), "reference/clip_g.safetensors", &c);
+    }
 }
 
 fn check_unet(file: &SdxlFile, reference: &str) {
+    for c in computes() {
+        check_unet_in(&c.file(file.clone()), reference, &c);
+    }
+}
+
+fn check_unet_in(file: &SdxlFile, reference: &str, c: &Compute) {
     let r = Tensors::open(reference);
     let y = adm_vector(
         &r.get("text_embeds"),
@@ -137,23 +151,33 @@ fn check_unet(file: &SdxlFile, reference: &str) {
     )
     .unwrap();
     assert_close(&format!("{reference} y"), &y, &r.get("y"), MODULE_TOL);
-    let (unet, _) = file.unet(LoadMode::Real, &Device::Cpu).unwrap();
+    let (unet, _) = file.unet(LoadMode::Real, &c.device).unwrap();
     let eps = unet
         .forward(
-            &r.get("unet_input"),
-            &r.get("timestep"),
-            &r.get("context"),
-            &r.get("y"),
+            &c.put(r.get("unet_input")),
+            &c.put(r.get("timestep")),
+            &c.put(r.get("context")),
+            &c.put(r.get("y")),
         )
+        .unwrap()
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
         .unwrap();
-    assert_close(&format!("{reference} eps"), &eps, &r.get("eps"), MODULE_TOL);
+    let (tol, label) = (c.module_tol(), c.label());
+    assert_close(
+        &format!("{reference} eps ({label})"),
+        &eps,
+        &r.get("eps"),
+        tol,
+    );
     let sigma = r.get("sigma").to_vec1::<f32>().unwrap()[0] as f64;
     let denoised = (r.get("x") - (eps * sigma).unwrap()).unwrap();
     assert_close(
-        &format!("{reference} denoised"),
+        &format!("{reference} denoised ({label})"),
         &denoised,
         &r.get("denoised"),
-        MODULE_TOL,
+        tol,
     );
 }
 
@@ -169,12 +193,14 @@ fn refiner_unet_matches() {
 
 #[test]
 fn vae_decode_and_encode_match() {
-    let (vae, _) = base().vae(LoadMode::Real, &Device::Cpu).unwrap();
+    let device = test_device();
+    let put = |t: Tensor| t.to_device(&device).unwrap();
+    let (vae, _) = base().vae(LoadMode::Real, &device).unwrap();
     let d = Tensors::open("reference/vae_decode.safetensors");
-    let image = vae.decode(&d.get("latent")).unwrap();
+    let image = vae.decode(&put(d.get("latent"))).unwrap();
     assert_close("vae decode", &image, &d.get("image"), MODULE_TOL);
     let e = Tensors::open("reference/vae_encode.safetensors");
-    let posterior = vae.encode_posterior(&e.get("image")).unwrap();
+    let posterior = vae.encode_posterior(&put(e.get("image"))).unwrap();
     assert_close(
         "vae encode mean",
         &posterior.mean,
@@ -187,28 +213,31 @@ fn vae_decode_and_encode_match() {
         &e.get("logvar"),
         MODULE_TOL,
     );
-    let latent = vae.encode(&e.get("image")).unwrap();
+    let latent = vae.encode(&put(e.get("image"))).unwrap();
     assert_close("vae encode latent", &latent, &e.get("latent"), MODULE_TOL);
 }
 
 #[test]
 fn refiner_shares_clip_g_and_vae_with_base() {
     let reference = Tensors::open("reference/clip_g.safetensors");
-    let (g, _) = refiner().clip_g(LoadMode::Real, &Device::Cpu).unwrap();
-    let out = g.forward(&reference.ids("input_ids"), 2).unwrap();
-    assert_close(
-        "refiner CLIP-G penultimate",
-        &out.hidden,
-        &reference.get("penultimate"),
-        MODULE_TOL,
-    );
+    for c in computes() {
+        let (g, _) = c.file(refiner()).clip_g(LoadMode::Real, &c.device).unwrap();
+        let out = g.forward(&c.put(reference.ids("input_ids")), 2).unwrap();
+        assert_close(
+            &format!("refiner CLIP-G penultimate ({})", c.label()),
+            &out.hidden,
+            &reference.get("penultimate"),
+            c.module_tol(),
+        );
+    }
 }
 
 /// Token weights follow z' = (z − z_empty)·w + z_empty, then the chunk keeps its mean.
 #[test]
 fn weighted_tokens_follow_the_fooocus_rule() {
     let tok = tokenizer();
-    let (l, g) = (clip_l(), clip_g());
+    let reference = Compute::cpu_f32();
+    let (l, g) = (clip_l(&reference), clip_g(&reference));
     let encoders = TextEncoders {
         clip_l: Some(&l),
         clip_g: &g,
@@ -268,9 +297,10 @@ fn weighted_tokens_follow_the_fooocus_rule() {
 /// on average); placement and blending themselves are checked exactly in `engine::tiling`.
 #[test]
 fn tiled_decode_stays_close_to_untiled() {
-    let (vae, _) = base().vae(LoadMode::Real, &Device::Cpu).unwrap();
+    let device = test_device();
+    let (vae, _) = base().vae(LoadMode::Real, &device).unwrap();
     let d = Tensors::open("reference/vae_decode.safetensors");
-    let latent = d.get("latent");
+    let latent = d.get("latent").to_device(&device).unwrap();
     let whole = vae.decode(&latent).unwrap();
     let (_, _, h, w) = latent.dims4().unwrap();
     let tile = (h.min(w) * 3 / 4).max(4);

@@ -16,6 +16,7 @@ use candle_nn::VarBuilder;
 use crate::engine::checkpoint::{UNET_PREFIX, VAE_PREFIX};
 use crate::engine::clip::ClipTextModel;
 use crate::engine::config::{HeadDims, SdxlConfig};
+use crate::engine::device::{describe, open_device, ComputeArgs};
 use crate::engine::kernels::set_own_kernels;
 use crate::engine::model::SdxlFile;
 use crate::engine::unet::UNet;
@@ -69,6 +70,8 @@ pub struct BenchArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 /// Where the weights come from, and the configuration they have.
@@ -83,6 +86,8 @@ struct Source {
 pub(crate) struct Networks<'a> {
     source: &'a Source,
     device: Device,
+    /// The dtype of the text encoders and UNet (the VAE is f32).
+    dtype: DType,
 }
 
 impl Networks<'_> {
@@ -98,6 +103,10 @@ impl Networks<'_> {
         &self.source.config
     }
 
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
     pub(crate) fn clips(&self) -> anyhow::Result<(Option<ClipTextModel>, ClipTextModel)> {
         if let Some(file) = &self.source.file {
             let l = file.clip_l(LoadMode::Real, &self.device)?.map(|(m, _)| m);
@@ -105,7 +114,7 @@ impl Networks<'_> {
             return Ok((l, g));
         }
         let cfg = self.config();
-        let vb = self.vb(DType::F32);
+        let vb = self.vb(self.dtype);
         let l = cfg
             .clip_l
             .as_ref()
@@ -119,7 +128,7 @@ impl Networks<'_> {
         match &self.source.file {
             Some(file) => Ok(file.unet(LoadMode::Real, &self.device)?.0),
             None => Ok(UNet::load(
-                self.vb(DType::F32).pp(UNET_PREFIX),
+                self.vb(self.dtype).pp(UNET_PREFIX),
                 &self.config().unet,
             )?),
         }
@@ -191,10 +200,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
             PARTS.join(", ")
         ));
     }
-    let source = source(args)?;
+    let mut source = source(args)?;
+    let device = open_device(args.compute.device)?;
+    let dtype = args.compute.precision.dtype_on(&device);
+    if let Some(file) = &mut source.file {
+        file.precision = args.compute.precision;
+    }
     let nets = Networks {
         source: &source,
-        device: Device::Cpu,
+        device: device.clone(),
+        dtype,
     };
     let kernel_sets: &[bool] = if args.compare_candle {
         &[false, true]
@@ -223,6 +238,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     }
     Ok(Report {
         source: source.label.clone(),
+        device: format!("{} {dtype:?} (VAE F32)", describe(&device)),
         threads: rayon::current_num_threads(),
         measurements,
         load_after: load_average(),

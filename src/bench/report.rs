@@ -25,6 +25,8 @@ pub struct Measurement {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub source: String,
+    /// Where and in which dtype the networks ran.
+    pub device: String,
     pub threads: usize,
     pub measurements: Vec<Measurement>,
     pub load_after: [f64; 3],
@@ -83,8 +85,15 @@ impl Report {
     /// A human-readable table; with both kernel sets measured, candle/ours ratios per part.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "fooocus bench: {} ({} threads)\n{:<14} {:<7} {:>10} {:>10} {:>17}  samples\n",
-            self.source, self.threads, "part", "kernels", "median s", "peak RSS", "load 1/5/15"
+            "fooocus bench: {} on {} ({} threads)\n{:<14} {:<7} {:>10} {:>10} {:>17}  samples\n",
+            self.source,
+            self.device,
+            self.threads,
+            "part",
+            "kernels",
+            "median s",
+            "peak RSS",
+            "load 1/5/15"
         );
         for m in &self.measurements {
             let samples: Vec<String> = m.samples_s.iter().map(|v| format!("{v:.3}")).collect();

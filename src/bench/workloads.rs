@@ -24,11 +24,12 @@ const CFG: f64 = 7.0;
 const CLIP_SKIP: usize = 2;
 
 /// Builds what `part` needs and returns its timed work.
+/// Each call ends when the device has finished (GPU kernels run asynchronously).
 pub fn prepare(part: &str, nets: &Networks, args: &BenchArgs) -> anyhow::Result<Work> {
-    let dev = Device::Cpu;
+    let dev = nets.device().clone();
     let side = |px: usize| px / VAE_FACTOR;
-    Ok(match part {
-        "conv512" | "norm512" => ops(part == "conv512")?,
+    let mut work: Work = match part {
+        "conv512" | "norm512" => ops(part == "conv512", &dev)?,
         "text" => {
             let (l, g) = nets.clips()?;
             let ids = prompt_ids(&dev)?;
@@ -65,18 +66,22 @@ pub fn prepare(part: &str, nets: &Networks, args: &BenchArgs) -> anyhow::Result<
         }
         "generate512" => generate(nets, args, side(512))?,
         other => anyhow::bail!("unknown part `{other}`"),
-    })
+    };
+    Ok(Box::new(move || {
+        work()?;
+        dev.synchronize()?;
+        Ok(())
+    }))
 }
 
 /// The single layers the networks spend most time in, at the VAE's last level of a 512² decode.
-fn ops(conv: bool) -> anyhow::Result<Work> {
-    let dev = Device::Cpu;
+fn ops(conv: bool, dev: &Device) -> anyhow::Result<Work> {
     let vb = candle_nn::VarBuilder::from_backend(
         Box::new(super::random::RandomBackend { seed: 1 }),
         DType::F32,
         dev.clone(),
     );
-    let x = Tensor::randn(0f32, 1.0, (1, 32, 512, 512), &dev)?;
+    let x = Tensor::randn(0f32, 1.0, (1, 32, 512, 512), dev)?;
     Ok(if conv {
         let layer = crate::engine::conv::conv(vb, 32, 32, 3, 1, 1)?;
         Box::new(move || {
@@ -132,7 +137,7 @@ fn decode(vae: &Vae, latent: &Tensor, tile: usize) -> anyhow::Result<Tensor> {
 }
 
 fn generate(nets: &Networks, args: &BenchArgs, side: usize) -> anyhow::Result<Work> {
-    let dev = Device::Cpu;
+    let dev = nets.device().clone();
     let (l, g) = nets.clips()?;
     let unet: UNet = nets.unet()?;
     let vae = nets.vae()?;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use fooocus::config::{Config, LoraChoice};
+use fooocus::engine::device::{open_device, ComputeArgs};
 use fooocus::pipeline::models::Models;
 use fooocus::pipeline::plan::plan;
 use fooocus::pipeline::request::GenerateRequest;
@@ -79,6 +80,8 @@ pub struct GenerateArgs {
     /// Where to save (default: the config's output folder).
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    #[command(flatten)]
+    compute: ComputeArgs,
 }
 
 fn parse_lora(text: &str) -> Result<LoraChoice, String> {
@@ -168,7 +171,8 @@ fn generate(args: &GenerateArgs, config: &Config) -> Result<Vec<PathBuf>, String
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut models = Models::new(candle_core::Device::Cpu);
+    let device = open_device(args.compute.device).map_err(|e| e.to_string())?;
+    let mut models = Models::new(device, args.compute.precision);
     let outcome = run_plan(&plan, &mut models, &ctx, &mut |event| match event {
         RunEvent::Stage(text) => bar.set_message(text),
         RunEvent::Step {

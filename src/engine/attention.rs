@@ -27,26 +27,33 @@ pub fn multi_head(
     out.transpose(1, 2)?.reshape((b, tq, width))
 }
 
-/// Attention on `[B, H, T, d]` tensors, computed in f32 and returned in the input dtype.
+/// Attention on `[B, H, T, d]` tensors, returned in the input dtype. On the CPU everything runs
+/// in f32; on a GPU the two matmuls run in the input dtype (cuBLAS and Metal accumulate half
+/// precision in f32) and the softmax in f32.
 pub fn heads_attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor> {
     let dtype = q.dtype();
+    let work = if q.device().is_cpu() {
+        DType::F32
+    } else {
+        dtype
+    };
     let (b, h, tq, d) = q.dims4()?;
     let tk = k.dim(2)?;
     let scale = 1.0 / (d as f64).sqrt();
-    let q = (q.to_dtype(DType::F32)? * scale)?;
-    let k_t = k.to_dtype(DType::F32)?.transpose(2, 3)?.contiguous()?;
-    let v = v.to_dtype(DType::F32)?;
+    let q = (q.to_dtype(work)? * scale)?;
+    let k_t = k.to_dtype(work)?.transpose(2, 3)?.contiguous()?;
+    let v = v.to_dtype(work)?;
     let rows = (SCORE_BUDGET / (b * h * tk).max(1)).clamp(1, tq);
     let mut outs = Vec::with_capacity(tq.div_ceil(rows));
     let mut start = 0;
     while start < tq {
         let len = rows.min(tq - start);
         let q_chunk = q.narrow(2, start, len)?.contiguous()?;
-        let mut scores = q_chunk.matmul(&k_t)?;
+        let mut scores = q_chunk.matmul(&k_t)?.to_dtype(DType::F32)?;
         if causal {
             scores = scores.broadcast_add(&causal_mask(start, len, tk, q.device())?)?;
         }
-        let probs = super::softmax::softmax_last_dim(&scores)?;
+        let probs = super::softmax::softmax_last_dim(&scores)?.to_dtype(work)?;
         outs.push(probs.matmul(&v)?);
         start += len;
     }

@@ -66,6 +66,7 @@ pub fn inspect(path: impl AsRef<Path>, heads: HeadDims) -> Result<Inspection, En
     let file = SdxlFile {
         checkpoint: checkpoint.clone(),
         config: config.clone(),
+        precision: Default::default(),
     };
     let mut usages = Vec::new();
     for (name, usage) in file.usage() {

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod conv;
+pub mod device;
 pub mod inspect;
 pub mod kernels;
 pub mod lora;
@@ -22,8 +23,6 @@ pub mod vae;
 pub mod weights;
 
 use std::path::PathBuf;
-
-use candle_core::{DType, Device};
 
 /// Everything the engine can fail at, each naming the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -62,14 +61,4 @@ pub enum EngineError {
     Candle(#[from] candle_core::Error),
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-/// The dtype networks compute in on `device`: f32 on the CPU (f16 has no fast CPU kernels and
-/// bf16 convolutions are unsupported there), f16 on GPUs.
-pub fn compute_dtype(device: &Device) -> DType {
-    if device.is_cpu() {
-        DType::F32
-    } else {
-        DType::F16
-    }
 }

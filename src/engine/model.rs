@@ -10,17 +10,20 @@ use candle_core::{DType, Device, Tensor};
 use super::checkpoint::{Architecture, Checkpoint, UNET_PREFIX, VAE_PREFIX};
 use super::clip::ClipTextModel;
 use super::config::{ClipConfig, HeadDims, SdxlConfig};
+use super::device::Precision;
 use super::lora::{LoraFile, LoraReport, Patches};
 use super::unet::UNet;
 use super::vae::Vae;
 use super::weights::{build, LoadMode, Usage};
-use super::{compute_dtype, EngineError};
+use super::EngineError;
 
 /// An SDXL checkpoint ready to build networks from.
 #[derive(Debug, Clone)]
 pub struct SdxlFile {
     pub checkpoint: Arc<Checkpoint>,
     pub config: SdxlConfig,
+    /// The dtype the text encoders and UNet are built in (per device; the VAE is always f32).
+    pub precision: Precision,
 }
 
 impl SdxlFile {
@@ -29,7 +32,11 @@ impl SdxlFile {
     pub fn open(path: impl AsRef<Path>, heads: HeadDims) -> Result<Self, EngineError> {
         let checkpoint = Arc::new(Checkpoint::open(path)?);
         let config = SdxlConfig::infer(&checkpoint, heads)?;
-        let file = Self { checkpoint, config };
+        let file = Self {
+            checkpoint,
+            config,
+            precision: Precision::Auto,
+        };
         if tracing::enabled!(tracing::Level::DEBUG) {
             let usage: Vec<Usage> = file
                 .usage()
@@ -114,7 +121,7 @@ impl SdxlFile {
             patches,
             &config.prefix,
             mode,
-            compute_dtype(device),
+            self.precision.dtype_on(device),
             device,
             |vb| ClipTextModel::load(vb, config),
         )
@@ -166,7 +173,7 @@ impl SdxlFile {
             patches,
             UNET_PREFIX,
             mode,
-            compute_dtype(device),
+            self.precision.dtype_on(device),
             device,
             |vb| UNet::load(vb, &self.config.unet),
         )

@@ -253,6 +253,8 @@ impl Block {
 /// An SGM-layout UNet with ADM (`label_emb`) conditioning.
 pub struct UNet {
     config: UnetConfig,
+    /// The dtype of the weights, which the inputs are cast to.
+    dtype: DType,
     time_embed: (Linear, Linear),
     label_emb: (Linear, Linear),
     input_blocks: Vec<Block>,
@@ -298,6 +300,7 @@ impl UNet {
             out_norm: group_norm(GROUPS, last_width, RES_NORM_EPS, vb.pp("out.0"))?,
             out_conv: conv3x3(vb.pp("out.2"), last_width, config.out_channels, 1)?,
             config: config.clone(),
+            dtype: vb.dtype(),
         })
     }
 
@@ -306,7 +309,8 @@ impl UNet {
     }
 
     /// Predicts ε for `x` `[B, 4, h, w]` at (possibly fractional) timesteps `[B]`, with
-    /// cross-attention `context` `[B, T, C]` and ADM vector `y` `[B, adm]`.
+    /// cross-attention `context` `[B, T, C]` and ADM vector `y` `[B, adm]`. Inputs of any float
+    /// dtype are cast to the weights' dtype; ε comes back in that dtype.
     pub fn forward(
         &self,
         x: &Tensor,
@@ -314,7 +318,7 @@ impl UNet {
         context: &Tensor,
         y: &Tensor,
     ) -> Result<Tensor> {
-        let dtype = x.dtype();
+        let dtype = self.dtype;
         let t_emb = sinusoidal_embedding(timesteps, self.config.model_channels)?.to_dtype(dtype)?;
         let emb = self
             .time_embed
@@ -327,7 +331,7 @@ impl UNet {
         let emb = (emb + label)?;
         let context = context.to_dtype(dtype)?;
         let mut skips = Vec::with_capacity(self.input_blocks.len());
-        let mut h = x.clone();
+        let mut h = x.to_dtype(dtype)?;
         for block in &self.input_blocks {
             h = block.forward(&h, &emb, &context)?;
             skips.push(h.clone());

@@ -12,6 +12,7 @@ use super::plan::Plan;
 use crate::config::Config;
 use crate::engine::checkpoint::Architecture;
 use crate::engine::clip::ClipTextModel;
+use crate::engine::device::Precision;
 use crate::engine::lora::{LoraFile, LoraReport};
 use crate::engine::model::SdxlFile;
 use crate::engine::tokenizer::ClipTokenizer;
@@ -48,6 +49,7 @@ pub struct Refiner {
 /// Everything loaded so far, reused across runs.
 pub struct Models {
     device: Device,
+    precision: Precision,
     tokenizer: Option<(PathBuf, ClipTokenizer)>,
     base: Option<Base>,
     refiner: Option<Refiner>,
@@ -56,9 +58,10 @@ pub struct Models {
 }
 
 impl Models {
-    pub fn new(device: Device) -> Self {
+    pub fn new(device: Device, precision: Precision) -> Self {
         Self {
             device,
+            precision,
             tokenizer: None,
             base: None,
             refiner: None,
@@ -117,8 +120,14 @@ impl Models {
             .collect()
     }
 
+    fn open(&self, path: &Path, config: &Config) -> Result<SdxlFile, EngineError> {
+        let mut file = SdxlFile::open(path, config.head_dims(path))?;
+        file.precision = self.precision;
+        Ok(file)
+    }
+
     fn load_base(&self, key: ModelKey, config: &Config) -> Result<Base, EngineError> {
-        let file = SdxlFile::open(&key.path, config.head_dims(&key.path))?;
+        let file = self.open(&key.path, config)?;
         file.require(Architecture::SdxlBase)?;
         let (patched, lora_reports) = file.with_loras(&Self::lora_files(&key.loras)?);
         let dev = &self.device;
@@ -140,7 +149,7 @@ impl Models {
     }
 
     fn load_refiner(&self, key: ModelKey, config: &Config) -> Result<Refiner, EngineError> {
-        let file = SdxlFile::open(&key.path, config.head_dims(&key.path))?;
+        let file = self.open(&key.path, config)?;
         file.require(Architecture::SdxlRefiner)?;
         let (patched, _) = file.with_loras(&Self::lora_files(&key.loras)?);
         let (unet, _) = patched.unet(LoadMode::Real, &self.device)?;

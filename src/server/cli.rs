@@ -1,16 +1,19 @@
 //! `fooocus` with no subcommand: serve the browser UI. Flags (`--listen [IP]`, `--port`,
-//! `--preset`, `--models-dir`, `--output-dir`, `--no-browser`, `--auth`), startup messages,
+//! `--preset`, `--models-dir`, `--output-dir`, `--no-browser`, `--auth`, `--auth-file`, …), startup
+//! messages,
 //! opening the page, Ctrl+C.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use candle_core::Device;
 use clap::Args;
 
-use super::{start, Credentials, ServerOptions, DEFAULT_BODY_LIMIT, DEFAULT_PORT, DEFAULT_QUEUE};
+use super::{
+    start, Accounts, Credentials, ServerOptions, DEFAULT_BODY_LIMIT, DEFAULT_PORT, DEFAULT_QUEUE,
+};
 use crate::config::{Config, DEFAULT_PRESET};
+use crate::engine::device::{describe, open_device, ComputeArgs};
 use crate::hub::{builtin_catalog, missing, HubClient};
 use crate::pipeline::styles::StyleLibrary;
 
@@ -38,6 +41,10 @@ pub struct ServeArgs {
     /// Require HTTP basic authentication, `USER:PASSWORD`, on pages, API and WebSocket.
     #[arg(long, value_name = "USER:PASSWORD")]
     pub auth: Option<Credentials>,
+    /// Require HTTP basic authentication for the users in FILE: a JSON list of
+    /// `{"user": …, "pass": …}` or `{"user": …, "hash": <sha256 hex>}` (the original's auth.json).
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
     /// How many jobs may wait in the queue.
     #[arg(long, default_value_t = DEFAULT_QUEUE)]
     pub queue_size: usize,
@@ -47,17 +54,23 @@ pub struct ServeArgs {
     /// Do not download missing models at start.
     #[arg(long)]
     pub no_download: bool,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
-/// The compute device: CUDA when built with it and present, else the CPU.
-pub fn pick_device() -> Device {
-    match Device::cuda_if_available(0) {
-        Ok(device) => device,
-        Err(e) => {
-            tracing::warn!("no CUDA device ({e}); using the CPU");
-            Device::Cpu
-        }
+/// The accounts of `--auth` and `--auth-file`; `None` when neither is given.
+fn accounts(args: &ServeArgs) -> Result<Option<Accounts>, String> {
+    let mut accounts = match &args.auth_file {
+        Some(path) => Accounts::load(path).map_err(|e| e.to_string())?,
+        None => Accounts::default(),
+    };
+    if let Some(credentials) = &args.auth {
+        accounts.add(credentials);
     }
+    if args.auth_file.is_some() && accounts.is_empty() {
+        return Err("the auth file lists nobody: add a user or drop --auth-file".into());
+    }
+    Ok((!accounts.is_empty()).then_some(accounts))
 }
 
 /// Opens `url` in the desktop's browser, when there is a desktop.
@@ -95,6 +108,26 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let auth = match accounts(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let device = match open_device(args.compute.device) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let precision = args.compute.precision;
+    println!(
+        "computing on {} in {:?} (VAE in f32)",
+        describe(&device),
+        precision.dtype_on(&device)
+    );
     let styles = match StyleLibrary::load(&config.paths.styles) {
         Ok(s) => s,
         Err(e) => {
@@ -131,8 +164,9 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
         preset,
         styles,
         listen: SocketAddr::new(ip, args.port),
-        auth: args.auth.clone(),
-        device: pick_device(),
+        auth: auth.clone(),
+        device,
+        precision,
         queue_capacity: args.queue_size,
         body_limit: DEFAULT_BODY_LIMIT,
         hub: (!args.no_download).then(|| HubClient::from_env(args.hf_mirror.as_deref())),
@@ -154,8 +188,11 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
         println!("Fooocus is running at {url} (Ctrl+C stops it)");
         if !ip.is_loopback() {
             println!("listening on {} for the network", server.addr);
-            if args.auth.is_none() {
-                println!("warning: anyone on the network can use it; add --auth USER:PASSWORD");
+            if auth.is_none() {
+                println!(
+                    "warning: anyone on the network can use it; add --auth USER:PASSWORD or \
+                     --auth-file FILE"
+                );
             }
         }
         if !args.no_browser {

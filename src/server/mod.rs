@@ -3,10 +3,12 @@
 //! URL the page uses is relative, so the app works unchanged under a path prefix.
 //!
 //! * [`api`]: JSON handlers; [`options`]: options and health; [`ws`]: events and previews;
-//! * [`files`]: the page and saved images; [`security`]: auth and Origin; [`error`]: API errors;
+//! * [`files`]: the page and saved images; [`error`]: API errors;
+//! * [`auth`]: basic authentication; [`security`]: requests other web sites make are refused;
 //! * [`cli`]: `fooocus` with no subcommand (flags, start, open the browser, Ctrl+C).
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod files;
@@ -25,12 +27,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::config::{Config, Preset};
+use crate::engine::device::Precision;
 use crate::hub::background::{self, statuses, Downloads};
 use crate::hub::{builtin_catalog, missing, HubClient};
 use crate::pipeline::styles::StyleLibrary;
 use crate::store::OutputStore;
 use crate::worker::{Worker, WorkerSetup};
-pub use security::Credentials;
+pub use auth::{Accounts, Credentials};
 
 /// Default port, as the original.
 pub const DEFAULT_PORT: u16 = 7865;
@@ -46,8 +49,10 @@ pub struct ServerOptions {
     pub preset: Preset,
     pub styles: StyleLibrary,
     pub listen: SocketAddr,
-    pub auth: Option<Credentials>,
+    /// Who may log in; `None`: no authentication.
+    pub auth: Option<Accounts>,
     pub device: Device,
+    pub precision: Precision,
     pub queue_capacity: usize,
     pub body_limit: usize,
     /// Where to download what the preset lacks; `None` downloads nothing.
@@ -63,8 +68,6 @@ pub struct AppState {
     pub store: Arc<OutputStore>,
     pub worker: Arc<Worker>,
     pub device: Device,
-    /// Check the WebSocket `Origin` (when listening beyond loopback).
-    pub check_origin: bool,
     /// Background downloads of what the preset lacked at start.
     pub downloads: Downloads,
 }
@@ -72,7 +75,8 @@ pub struct AppState {
 pub type SharedState = Arc<AppState>;
 
 /// The routes over `state`.
-pub fn router(state: SharedState, auth: Option<Credentials>, body_limit: usize) -> Router {
+/// `lan`: listening beyond loopback (see [`security`]).
+pub fn router(state: SharedState, auth: Option<Accounts>, body_limit: usize, lan: bool) -> Router {
     let router = Router::new()
         .route("/", get(files::index))
         .route("/app.js", get(files::app_js))
@@ -88,11 +92,15 @@ pub fn router(state: SharedState, auth: Option<Credentials>, body_limit: usize) 
         .route("/outputs/{*path}", get(files::output))
         .route("/ws", get(ws::handler))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            lan,
+            security::refuse_cross_site,
+        ))
         .with_state(state);
     match auth {
-        Some(credentials) => router.layer(axum::middleware::from_fn_with_state(
-            credentials,
-            security::require_auth,
+        Some(accounts) => router.layer(axum::middleware::from_fn_with_state(
+            accounts,
+            auth::require_auth,
         )),
         None => router,
     }
@@ -164,6 +172,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
             styles: styles.clone(),
             store: store.clone(),
             device: options.device.clone(),
+            precision: options.precision,
             capacity: options.queue_capacity,
         })
         .map_err(StartError::Worker)?,
@@ -176,10 +185,14 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         store,
         worker: worker.clone(),
         device: options.device,
-        check_origin: !addr.ip().is_loopback(),
         downloads,
     });
-    let app = router(state, options.auth, options.body_limit);
+    let app = router(
+        state,
+        options.auth,
+        options.body_limit,
+        !addr.ip().is_loopback(),
+    );
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::AppState;
 use crate::config::ModelKind;
+use crate::engine::device::describe;
 use crate::hub::{builtin_catalog, missing};
 use crate::pipeline::request::{aspect_label, Performance, ASPECT_RATIOS};
 use crate::sampling::{Sampler, Scheduler};
@@ -99,7 +100,7 @@ pub fn health(state: &AppState) -> Value {
         "ok": missing.is_empty(),
         "preset": state.preset_name,
         "missing_models": missing,
-        "device": format!("{:?}", state.device),
+        "device": describe(&state.device),
         "queue": state.worker.queue().len(),
         "version": env!("CARGO_PKG_VERSION"),
     })

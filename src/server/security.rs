@@ -1,84 +1,36 @@
-//! Safety when listening on a network: HTTP basic authentication on every route (pages, API,
-//! WebSocket, images) and the WebSocket `Origin` check against `Host`.
+//! Refusing requests another web site makes through the user's browser (cross-site request
+//! forgery): a page elsewhere must not queue jobs, stop them, read previews over the WebSocket
+//! or fetch images, whether we listen on loopback or on the LAN.
+//!
+//! Browsers say where a request comes from in `Sec-Fetch-Site`, computed from the page's own
+//! origin, so it holds behind a path-prefix proxy or a notebook tunnel that rewrites `Host`.
+//! `same-origin` and `none` (typed URL, bookmark) pass; `cross-site` and `same-site` (another
+//! port of the same host) are refused, except a top-level navigation to the page. Browsers only
+//! send it to secure origins (https, localhost); over plain http on the LAN the guard falls back
+//! to comparing `Origin` with `Host`. Requests without either header (curl, scripts) pass.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 
-/// A user name and password, from `--auth user:pass`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::str::FromStr for Credentials {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.split_once(':') {
-            Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(Credentials {
-                user: user.to_string(),
-                password: password.to_string(),
-            }),
-            _ => Err("expected USER:PASSWORD, both non-empty (e.g. --auth alice:s3cret)".into()),
+/// Whether the browser request described by `headers` may go on. `lan`: we listen beyond
+/// loopback, where `Origin` must name the host when `Sec-Fetch-Site` is absent.
+pub fn same_site_request(method: &Method, headers: &HeaderMap, lan: bool) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match text("sec-fetch-site") {
+        Some("same-origin") | Some("none") => true,
+        Some(_) => {
+            (method == Method::GET || method == Method::HEAD)
+                && text("sec-fetch-mode") == Some("navigate")
         }
+        None => !lan || origin_names_host(headers),
     }
 }
 
-/// Compares without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Whether `headers` carry `expected` as HTTP basic credentials.
-pub fn authorized(headers: &HeaderMap, expected: &Credentials) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(encoded) = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-    else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let wanted = format!("{}:{}", expected.user, expected.password);
-    same(&decoded, wanted.as_bytes())
-}
-
-/// Middleware: 401 with a basic-auth challenge unless the credentials match.
-pub async fn require_auth(
-    State(expected): State<Credentials>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if authorized(request.headers(), &expected) {
-        return next.run(request).await;
-    }
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        "authentication required: log in with the user and password given to --auth",
-    )
-        .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"fooocus\", charset=\"UTF-8\""),
-    );
-    response
-}
-
-/// Whether a WebSocket handshake's `Origin` (if any) names the host it was sent to. Browsers
-/// always send `Origin`; a page on another site gets refused. Clients without `Origin` (not a
-/// browser) pass.
-pub fn origin_allowed(headers: &HeaderMap) -> bool {
+/// Whether the `Origin` header (if any) names the host the request was sent to. `null` (a
+/// sandboxed or file page) does not.
+pub fn origin_names_host(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
@@ -96,47 +48,75 @@ pub fn origin_allowed(headers: &HeaderMap) -> bool {
     origin_host.eq_ignore_ascii_case(host)
 }
 
+/// Middleware: 403 for a request another site made; `lan` as in [`same_site_request`].
+pub async fn refuse_cross_site(State(lan): State<bool>, request: Request, next: Next) -> Response {
+    if same_site_request(request.method(), request.headers(), lan) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        "refused: this request came from another web site's page (open fooocus at its own \
+         address; behind a proxy, keep the Host header or serve it over https)",
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
-    #[test]
-    fn credentials_parse_and_match() {
-        let c: Credentials = "alice:pa:ss".parse().unwrap();
-        assert_eq!(c.password, "pa:ss");
-        assert!("alice".parse::<Credentials>().is_err());
-        assert!(":x".parse::<Credentials>().is_err());
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
-        assert!(!authorized(&h, &c));
-        let token = base64::engine::general_purpose::STANDARD.encode("alice:pa:ss");
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Basic {token}")).unwrap(),
-        );
-        assert!(authorized(&h, &c));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic YTpi"),
-        );
-        assert!(!authorized(&h, &c));
+        for (name, value) in pairs {
+            h.insert(*name, HeaderValue::from_static(value));
+        }
+        h
     }
 
     #[test]
     fn origins_must_name_the_host() {
-        let mut h = HeaderMap::new();
-        assert!(origin_allowed(&h));
-        h.insert(header::HOST, HeaderValue::from_static("192.168.1.5:7865"));
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("http://192.168.1.5:7865"),
-        );
-        assert!(origin_allowed(&h));
-        h.insert(
-            header::ORIGIN,
-            HeaderValue::from_static("https://evil.example"),
-        );
-        assert!(!origin_allowed(&h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
-        assert!(!origin_allowed(&h));
+        assert!(origin_names_host(&headers(&[])));
+        let host = ("host", "192.168.1.5:7865");
+        assert!(origin_names_host(&headers(&[
+            host,
+            ("origin", "http://192.168.1.5:7865")
+        ])));
+        assert!(!origin_names_host(&headers(&[
+            host,
+            ("origin", "https://evil.example")
+        ])));
+        assert!(!origin_names_host(&headers(&[host, ("origin", "null")])));
+    }
+
+    #[test]
+    fn fetch_metadata_decides_then_origin_on_the_lan() {
+        let post = Method::POST;
+        for lan in [false, true] {
+            for site in ["same-origin", "none"] {
+                assert!(same_site_request(
+                    &post,
+                    &headers(&[("sec-fetch-site", site)]),
+                    lan
+                ));
+            }
+            for site in ["cross-site", "same-site"] {
+                let h = headers(&[("sec-fetch-site", site), ("sec-fetch-mode", "cors")]);
+                assert!(!same_site_request(&post, &h, lan), "{site}");
+                assert!(!same_site_request(&Method::GET, &h, lan), "{site}");
+                let link = headers(&[("sec-fetch-site", site), ("sec-fetch-mode", "navigate")]);
+                assert!(same_site_request(&Method::GET, &link, lan), "{site}");
+                assert!(!same_site_request(&post, &link, lan), "{site}");
+            }
+            assert!(same_site_request(&post, &headers(&[]), lan));
+        }
+        let foreign = headers(&[("host", "10.0.0.2:7865"), ("origin", "http://evil.example")]);
+        assert!(same_site_request(&post, &foreign, false));
+        assert!(!same_site_request(&post, &foreign, true));
+        let own = headers(&[
+            ("host", "10.0.0.2:7865"),
+            ("origin", "http://10.0.0.2:7865"),
+        ]);
+        assert!(same_site_request(&post, &own, true));
     }
 }

@@ -7,31 +7,18 @@
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::json;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
-use super::security::origin_allowed;
 use super::SharedState;
 use crate::worker::{Event, PreviewFrame};
 
-/// The handshake: refused (403) when listening on a network and the page's origin is foreign.
-pub async fn handler(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    if state.check_origin && !origin_allowed(&headers) {
-        return (
-            StatusCode::FORBIDDEN,
-            "WebSocket refused: the page's Origin does not match this server's host",
-        )
-            .into_response();
-    }
+/// The handshake (a foreign page's handshake never gets here: see [`super::security`]).
+pub async fn handler(State(state): State<SharedState>, upgrade: WebSocketUpgrade) -> Response {
     // Subscribe before answering, so a client sees every event after its handshake.
     let events = state.worker.subscribe();
     let mut previews = state.worker.previews();

@@ -22,6 +22,7 @@ pub use events::{Event, JobId, JobImage, PreviewFrame};
 pub use jobs::{JobState, JobStatus, Progress};
 
 use crate::config::Config;
+use crate::engine::device::Precision;
 use crate::pipeline::plan::Plan;
 use crate::pipeline::run::RunControl;
 use crate::pipeline::styles::StyleLibrary;
@@ -46,6 +47,7 @@ pub struct WorkerSetup {
     pub styles: Arc<StyleLibrary>,
     pub store: Arc<OutputStore>,
     pub device: Device,
+    pub precision: Precision,
     /// Jobs that may wait in the queue (besides the running one).
     pub capacity: usize,
 }

@@ -71,11 +71,13 @@ pub fn max_abs(t: &Tensor) -> f32 {
         .unwrap()
 }
 
-/// max|actual − expected| / max|expected|.
+/// max|actual − expected| / max|expected| (`actual` on any device, in any float dtype).
 pub fn rel_err(actual: &Tensor, expected: &Tensor) -> f32 {
     assert_eq!(actual.dims(), expected.dims(), "shapes differ");
-    let diff = (actual.to_dtype(DType::F32).unwrap() - expected).unwrap();
-    max_abs(&diff) / max_abs(expected)
+    let actual = actual.to_device(&Device::Cpu).unwrap();
+    let expected = expected.to_device(&Device::Cpu).unwrap();
+    let diff = (actual.to_dtype(DType::F32).unwrap() - &expected).unwrap();
+    max_abs(&diff) / max_abs(&expected)
 }
 
 /// Asserts `rel_err ≤ tol` and prints the figure.
@@ -128,4 +130,121 @@ pub fn tiny_config(dir: &std::path::Path) -> fooocus::config::Config {
         config.head_dims.insert(file.into(), heads);
     }
     config
+}
+
+/// The same setup as [`tiny_config`], written as `dir/config.toml` for the binary; returns its path.
+pub fn write_tiny_config(dir: &std::path::Path) -> PathBuf {
+    let config = tiny_config(dir);
+    let list = |dirs: &[PathBuf]| {
+        let quoted: Vec<String> = dirs
+            .iter()
+            .map(|d| format!("{:?}", d.display().to_string()))
+            .collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let mut text = format!(
+        "[paths]\ncheckpoints = {}\nloras = {}\ntokenizer = {}\nstyles = {}\nwildcards = {}\n\
+         outputs = {}\n\n[presets.default]\nbase_model = \"sdxl_base.safetensors\"\n\
+         refiner_model = \"sdxl_refiner.safetensors\"\nloras = []\n",
+        list(&config.paths.checkpoints),
+        list(&config.paths.loras),
+        path(&config.paths.tokenizer),
+        path(&config.paths.styles),
+        path(&config.paths.wildcards),
+        path(&config.paths.outputs),
+    );
+    for (file, h) in &config.head_dims {
+        text += &format!(
+            "\n[head_dims.{file:?}]\nclip_l = {}\nclip_g = {}\nunet = {}\n",
+            h.clip_l, h.clip_g, h.unet
+        );
+    }
+    let file = dir.join("config.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+/// Module tolerance of the fixtures (f32, relative to the compared tensor's max).
+pub const MODULE_TOL: f32 = 1e-4;
+/// Our stated module tolerance in f16: f16 keeps 11 significant bits (unit roundoff 4.9e-4) and
+/// the tiny networks chain a few dozen rounded layers, so 1e-2 of the tensor's max.
+pub const F16_MODULE_TOL: f32 = 1e-2;
+/// The same for bf16 (8 significant bits, unit roundoff 3.9e-3).
+pub const BF16_MODULE_TOL: f32 = 5e-2;
+
+/// One way the suites run the networks: a device and a precision.
+pub struct Compute {
+    pub device: Device,
+    pub precision: fooocus::engine::device::Precision,
+}
+
+impl Compute {
+    pub fn dtype(&self) -> DType {
+        self.precision.dtype_on(&self.device)
+    }
+
+    /// The tolerance for text encoders and UNets in this precision.
+    pub fn module_tol(&self) -> f32 {
+        match self.dtype() {
+            DType::F16 => F16_MODULE_TOL,
+            DType::BF16 => BF16_MODULE_TOL,
+            _ => MODULE_TOL,
+        }
+    }
+
+    /// `file`, building its text encoders and UNet in this precision.
+    pub fn file(
+        &self,
+        mut file: fooocus::engine::model::SdxlFile,
+    ) -> fooocus::engine::model::SdxlFile {
+        file.precision = self.precision;
+        file
+    }
+
+    /// A reference input on this device.
+    pub fn put(&self, t: Tensor) -> Tensor {
+        t.to_device(&self.device).unwrap()
+    }
+
+    pub fn label(&self) -> String {
+        format!(
+            "{} {:?}",
+            fooocus::engine::device::describe(&self.device),
+            self.dtype()
+        )
+    }
+}
+
+/// The device of `FOOOCUS_TEST_DEVICE` (default `cpu`).
+pub fn test_device() -> Device {
+    use fooocus::engine::device::{open_device, DeviceChoice};
+    let name = std::env::var("FOOOCUS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    open_device(name.parse::<DeviceChoice>().unwrap()).unwrap()
+}
+
+impl Compute {
+    /// The reference setting: f32 on the CPU.
+    pub fn cpu_f32() -> Compute {
+        Compute {
+            device: Device::Cpu,
+            precision: fooocus::engine::device::Precision::F32,
+        }
+    }
+}
+
+/// The computes the parity suites run in: `FOOOCUS_TEST_DEVICE` (default `cpu`; e.g. `cuda`)
+/// in each of `FOOOCUS_TEST_PRECISIONS` (default `f32,f16`: the CPU path, and the half-precision
+/// path a GPU takes, checked here on the CPU).
+pub fn computes() -> Vec<Compute> {
+    use fooocus::engine::device::Precision;
+    let device = test_device();
+    let precisions = std::env::var("FOOOCUS_TEST_PRECISIONS").unwrap_or_else(|_| "f32,f16".into());
+    precisions
+        .split(',')
+        .map(|p| Compute {
+            device: device.clone(),
+            precision: p.trim().parse::<Precision>().unwrap(),
+        })
+        .collect()
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use candle_core::Device;
 use fooocus::config::Preset;
 use fooocus::pipeline::styles::StyleLibrary;
-use fooocus::server::{start, Credentials, RunningServer, ServerOptions};
+use fooocus::server::{start, Accounts, RunningServer, ServerOptions};
 
 pub struct TestServer {
     pub server: RunningServer,
@@ -23,7 +23,7 @@ impl TestServer {
 /// Options for a server over the tiny models in a fresh temporary folder.
 pub struct Spec {
     pub listen: &'static str,
-    pub auth: Option<&'static str>,
+    pub auth: Option<Accounts>,
     pub queue: usize,
     pub body_limit: usize,
     /// Start with empty model folders (nothing installed yet).
@@ -67,8 +67,9 @@ pub async fn serve(spec: Spec) -> TestServer {
         preset,
         styles,
         listen: spec.listen.parse().unwrap(),
-        auth: spec.auth.map(|a| a.parse::<Credentials>().unwrap()),
+        auth: spec.auth.clone(),
         device: Device::Cpu,
+        precision: Default::default(),
         queue_capacity: spec.queue,
         body_limit: spec.body_limit,
         hub: spec.hub.clone(),

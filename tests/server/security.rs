@@ -1,10 +1,13 @@
-//! Safety: traversal → 404, oversize body → 413, invalid JSON → 400 naming the problem, auth on
-//! API and WebSocket, foreign WebSocket Origin refused on the LAN.
+//! Safety: traversal → 404, oversize body → 413, invalid JSON → 400 naming the problem, auth (from
+//! `--auth` and an auth file) on pages, API and WebSocket, requests from other web sites refused
+//! (by `Sec-Fetch-Site`, and by `Origin` on the LAN).
 
 use base64::Engine as _;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use fooocus::server::{Accounts, Credentials};
 
 use crate::client::{get, post_json, request};
 use crate::{serve, Spec};
@@ -97,8 +100,18 @@ async fn traversal_oversize_and_bad_json_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_guards_api_pages_and_websocket() {
+    // bob's password "hunter2" is given as its sha256, as in the original's auth.json.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auth.json");
+    std::fs::write(
+        &file,
+        r#"[{"user": "bob", "hash": "f52fbd32b2b3b86ff88ef6c490628285f482af15ddcb29541f94bcf526a3f6c7"}]"#,
+    )
+    .unwrap();
+    let mut accounts = Accounts::load(&file).unwrap();
+    accounts.add(&"alice:s3cret".parse::<Credentials>().unwrap());
     let server = serve(Spec {
-        auth: Some("alice:s3cret"),
+        auth: Some(accounts),
         ..Spec::default()
     })
     .await;
@@ -137,6 +150,12 @@ async fn auth_guards_api_pages_and_websocket() {
     )
     .await;
     assert_eq!(r.status, 200);
+    let bob = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("bob:hunter2")
+    );
+    let r = request(addr, "GET", "/", &[("Authorization", &bob)], b"").await;
+    assert_eq!(r.status, 200);
     let r = request(addr, "POST", "/api/generate", &[], b"{}").await;
     assert_eq!(r.status, 401);
 
@@ -153,6 +172,75 @@ async fn auth_guards_api_pages_and_websocket() {
     server.server.shutdown().await.unwrap();
 }
 
+/// A WebSocket handshake to `addr` with `headers`: the status it was refused with, or 101.
+async fn handshake(addr: std::net::SocketAddr, headers: &[(&'static str, String)]) -> u16 {
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    for (name, value) in headers {
+        req.headers_mut()
+            .insert(*name, HeaderValue::from_str(value).unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("handshake failed otherwise: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_sites_pages_are_refused_on_loopback() {
+    let server = serve(Spec::default()).await;
+    let addr = server.addr();
+    let cross = [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "no-cors"),
+        ("Content-Type", "text/plain"),
+    ];
+    for (method, path) in [
+        ("POST", "/api/generate"),
+        ("POST", "/api/jobs/1/stop"),
+        ("POST", "/api/jobs/1/skip"),
+        ("GET", "/api/history"),
+        ("GET", "/outputs/2024-01-01/x.png"),
+    ] {
+        let r = request(addr, method, path, &cross, br#"{"prompt": "x"}"#).await;
+        assert_eq!(r.status, 403, "{method} {path}");
+        assert!(String::from_utf8_lossy(&r.body).contains("another web site"));
+    }
+    let same_site = [("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "cors")];
+    let r = request(addr, "POST", "/api/jobs/1/stop", &same_site, b"").await;
+    assert_eq!(r.status, 403, "another port of localhost is another site");
+    // A link from elsewhere still opens the page; the page's own requests pass.
+    let link = [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Mode", "navigate"),
+    ];
+    assert_eq!(request(addr, "GET", "/", &link, b"").await.status, 200);
+    let own = [
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Sec-Fetch-Mode", "cors"),
+    ];
+    assert_eq!(
+        request(addr, "GET", "/api/queue", &own, b"").await.status,
+        200
+    );
+    assert_eq!(
+        request(addr, "POST", "/api/jobs/999/stop", &own, b"")
+            .await
+            .status,
+        404
+    );
+    let ws_cross = [
+        ("Sec-Fetch-Site", "cross-site".to_string()),
+        ("Origin", "https://evil.example".to_string()),
+    ];
+    assert_eq!(handshake(addr, &ws_cross).await, 403);
+    let ws_own = [("Sec-Fetch-Site", "same-origin".to_string())];
+    assert_eq!(handshake(addr, &ws_own).await, 101);
+    // Nothing was queued by the refused POST.
+    assert_eq!(get(addr, "/api/queue").await.json()["jobs"], json!([]));
+    server.server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_origin_is_refused_on_the_lan() {
     let server = serve(Spec {
@@ -160,36 +248,40 @@ async fn a_foreign_origin_is_refused_on_the_lan() {
         ..Spec::default()
     })
     .await;
+    // Plain http on the LAN: browsers send no Sec-Fetch-Site there, so Origin must name Host.
     let port = server.addr().port();
-    let url = format!("ws://127.0.0.1:{port}/ws");
-    let mut foreign = url.clone().into_client_request().unwrap();
-    foreign
-        .headers_mut()
-        .insert("Origin", HeaderValue::from_static("http://evil.example"));
-    let err = tokio_tungstenite::connect_async(foreign)
-        .await
-        .expect_err("foreign origin");
-    assert!(err.to_string().contains("403"), "{err}");
-    let mut same = url.into_client_request().unwrap();
-    same.headers_mut().insert(
-        "Origin",
-        HeaderValue::from_str(&format!("http://127.0.0.1:{port}")).unwrap(),
-    );
-    tokio_tungstenite::connect_async(same)
-        .await
-        .expect("same origin");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let evil = [("Origin", "http://evil.example".to_string())];
+    assert_eq!(handshake(addr, &evil).await, 403);
+    let own = [("Origin", format!("http://127.0.0.1:{port}"))];
+    assert_eq!(handshake(addr, &own).await, 101);
+    let r = request(
+        addr,
+        "POST",
+        "/api/generate",
+        &[
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "text/plain"),
+        ],
+        br#"{"prompt": "x"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let origin = format!("http://127.0.0.1:{port}");
+    let r = request(
+        addr,
+        "POST",
+        "/api/jobs/999/stop",
+        &[("Origin", &origin)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 404);
     server.server.shutdown().await.unwrap();
 
-    // On loopback, the check is off (a path-prefix proxy may rewrite Host).
+    // On loopback without fetch metadata a proxy's Origin passes (it may rewrite Host).
     let local = serve(Spec::default()).await;
-    let mut foreign = format!("ws://{}/ws", local.addr())
-        .into_client_request()
-        .unwrap();
-    foreign
-        .headers_mut()
-        .insert("Origin", HeaderValue::from_static("http://localhost:9999"));
-    tokio_tungstenite::connect_async(foreign)
-        .await
-        .expect("loopback allows a proxy's origin");
+    let proxy = [("Origin", "http://localhost:9999".to_string())];
+    assert_eq!(handshake(local.addr(), &proxy).await, 101);
     local.server.shutdown().await.unwrap();
 }

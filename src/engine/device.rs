@@ -1,0 +1,236 @@
+//! Where the networks run and in which precision: `--device auto|cpu|cuda[:N]|metal[:N]` and
+//! `--precision auto|f32|f16|bf16`, shared by the server, `generate` and `bench`. `auto` picks
+//! the first CUDA GPU, else Metal, else the CPU; f32 on the CPU, f16 on a GPU. The VAE always
+//! decodes in f32 (the SDXL VAE overflows in f16: the classic black image).
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::{DType, Device};
+
+/// The `--device` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+    Metal(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, ordinal) = match s.split_once(':') {
+            Some((kind, n)) => {
+                let n = n
+                    .parse::<usize>()
+                    .map_err(|_| format!("`{s}`: the GPU number after `:` must be 0, 1, …"))?;
+                (kind, Some(n))
+            }
+            None => (s, None),
+        };
+        match (kind.to_ascii_lowercase().as_str(), ordinal) {
+            ("auto", None) => Ok(DeviceChoice::Auto),
+            ("cpu", None) => Ok(DeviceChoice::Cpu),
+            ("cuda", n) => Ok(DeviceChoice::Cuda(n.unwrap_or(0))),
+            ("metal", n) => Ok(DeviceChoice::Metal(n.unwrap_or(0))),
+            _ => Err(format!(
+                "unknown device `{s}`: choose auto, cpu, cuda, cuda:N, metal or metal:N"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => write!(f, "auto"),
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceChoice::Metal(n) => write!(f, "metal:{n}"),
+        }
+    }
+}
+
+/// The `--precision` value: the dtype text encoders and UNets compute in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 on the CPU (no fast half-precision CPU kernels), f16 on a GPU.
+    #[default]
+    Auto,
+    F32,
+    F16,
+    Bf16,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Precision::Auto),
+            "f32" | "fp32" | "full" => Ok(Precision::F32),
+            "f16" | "fp16" | "half" => Ok(Precision::F16),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!(
+                "unknown precision `{s}`: choose auto, f32, f16 or bf16"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+impl Precision {
+    /// The dtype networks compute in on `device`.
+    pub fn dtype_on(self, device: &Device) -> DType {
+        match self {
+            Precision::Auto if device.is_cpu() => DType::F32,
+            Precision::Auto => DType::F16,
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
+/// Why a device could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(
+        "this fooocus was built without {backend}: rebuild with `cargo build --release \
+         --features {feature}`{hint}, or pass --device cpu"
+    )]
+    NotBuiltWith {
+        backend: &'static str,
+        feature: &'static str,
+        hint: &'static str,
+    },
+    #[error("cannot open {device}: {reason} (is the GPU there and its driver installed? --device cpu runs without one)")]
+    Open {
+        device: DeviceChoice,
+        reason: String,
+    },
+}
+
+/// Opens the device `choice` names; `Auto` falls back to the CPU, saying why at INFO.
+pub fn open_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda(n) => {
+            if !candle_core::utils::cuda_is_available() {
+                return Err(DeviceError::NotBuiltWith {
+                    backend: "CUDA",
+                    feature: "cuda",
+                    hint: " (scripts/build-cuda.sh sets up the toolkit)",
+                });
+            }
+            Device::new_cuda(n).map_err(|e| DeviceError::Open {
+                device: choice,
+                reason: e.to_string(),
+            })
+        }
+        DeviceChoice::Metal(n) => {
+            if !candle_core::utils::metal_is_available() {
+                return Err(DeviceError::NotBuiltWith {
+                    backend: "Metal",
+                    feature: "metal",
+                    hint: " on a Mac",
+                });
+            }
+            Device::new_metal(n).map_err(|e| DeviceError::Open {
+                device: choice,
+                reason: e.to_string(),
+            })
+        }
+        DeviceChoice::Auto => {
+            for gpu in [DeviceChoice::Cuda(0), DeviceChoice::Metal(0)] {
+                match open_device(gpu) {
+                    Ok(device) => return Ok(device),
+                    Err(DeviceError::NotBuiltWith { .. }) => {}
+                    Err(e) => tracing::info!("{e}; trying the next device"),
+                }
+            }
+            Ok(Device::Cpu)
+        }
+    }
+}
+
+/// A short name of `device` for messages and `/api/health`.
+pub fn describe(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+/// The `--device` and `--precision` flags.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct ComputeArgs {
+    /// Where the networks run: auto (CUDA, else Metal, else the CPU), cpu, cuda[:N], metal[:N].
+    #[arg(long, default_value_t = DeviceChoice::Auto, value_name = "DEVICE")]
+    pub device: DeviceChoice,
+    /// The dtype of the text encoders and UNets: auto (f32 on the CPU, f16 on a GPU), f32, f16,
+    /// bf16. The VAE always runs in f32.
+    #[arg(long, default_value_t = Precision::Auto, value_name = "DTYPE")]
+    pub precision: Precision,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_parse_and_print() {
+        for (text, choice) in [
+            ("auto", DeviceChoice::Auto),
+            ("cpu", DeviceChoice::Cpu),
+            ("CUDA", DeviceChoice::Cuda(0)),
+            ("cuda:1", DeviceChoice::Cuda(1)),
+            ("metal", DeviceChoice::Metal(0)),
+        ] {
+            assert_eq!(text.parse::<DeviceChoice>().unwrap(), choice);
+        }
+        assert_eq!(DeviceChoice::Cuda(2).to_string(), "cuda:2");
+        for bad in ["gpu", "cuda:x", "cpu:0", "cuda:"] {
+            assert!(bad.parse::<DeviceChoice>().is_err(), "{bad}");
+        }
+        assert_eq!("fp16".parse::<Precision>().unwrap(), Precision::F16);
+        assert!("f8".parse::<Precision>().unwrap_err().contains("f32, f16"));
+    }
+
+    #[test]
+    fn auto_precision_is_f32_on_the_cpu() {
+        assert_eq!(Precision::Auto.dtype_on(&Device::Cpu), DType::F32);
+        assert_eq!(Precision::F16.dtype_on(&Device::Cpu), DType::F16);
+    }
+
+    #[test]
+    fn devices_open_or_say_how_to_get_them() {
+        assert!(open_device(DeviceChoice::Cpu).unwrap().is_cpu());
+        if !candle_core::utils::cuda_is_available() {
+            let e = open_device(DeviceChoice::Cuda(0)).unwrap_err().to_string();
+            assert!(e.contains("--features cuda"), "{e}");
+        }
+        if !candle_core::utils::metal_is_available() {
+            let e = open_device(DeviceChoice::Metal(0)).unwrap_err().to_string();
+            assert!(e.contains("--features metal"), "{e}");
+            // Without GPU backends, auto is the CPU.
+            if !candle_core::utils::cuda_is_available() {
+                assert!(open_device(DeviceChoice::Auto).unwrap().is_cpu());
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! HTTP basic authentication on every route (pages, API, WebSocket, images): the accounts come
+//! from `--auth USER:PASSWORD` and from an auth file in the original's `auth.json` format, a
+//! JSON list of `{"user": …, "pass": …}` or `{"user": …, "hash": <sha256 hex of the password>}`.
+
+use std::path::Path;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// A user name and password, from `--auth user:pass`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::str::FromStr for Credentials {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => Ok(Credentials {
+                user: user.to_string(),
+                password: password.to_string(),
+            }),
+            _ => Err("expected USER:PASSWORD, both non-empty (e.g. --auth alice:s3cret)".into()),
+        }
+    }
+}
+
+/// One account: a user and the sha256 of its password (plain passwords are hashed on load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Account {
+    user: String,
+    password_sha256: [u8; 32],
+}
+
+/// Everyone allowed in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accounts(Vec<Account>);
+
+/// Why an auth file was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFileError {
+    #[error("cannot read the auth file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the auth file {path} is not a JSON list of {{\"user\": …, \"pass\": …}} or \
+         {{\"user\": …, \"hash\": <sha256 hex>}} entries: {source}"
+    )]
+    Json {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("the auth file {path}, entry {index} (user {user:?}): {problem}")]
+    Entry {
+        path: String,
+        index: usize,
+        user: String,
+        problem: &'static str,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    user: String,
+    pass: Option<String>,
+    hash: Option<String>,
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Accounts {
+    /// Adds `--auth` credentials.
+    pub fn add(&mut self, credentials: &Credentials) {
+        self.0.push(Account {
+            user: credentials.user.clone(),
+            password_sha256: sha256(&credentials.password),
+        });
+    }
+
+    /// Reads an auth file (`auth.json` format).
+    pub fn load(path: &Path) -> Result<Accounts, AuthFileError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| AuthFileError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let entries: Vec<FileEntry> =
+            serde_json::from_str(&text).map_err(|source| AuthFileError::Json {
+                path: shown.clone(),
+                source,
+            })?;
+        let mut accounts = Accounts::default();
+        for (index, entry) in entries.into_iter().enumerate() {
+            let fail = |problem| AuthFileError::Entry {
+                path: shown.clone(),
+                index,
+                user: entry.user.clone(),
+                problem,
+            };
+            if entry.user.is_empty() {
+                return Err(fail("the user name is empty"));
+            }
+            let password_sha256 = match (&entry.pass, &entry.hash) {
+                (Some(pass), None) if !pass.is_empty() => sha256(pass),
+                (None, Some(hash)) => parse_hex32(hash).ok_or_else(|| {
+                    fail("\"hash\" must be 64 hex digits (sha256 of the password)")
+                })?,
+                (Some(_), Some(_)) => return Err(fail("give \"pass\" or \"hash\", not both")),
+                _ => return Err(fail("needs a non-empty \"pass\" or a \"hash\"")),
+            };
+            accounts.0.push(Account {
+                user: entry.user,
+                password_sha256,
+            });
+        }
+        Ok(accounts)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `user` / `password` is one of the accounts; the password comparison does not stop
+    /// at the first differing byte.
+    fn admits(&self, user: &str, password: &str) -> bool {
+        let hashed = sha256(password);
+        self.0.iter().any(|account| {
+            account.user == user
+                && account
+                    .password_sha256
+                    .iter()
+                    .zip(hashed)
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        })
+    }
+}
+
+impl From<&Credentials> for Accounts {
+    fn from(credentials: &Credentials) -> Self {
+        let mut accounts = Accounts::default();
+        accounts.add(credentials);
+        accounts
+    }
+}
+
+/// Whether `headers` carry HTTP basic credentials of one of the `accounts`.
+pub fn authorized(headers: &HeaderMap, accounts: &Accounts) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let Ok(decoded) = String::from_utf8(decoded) else {
+        return false;
+    };
+    match decoded.split_once(':') {
+        Some((user, password)) => accounts.admits(user, password),
+        None => false,
+    }
+}
+
+/// Middleware: 401 with a basic-auth challenge unless the credentials match an account.
+pub async fn require_auth(
+    State(accounts): State<Accounts>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if authorized(request.headers(), &accounts) {
+        return next.run(request).await;
+    }
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        "authentication required: log in with a user from --auth or --auth-file",
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"fooocus\", charset=\"UTF-8\""),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user_password: &str) -> HeaderMap {
+        let token = base64::engine::general_purpose::STANDARD.encode(user_password);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {token}")).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn credentials_parse_and_match() {
+        let c: Credentials = "alice:pa:ss".parse().unwrap();
+        assert_eq!(c.password, "pa:ss");
+        assert!("alice".parse::<Credentials>().is_err());
+        assert!(":x".parse::<Credentials>().is_err());
+        let accounts = Accounts::from(&c);
+        assert!(!authorized(&HeaderMap::new(), &accounts));
+        assert!(authorized(&basic("alice:pa:ss"), &accounts));
+        assert!(!authorized(&basic("alice:pa"), &accounts));
+        assert!(!authorized(&basic("bob:pa:ss"), &accounts));
+    }
+
+    #[test]
+    fn auth_files_take_passwords_and_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.json");
+        // sha256("hunter2")
+        let hash = "f52fbd32b2b3b86ff88ef6c490628285f482af15ddcb29541f94bcf526a3f6c7";
+        std::fs::write(
+            &path,
+            format!(r#"[{{"user": "ann", "pass": "x1"}}, {{"user": "bo", "hash": "{hash}"}}]"#),
+        )
+        .unwrap();
+        let accounts = Accounts::load(&path).unwrap();
+        assert!(authorized(&basic("ann:x1"), &accounts));
+        assert!(authorized(&basic("bo:hunter2"), &accounts));
+        assert!(!authorized(&basic("bo:x1"), &accounts));
+        assert!(!authorized(&basic("ann:hunter2"), &accounts));
+
+        for (text, says) in [
+            ("{", "is not a JSON list"),
+            (r#"[{"user": "a"}]"#, "entry 0 (user \"a\"): needs"),
+            (r#"[{"user": "a", "hash": "abc"}]"#, "64 hex digits"),
+            (r#"[{"user": "a", "pass": "p", "hash": "ab"}]"#, "not both"),
+            (r#"[{"user": "", "pass": "p"}]"#, "user name is empty"),
+            (r#"[{"user": "a", "password": "p"}]"#, "unknown field"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let error = Accounts::load(&path).unwrap_err().to_string();
+            assert!(error.contains(says), "{text}: {error}");
+            assert!(error.contains("auth.json"), "{error}");
+        }
+        let error = Accounts::load(&dir.path().join("none.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("cannot read the auth file"), "{error}");
+    }
+}
