@@ -1,24 +1,18 @@
-//! `fooocus bench --tiny` runs on the tiny fixtures and reports every requested part as JSON
-//! (CI checks that the benchmark works, not how fast it is).
+//! `fooocus bench --tiny` runs on the tiny fixtures and reports every requested part as JSON, in
+//! f32 and in f16 (the GPU path), with the refiner in `generate1024` (CI checks that the
+//! benchmark works, not how fast it is).
 
 mod common;
 
 use std::process::Command;
 
-#[test]
-fn bench_runs_on_the_tiny_fixtures() {
+fn bench_json(parts: &str, extra: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_fooocus"))
         .args(["bench", "--tiny"])
         .arg(common::fixtures())
-        .args([
-            "--parts",
-            "text,unet512,generate512",
-            "--repeats",
-            "1",
-            "--steps",
-            "1",
-            "--json",
-        ])
+        .args(["--parts", parts, "--repeats", "1", "--steps", "3", "--json"])
+        .args(["--device", "cpu"])
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -26,7 +20,13 @@ fn bench_runs_on_the_tiny_fixtures() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_runs_on_the_tiny_fixtures() {
+    let report = bench_json("text,unet512,generate512", &[]);
+    assert_eq!(report["device"], "cpu F32 (VAE F32)");
     let parts: Vec<(&str, &str)> = report["measurements"]
         .as_array()
         .unwrap()
@@ -41,6 +41,20 @@ fn bench_runs_on_the_tiny_fixtures() {
 }
 
 #[test]
+fn bench_runs_in_half_precision_with_the_refiner() {
+    let args = ["--precision", "f16", "--refiner-switch", "0.667"];
+    let report = bench_json("generate256,unet128", &args);
+    assert_eq!(report["device"], "cpu F16 (VAE F32)");
+    let parts: Vec<&str> = report["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["part"].as_str().unwrap())
+        .collect();
+    assert_eq!(parts, ["generate256", "unet128"]);
+}
+
+#[test]
 fn bench_refuses_an_unknown_part() {
     let out = Command::new(env!("CARGO_BIN_EXE_fooocus"))
         .args(["bench", "--tiny"])
@@ -50,4 +64,11 @@ fn bench_refuses_an_unknown_part() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown part `warp9`"));
+    let out = Command::new(env!("CARGO_BIN_EXE_fooocus"))
+        .args(["bench", "--tiny"])
+        .arg(common::fixtures())
+        .args(["--parts", "unet1000"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a multiple of 64"));
 }

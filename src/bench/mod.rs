@@ -1,6 +1,8 @@
 //! `fooocus bench`: times the networks at real sizes (one UNet step with CFG, the text encoders,
-//! a VAE decode, a whole generation) from a checkpoint, from random weights with the SDXL 1.0
-//! layout, or on the tiny test fixtures (`--tiny`, so CI can check that it runs).
+//! a VAE decode, a whole generation with the base and, given `--refiner-switch`, the refiner) at
+//! any image size, from a checkpoint, from random weights with the SDXL 1.0 layouts, or on the
+//! tiny test fixtures (`--tiny`, so CI can check that it runs), on any `--device` in any
+//! `--precision`.
 
 mod random;
 pub mod report;
@@ -24,7 +26,7 @@ use crate::engine::vae::Vae;
 use crate::engine::weights::LoadMode;
 use report::{load_average, peak_rss, reset_peak_rss, Measurement, Report};
 
-/// Every part, in the order they run.
+/// The default parts, in the order they run.
 pub const PARTS: [&str; 8] = [
     "conv512",
     "norm512",
@@ -36,20 +38,66 @@ pub const PARTS: [&str; 8] = [
     "generate512",
 ];
 
+/// One benchmark part; sizes are image sides in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Conv512,
+    Norm512,
+    Text,
+    Unet(usize),
+    Vae(usize),
+    Generate(usize),
+}
+
+impl std::str::FromStr for Part {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Part> {
+        let sized = |prefix: &str| -> Option<usize> {
+            let px = s.strip_prefix(prefix)?.parse::<usize>().ok()?;
+            (px >= 64 && px.is_multiple_of(64)).then_some(px)
+        };
+        Ok(match s {
+            "conv512" => Part::Conv512,
+            "norm512" => Part::Norm512,
+            "text" => Part::Text,
+            _ => {
+                if let Some(px) = sized("unet") {
+                    Part::Unet(px)
+                } else if let Some(px) = sized("vae") {
+                    Part::Vae(px)
+                } else if let Some(px) = sized("generate") {
+                    Part::Generate(px)
+                } else {
+                    return Err(anyhow!(
+                        "unknown part `{s}`: choose from conv512, norm512, text, unetN, vaeN, \
+                         generateN (N = image side, a multiple of 64, e.g. unet1024)"
+                    ));
+                }
+            }
+        })
+    }
+}
+
 /// Options of `fooocus bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// An SDXL base checkpoint to time (default: random weights with the SDXL 1.0 layout).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// The refiner checkpoint for `--refiner-switch` with `--checkpoint` (random weights in the
+    /// SDXL 1.0 refiner layout otherwise).
+    #[arg(long)]
+    pub refiner: Option<PathBuf>,
     /// Run on the tiny fixtures in this folder (`sdxl_base.safetensors`, `tiny_configs.json`).
     #[arg(long, value_name = "FIXTURES_DIR")]
     pub tiny: Option<PathBuf>,
     /// Folder of the SDXL 1.0 layouts used for random weights.
     #[arg(long, default_value = "../shared/fixtures/layouts")]
     pub layouts: PathBuf,
-    /// Comma-separated parts: conv512 (one 3×3 conv 32→32 on [1,32,512,512]), norm512
-    /// (GroupNorm 32 + SiLU on the same), text, unet512, unet1024, vae512, vae1024, generate512.
+    /// Comma-separated parts, run in the order given: conv512 (one 3×3 conv 32→32 on [1,32,512,512]),
+    /// norm512 (GroupNorm 32 + SiLU on the same), text, unetN (one UNet step with CFG), vaeN (a
+    /// decode), generateN (a whole generation), N being the image side (512, 768, 1024, 1536…).
     #[arg(long, value_delimiter = ',', default_values_t = PARTS.map(String::from))]
     pub parts: Vec<String>,
     /// Timed runs per part (the median is reported).
@@ -58,9 +106,13 @@ pub struct BenchArgs {
     /// Untimed runs before the timed ones.
     #[arg(long, default_value_t = 0)]
     pub warmup: usize,
-    /// Sampling steps of `generate512`.
+    /// Sampling steps of `generateN`.
     #[arg(long, default_value_t = 4)]
     pub steps: usize,
+    /// Let the refiner take over `generateN` at this fraction of the steps (Fooocus: 0.667);
+    /// without it the base runs alone. With `--checkpoint`, needs `--refiner`.
+    #[arg(long, value_name = "FRACTION")]
+    pub refiner_switch: Option<f64>,
     /// VAE tile in latent cells for decodes larger than it (0: never tile).
     #[arg(long, default_value_t = 64)]
     pub vae_tile: usize,
@@ -79,7 +131,9 @@ struct Source {
     config: SdxlConfig,
     file: Option<SdxlFile>,
     label: String,
-    _sparse: Option<random::SparseLayout>,
+    /// The refiner's configuration and file (`None` file: random weights).
+    refiner: Option<(SdxlConfig, Option<SdxlFile>)>,
+    _sparse: Vec<random::SparseLayout>,
 }
 
 /// The networks a part needs; built on demand and dropped between parts to bound memory.
@@ -134,6 +188,18 @@ impl Networks<'_> {
         }
     }
 
+    /// The refiner's configuration and UNet, when the source has one.
+    pub(crate) fn refiner(&self) -> anyhow::Result<Option<(SdxlConfig, UNet)>> {
+        let Some((config, file)) = &self.source.refiner else {
+            return Ok(None);
+        };
+        let unet = match file {
+            Some(file) => file.unet(LoadMode::Real, &self.device)?.0,
+            None => UNet::load(self.vb(self.dtype).pp(UNET_PREFIX), &config.unet)?,
+        };
+        Ok(Some((config.clone(), unet)))
+    }
+
     pub(crate) fn vae(&self) -> anyhow::Result<Vae> {
         match &self.source.file {
             Some(file) => Ok(file.vae(LoadMode::Real, &self.device)?.0),
@@ -145,7 +211,9 @@ impl Networks<'_> {
     }
 }
 
-fn tiny_heads(dir: &std::path::Path) -> anyhow::Result<HeadDims> {
+/// Head widths of the tiny networks (not visible in the weights); `unet_key` names the UNet in
+/// `tiny_configs.json`.
+fn tiny_heads(dir: &std::path::Path, unet_key: &str) -> anyhow::Result<HeadDims> {
     let path = dir.join("tiny_configs.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -159,51 +227,74 @@ fn tiny_heads(dir: &std::path::Path) -> anyhow::Result<HeadDims> {
     Ok(HeadDims {
         clip_l: n("clip_l", "hidden_size")? / n("clip_l", "num_attention_heads")?.max(1),
         clip_g: n("clip_g", "hidden_size")? / n("clip_g", "num_attention_heads")?.max(1),
-        unet: n("base_unet_sgm", "num_head_channels")?,
+        unet: n(unet_key, "num_head_channels")?,
     })
 }
 
 fn source(args: &BenchArgs) -> anyhow::Result<Source> {
-    let open = |path: PathBuf, heads: HeadDims, label: String| -> anyhow::Result<Source> {
-        let file = SdxlFile::open(&path, heads)?;
-        Ok(Source {
-            config: file.config.clone(),
-            file: Some(file),
-            label,
-            _sparse: None,
-        })
+    let open =
+        |path: &PathBuf, heads: HeadDims| -> anyhow::Result<(SdxlConfig, Option<SdxlFile>)> {
+            let file = SdxlFile::open(path, heads)?;
+            Ok((file.config.clone(), Some(file)))
+        };
+    let files = |base: (SdxlConfig, Option<SdxlFile>), refiner, label: String| Source {
+        config: base.0,
+        file: base.1,
+        label,
+        refiner,
+        _sparse: Vec::new(),
     };
     if let Some(dir) = &args.tiny {
-        let path = dir.join("sdxl_base.safetensors");
-        let label = format!("tiny fixtures {}", path.display());
-        return open(path, tiny_heads(dir)?, label);
+        let base = dir.join("sdxl_base.safetensors");
+        let label = format!("tiny fixtures {}", base.display());
+        let refiner = dir.join("sdxl_refiner.safetensors");
+        let base = open(&base, tiny_heads(dir, "base_unet_sgm")?)?;
+        let refiner = open(&refiner, tiny_heads(dir, "refiner_unet_sgm")?)?;
+        return Ok(files(base, Some(refiner), label));
     }
     if let Some(path) = &args.checkpoint {
         let label = format!("checkpoint {}", path.display());
-        return open(path.clone(), HeadDims::default(), label);
+        let refiner = match &args.refiner {
+            Some(r) => Some(open(r, HeadDims::default())?),
+            None => None,
+        };
+        return Ok(files(open(path, HeadDims::default())?, refiner, label));
     }
-    let sparse = random::SparseLayout::write(&args.layouts, "base")?;
-    let file = SdxlFile::open(&sparse.path, HeadDims::default())?;
+    let base = random::SparseLayout::write(&args.layouts, "base")?;
+    let refiner = random::SparseLayout::write(&args.layouts, "refiner")?;
+    let base_config = SdxlFile::open(&base.path, HeadDims::default())?.config;
+    let refiner_config = SdxlFile::open(&refiner.path, HeadDims::default())?.config;
     Ok(Source {
-        config: file.config,
+        config: base_config,
         file: None,
-        label: "random weights, SDXL 1.0 base layout".into(),
-        _sparse: Some(sparse),
+        label: "random weights, SDXL 1.0 layouts".into(),
+        refiner: Some((refiner_config, None)),
+        _sparse: vec![base, refiner],
     })
 }
 
 /// Runs the benchmark and returns its report.
 pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    if let Some(bad) = args.parts.iter().find(|p| !PARTS.contains(&p.as_str())) {
-        return Err(anyhow!(
-            "unknown part `{bad}`: choose from {}",
-            PARTS.join(", ")
-        ));
+    let parts = args
+        .parts
+        .iter()
+        .map(|p| p.parse::<Part>())
+        .collect::<anyhow::Result<Vec<Part>>>()?;
+    if let Some(switch) = args.refiner_switch {
+        if !(0.0..=1.0).contains(&switch) {
+            return Err(anyhow!("--refiner-switch must lie in 0…1, not {switch}"));
+        }
+        if args.checkpoint.is_some() && args.refiner.is_none() {
+            return Err(anyhow!(
+                "--refiner-switch with --checkpoint needs --refiner FILE"
+            ));
+        }
     }
     let mut source = source(args)?;
     let device = open_device(args.compute.device)?;
     let dtype = args.compute.precision.dtype_on(&device);
-    if let Some(file) = &mut source.file {
+    let refiner_file = source.refiner.as_mut().and_then(|(_, f)| f.as_mut());
+    for file in source.file.iter_mut().chain(refiner_file) {
         file.precision = args.compute.precision;
     }
     let nets = Networks {
@@ -217,15 +308,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         &[true]
     };
     let mut measurements = Vec::new();
-    for part in PARTS.iter().filter(|p| args.parts.iter().any(|a| a == *p)) {
-        let mut work = workloads::prepare(part, &nets, args)?;
+    for (part, name) in parts.iter().zip(&args.parts) {
+        let mut work = workloads::prepare(*part, &nets, args)?;
         for &own in kernel_sets {
             set_own_kernels(own);
             let load_before = load_average();
             let rss_reset = reset_peak_rss();
             let (median_s, samples_s) = report::time(args.warmup, args.repeats, &mut work)?;
             measurements.push(Measurement {
-                part: part.to_string(),
+                part: name.clone(),
                 kernels: if own { "ours" } else { "candle" },
                 median_s,
                 samples_s,

@@ -1,12 +1,14 @@
 //! The timed work of each benchmark part, with its networks built and inputs drawn beforehand:
 //! text encoders on a CFG pair of 77-token prompts, one UNet evaluation at batch 2 with the CFG
 //! combination, a VAE decode (tiled above `--vae-tile`), and a whole generation (text encoders,
-//! `dpmpp_2m_sde` on a Karras schedule with Fooocus guidance, VAE decode).
+//! `dpmpp_2m_sde` on a Karras schedule with Fooocus guidance, the refiner below the switch σ when
+//! there is one, VAE decode).
 
 use candle_core::{DType, Device, Tensor};
 
-use super::{BenchArgs, Networks};
+use super::{BenchArgs, Networks, Part};
 use crate::engine::clip::ClipTextModel;
+use crate::engine::config::SdxlConfig;
 use crate::engine::tiling::decode_tiled;
 use crate::engine::unet::{adm_vector, UNet};
 use crate::engine::vae::{Vae, VAE_FACTOR};
@@ -25,12 +27,12 @@ const CLIP_SKIP: usize = 2;
 
 /// Builds what `part` needs and returns its timed work.
 /// Each call ends when the device has finished (GPU kernels run asynchronously).
-pub fn prepare(part: &str, nets: &Networks, args: &BenchArgs) -> anyhow::Result<Work> {
+pub fn prepare(part: Part, nets: &Networks, args: &BenchArgs) -> anyhow::Result<Work> {
     let dev = nets.device().clone();
     let side = |px: usize| px / VAE_FACTOR;
     let mut work: Work = match part {
-        "conv512" | "norm512" => ops(part == "conv512", &dev)?,
-        "text" => {
+        Part::Conv512 | Part::Norm512 => ops(part == Part::Conv512, &dev)?,
+        Part::Text => {
             let (l, g) = nets.clips()?;
             let ids = prompt_ids(&dev)?;
             Box::new(move || {
@@ -38,8 +40,7 @@ pub fn prepare(part: &str, nets: &Networks, args: &BenchArgs) -> anyhow::Result<
                 Ok(())
             })
         }
-        "unet512" | "unet1024" => {
-            let px = if part == "unet512" { 512 } else { 1024 };
+        Part::Unet(px) => {
             let unet = nets.unet()?;
             let c = &nets.config().unet;
             let x = Tensor::randn(0f32, 1.0, (2, c.in_channels, side(px), side(px)), &dev)?;
@@ -53,8 +54,7 @@ pub fn prepare(part: &str, nets: &Networks, args: &BenchArgs) -> anyhow::Result<
                 Ok(())
             })
         }
-        "vae512" | "vae1024" => {
-            let px = if part == "vae512" { 512 } else { 1024 };
+        Part::Vae(px) => {
             let vae = nets.vae()?;
             let z = nets.config().vae.embed_dim;
             let latent = Tensor::randn(0f32, 1.0, (1, z, side(px), side(px)), &dev)?;
@@ -64,8 +64,7 @@ pub fn prepare(part: &str, nets: &Networks, args: &BenchArgs) -> anyhow::Result<
                 Ok(())
             })
         }
-        "generate512" => generate(nets, args, side(512))?,
-        other => anyhow::bail!("unknown part `{other}`"),
+        Part::Generate(px) => generate(nets, args, side(px))?,
     };
     Ok(Box::new(move || {
         work()?;
@@ -136,10 +135,30 @@ fn decode(vae: &Vae, latent: &Tensor, tile: usize) -> anyhow::Result<Tensor> {
     })
 }
 
+/// The ADM vector `[2, adm]` of a CFG pair for an image of `px`² (crops 0; the refiner's fifth id
+/// is an aesthetic score of 6).
+fn adm(pooled: &Tensor, config: &SdxlConfig, px: f32) -> anyhow::Result<Tensor> {
+    let mut ids = vec![px, px, 0.0, 0.0, px, px];
+    if config.time_ids == 5 {
+        ids = vec![px, px, 0.0, 0.0, 6.0];
+    }
+    ids.truncate(config.time_ids);
+    let rows = Tensor::from_vec(
+        [ids.clone(), ids].concat(),
+        (2, config.time_ids),
+        pooled.device(),
+    )?;
+    Ok(adm_vector(pooled, &rows, config.time_id_dim)?)
+}
+
 fn generate(nets: &Networks, args: &BenchArgs, side: usize) -> anyhow::Result<Work> {
     let dev = nets.device().clone();
     let (l, g) = nets.clips()?;
     let unet: UNet = nets.unet()?;
+    let refiner = match args.refiner_switch {
+        Some(switch) => nets.refiner()?.map(|r| (r, switch)),
+        None => None,
+    };
     let vae = nets.vae()?;
     let cfg = nets.config().clone();
     let ids = prompt_ids(&dev)?;
@@ -148,14 +167,11 @@ fn generate(nets: &Networks, args: &BenchArgs, side: usize) -> anyhow::Result<Wo
     let px = (side * VAE_FACTOR) as f32;
     Ok(Box::new(move || {
         let (context, pooled) = encode(l.as_ref(), &g, &ids)?;
-        let mut ids6 = vec![px, px, 0.0, 0.0, px, px];
-        ids6.truncate(cfg.time_ids);
-        let time_ids = Tensor::from_vec([ids6.clone(), ids6].concat(), (2, cfg.time_ids), &dev)?;
-        let y = adm_vector(&pooled, &time_ids, cfg.time_id_dim)?;
+        let stage_context = context.clone();
         let stage = Stage {
             unet: &unet,
             context,
-            adm: Adm::Fixed(y),
+            adm: Adm::Fixed(adm(&pooled, &cfg, px)?),
         };
         let guidance = Guidance {
             cfg: CFG,
@@ -164,6 +180,18 @@ fn generate(nets: &Networks, args: &BenchArgs, side: usize) -> anyhow::Result<Wo
         };
         let mut denoiser = FooocusDenoiser::new(stage, &schedule, guidance);
         let sigmas = Scheduler::Karras.sigmas(&schedule, steps)?;
+        if let Some(((refiner_cfg, refiner_unet), fraction)) = &refiner {
+            // The refiner reads CLIP-G's states alone (the last part of the base's context).
+            let width = refiner_cfg.unet.context_dim;
+            let g_context = stage_context.narrow(2, stage_context.dim(2)? - width, width)?;
+            let switch = ((steps as f64 * fraction).round() as usize).min(steps - 1);
+            let stage = Stage {
+                unet: refiner_unet,
+                context: g_context,
+                adm: Adm::Fixed(adm(&pooled, refiner_cfg, px)?),
+            };
+            denoiser = denoiser.with_refiner(stage, f64::from(sigmas[switch]));
+        }
         let shape = (1, cfg.unet.in_channels, side, side);
         let first = f64::from(sigmas.first().copied().unwrap_or(1.0));
         let x = (Tensor::randn(0f32, 1.0, shape, &dev)? * first)?.to_dtype(DType::F32)?;
