@@ -26,7 +26,7 @@ fn bench_json(parts: &str, extra: &[&str]) -> serde_json::Value {
 #[test]
 fn bench_runs_on_the_tiny_fixtures() {
     let report = bench_json("text,unet512,generate512", &[]);
-    assert_eq!(report["device"], "cpu F32 (VAE F32)");
+    assert_eq!(report["device"], "cpu f32 (VAE f32)");
     let parts: Vec<(&str, &str)> = report["measurements"]
         .as_array()
         .unwrap()
@@ -44,7 +44,7 @@ fn bench_runs_on_the_tiny_fixtures() {
 fn bench_runs_in_half_precision_with_the_refiner() {
     let args = ["--precision", "f16", "--refiner-switch", "0.667"];
     let report = bench_json("generate256,unet128", &args);
-    assert_eq!(report["device"], "cpu F16 (VAE F32)");
+    assert_eq!(report["device"], "cpu f16 (VAE f32)");
     let parts: Vec<&str> = report["measurements"]
         .as_array()
         .unwrap()

@@ -59,7 +59,7 @@ fn run_in(name: &str, sampler: Sampler, c: &Compute) {
     let (vae, _) = file.vae(LoadMode::Real, &c.device).unwrap();
     let table = table();
     let stage = Stage {
-        unet: &unet,
+        unet: (&unet).into(),
         context: pair_contexts(&put("context_cond"), &put("context_uncond")).unwrap(),
         adm: Adm::Fixed(Tensor::cat(&[put("y_cond"), put("y_uncond")], 0).unwrap()),
     };

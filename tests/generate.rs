@@ -6,8 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
 use fooocus::config::{Config, LoraChoice, Preset};
+use fooocus::engine::device::{Placement, Vram};
 use fooocus::pipeline::meta::request_from_metadata;
 use fooocus::pipeline::models::Models;
 use fooocus::pipeline::plan::{plan, Plan};
@@ -69,6 +69,17 @@ fn generate(
     control: &RunControl,
     on_step: &mut dyn FnMut(usize, usize),
 ) -> RunOutcome {
+    generate_placed(s, p, control, on_step, Placement::cpu()).0
+}
+
+/// A run with `placement`; also how many times each UNet was built.
+fn generate_placed(
+    s: &Setup,
+    p: &Plan,
+    control: &RunControl,
+    on_step: &mut dyn FnMut(usize, usize),
+    placement: Placement,
+) -> (RunOutcome, [usize; 2]) {
     let store = OutputStore::new(&s.out);
     let ctx = RunContext {
         config: &s.config,
@@ -76,13 +87,48 @@ fn generate(
         store: &store,
         control,
     };
-    let mut models = Models::new(Device::Cpu, Default::default());
-    run(p, &mut models, &ctx, &mut |e| {
+    let mut models = Models::new(placement);
+    let outcome = run(p, &mut models, &ctx, &mut |e| {
         if let RunEvent::Step { image, step, .. } = e {
             on_step(image, step)
         }
     })
-    .unwrap()
+    .unwrap();
+    (outcome, models.unet_builds())
+}
+
+/// `--vram high` builds each UNet once; `normal` and `low` keep one UNet at a time, so with two
+/// images the refiner's is built at each switch and the base's again for the second image. Every
+/// mode makes the same images.
+#[test]
+fn vram_modes_keep_one_unet_or_both_and_make_the_same_images() {
+    let s = setup();
+    let p = planned(&s, &request("a fox in the snow"));
+    assert_eq!(p.seeds.len(), 2);
+    assert!(p.refiner.is_some());
+    let mut reference: Option<Vec<Vec<u8>>> = None;
+    for (vram, builds) in [
+        (Vram::High, [1, 1]),
+        (Vram::Normal, [2, 2]),
+        (Vram::Low, [2, 2]),
+    ] {
+        let placement = Placement {
+            vram,
+            ..Placement::cpu()
+        };
+        let (outcome, built) =
+            generate_placed(&s, &p, &RunControl::default(), &mut |_, _| {}, placement);
+        assert_eq!(built, builds, "UNet builds with --vram {vram}");
+        let images: Vec<Vec<u8>> = outcome
+            .images
+            .iter()
+            .map(|i| std::fs::read(&i.saved.path).unwrap())
+            .collect();
+        match &reference {
+            None => reference = Some(images),
+            Some(first) => assert!(first == &images, "--vram {vram} changed the images"),
+        }
+    }
 }
 
 /// Image i of a batch uses seed + i; its metadata gives back the request that makes exactly it,
@@ -273,4 +319,53 @@ fn bad_requests_name_their_field() {
         &s.styles
     )
     .is_ok());
+}
+
+/// A UNet whose output is not finite (broken weights here; half precision overflowing on some
+/// GPUs) fails the run with a message naming the fix, instead of saving a black image.
+#[test]
+fn a_non_finite_latent_fails_the_run_naming_the_fix() {
+    use candle_core::{Device, Tensor};
+    let mut s = setup();
+    let dir = s.out.with_file_name("broken");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = common::fixtures().join("sdxl_base.safetensors");
+    let mut tensors = candle_core::safetensors::load(source, &Device::Cpu).unwrap();
+    let key = "model.diffusion_model.out.2.bias";
+    let bias = &tensors[key];
+    let nan = Tensor::full(f32::NAN, bias.dims(), &Device::Cpu)
+        .unwrap()
+        .to_dtype(bias.dtype())
+        .unwrap();
+    tensors.insert(key.into(), nan);
+    candle_core::safetensors::save(&tensors, dir.join("broken_base.safetensors")).unwrap();
+    s.config.paths.checkpoints.push(dir);
+    let heads = s.config.head_dims["sdxl_base.safetensors"];
+    s.config
+        .head_dims
+        .insert("broken_base.safetensors".into(), heads);
+    let r = GenerateRequest {
+        base_model: Some("broken_base.safetensors".into()),
+        image_number: Some(1),
+        ..request("a lighthouse")
+    };
+    let p = planned(&s, &r);
+    let store = OutputStore::new(&s.out);
+    let control = RunControl::default();
+    let ctx = RunContext {
+        config: &s.config,
+        styles: &s.styles,
+        store: &store,
+        control: &control,
+    };
+    let error = match run(&p, &mut Models::new(Placement::cpu()), &ctx, &mut |_| {}) {
+        Ok(_) => panic!("a run with NaN weights succeeded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("sampled latent came out as NaN or infinity in f32")
+            && error.contains("weights may be broken"),
+        "{error}"
+    );
+    assert!(!s.out.exists() || std::fs::read_dir(&s.out).unwrap().next().is_none());
 }

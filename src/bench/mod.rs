@@ -329,7 +329,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     }
     Ok(Report {
         source: source.label.clone(),
-        device: format!("{} {dtype:?} (VAE F32)", describe(&device)),
+        device: format!("{} {} (VAE f32)", describe(&device), dtype.as_str()),
         threads: rayon::current_num_threads(),
         measurements,
         load_after: load_average(),

@@ -169,7 +169,7 @@ fn generate(nets: &Networks, args: &BenchArgs, side: usize) -> anyhow::Result<Wo
         let (context, pooled) = encode(l.as_ref(), &g, &ids)?;
         let stage_context = context.clone();
         let stage = Stage {
-            unet: &unet,
+            unet: (&unet).into(),
             context,
             adm: Adm::Fixed(adm(&pooled, &cfg, px)?),
         };
@@ -186,7 +186,7 @@ fn generate(nets: &Networks, args: &BenchArgs, side: usize) -> anyhow::Result<Wo
             let g_context = stage_context.narrow(2, stage_context.dim(2)? - width, width)?;
             let switch = ((steps as f64 * fraction).round() as usize).min(steps - 1);
             let stage = Stage {
-                unet: refiner_unet,
+                unet: refiner_unet.into(),
                 context: g_context,
                 adm: Adm::Fixed(adm(&pooled, refiner_cfg, px)?),
             };

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use fooocus::config::{Config, LoraChoice};
-use fooocus::engine::device::{open_device, ComputeArgs};
+use fooocus::engine::device::ComputeArgs;
 use fooocus::pipeline::models::Models;
 use fooocus::pipeline::plan::plan;
 use fooocus::pipeline::request::GenerateRequest;
@@ -171,8 +171,8 @@ fn generate(args: &GenerateArgs, config: &Config) -> Result<Vec<PathBuf>, String
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let device = open_device(args.compute.device).map_err(|e| e.to_string())?;
-    let mut models = Models::new(device, args.compute.precision);
+    let placement = args.compute.placement().map_err(|e| e.to_string())?;
+    let mut models = Models::new(placement);
     let outcome = run_plan(&plan, &mut models, &ctx, &mut |event| match event {
         RunEvent::Stage(text) => bar.set_message(text),
         RunEvent::Step {

@@ -1,7 +1,8 @@
-//! Where the networks run and in which precision: `--device auto|cpu|cuda[:N]|metal[:N]` and
-//! `--precision auto|f32|f16|bf16`, shared by the server, `generate` and `bench`. `auto` picks
-//! the first CUDA GPU, else Metal, else the CPU; f32 on the CPU, f16 on a GPU. The VAE always
-//! decodes in f32 (the SDXL VAE overflows in f16: the classic black image).
+//! Where the networks run, in which precision and how much stays resident:
+//! `--device auto|cpu|cuda[:N]|metal[:N]`, `--precision auto|f32|f16|bf16` and
+//! `--vram high|normal|low`, shared by the server, `generate` and `bench`. `auto` picks the first
+//! CUDA GPU, else Metal, else the CPU; f32 on the CPU, f16 on a GPU. The VAE always decodes in
+//! f32 (the SDXL VAE overflows in f16: the classic black image).
 
 use std::fmt;
 use std::str::FromStr;
@@ -105,6 +106,85 @@ impl Precision {
     }
 }
 
+/// The `--vram` value: how much of the models stays on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Vram {
+    /// Everything resident: text encoders, both UNets, the VAE (SDXL in f16: about 12 GB).
+    High,
+    /// One UNet at a time: the refiner's is built when sampling reaches the switch, after the
+    /// base's is dropped, and the base's again for the next image (about 7 GB in f16; on the
+    /// CPU it halves the memory of a base + refiner run).
+    #[default]
+    Normal,
+    /// As `Normal`, with the text encoders on the CPU in f32 (about 5.5 GB on the GPU).
+    Low,
+}
+
+impl FromStr for Vram {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "high" => Ok(Vram::High),
+            "normal" => Ok(Vram::Normal),
+            "low" => Ok(Vram::Low),
+            _ => Err(format!(
+                "unknown VRAM mode `{s}`: choose high, normal or low"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Vram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Vram::High => "high",
+            Vram::Normal => "normal",
+            Vram::Low => "low",
+        })
+    }
+}
+
+/// Where and how the networks run.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    pub device: Device,
+    pub precision: Precision,
+    pub vram: Vram,
+}
+
+impl Placement {
+    /// The CPU in f32 with the default residency.
+    pub fn cpu() -> Placement {
+        Placement {
+            device: Device::Cpu,
+            precision: Precision::Auto,
+            vram: Vram::default(),
+        }
+    }
+
+    /// Where the text encoders run: the CPU with `--vram low`, else the device.
+    pub fn text_device(&self) -> Device {
+        match self.vram {
+            Vram::Low => Device::Cpu,
+            _ => self.device.clone(),
+        }
+    }
+
+    /// The text encoders' precision: f32 when `--vram low` moved them to the CPU.
+    pub fn text_precision(&self) -> Precision {
+        match self.vram {
+            Vram::Low if !self.device.is_cpu() => Precision::F32,
+            _ => self.precision,
+        }
+    }
+
+    /// Whether base and refiner UNets both stay resident.
+    pub fn keeps_both_unets(&self) -> bool {
+        self.vram == Vram::High
+    }
+}
+
 /// Why a device could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
@@ -186,6 +266,21 @@ pub struct ComputeArgs {
     /// bf16. The VAE always runs in f32.
     #[arg(long, default_value_t = Precision::Auto, value_name = "DTYPE")]
     pub precision: Precision,
+    /// How much stays on the device: high (everything), normal (one UNet at a time), low (one
+    /// UNet at a time and the text encoders on the CPU).
+    #[arg(long, default_value_t = Vram::Normal, value_name = "MODE")]
+    pub vram: Vram,
+}
+
+impl ComputeArgs {
+    /// Opens the device and returns the placement the flags describe.
+    pub fn placement(&self) -> Result<Placement, DeviceError> {
+        Ok(Placement {
+            device: open_device(self.device)?,
+            precision: self.precision,
+            vram: self.vram,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +304,21 @@ mod tests {
         }
         assert_eq!("fp16".parse::<Precision>().unwrap(), Precision::F16);
         assert!("f8".parse::<Precision>().unwrap_err().contains("f32, f16"));
+    }
+
+    #[test]
+    fn vram_modes_place_the_text_encoders() {
+        assert_eq!("LOW".parse::<Vram>().unwrap(), Vram::Low);
+        assert!("tiny".parse::<Vram>().is_err());
+        let mut p = Placement::cpu();
+        assert!(!p.keeps_both_unets());
+        p.vram = Vram::High;
+        assert!(p.keeps_both_unets());
+        p.vram = Vram::Low;
+        p.precision = Precision::F16;
+        assert!(p.text_device().is_cpu());
+        // On the CPU already: the requested precision stays.
+        assert_eq!(p.text_precision(), Precision::F16);
     }
 
     #[test]

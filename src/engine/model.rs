@@ -208,6 +208,12 @@ impl SdxlWithLoras {
         &self.file
     }
 
+    /// The same file and LoRAs, its text encoders and UNet built in `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.file.precision = precision;
+        self
+    }
+
     /// Whether any LoRA changes a weight of this file.
     pub fn has_patches(&self) -> bool {
         !self.patches.is_empty()

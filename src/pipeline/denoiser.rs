@@ -4,9 +4,12 @@
 //! (negative ADM guidance), and the refiner takes over below the switch σ with its own
 //! conditioning while the sampler keeps its history (the joint swap).
 
+use std::cell::RefCell;
+
 use candle_core::{Result, Tensor};
 
 use super::guidance::{Guidance, LAST_TIMESTEP};
+use super::unets::UnetSwap;
 use crate::engine::unet::UNet;
 use crate::sampling::{Denoiser, DiscreteSchedule};
 
@@ -51,9 +54,42 @@ impl Adm {
     }
 }
 
+/// The UNet a stage evaluates.
+pub enum UnetRef<'a> {
+    /// Built for the whole run.
+    Resident(&'a UNet),
+    /// Built on demand by the shared swap (model index [`BASE`] or [`REFINER`]).
+    ///
+    /// [`BASE`]: super::unets::BASE
+    /// [`REFINER`]: super::unets::REFINER
+    Swapped(&'a RefCell<UnetSwap>, usize),
+}
+
+impl<'a> From<&'a UNet> for UnetRef<'a> {
+    fn from(unet: &'a UNet) -> Self {
+        UnetRef::Resident(unet)
+    }
+}
+
+impl UnetRef<'_> {
+    fn forward(&self, x: &Tensor, t: &Tensor, context: &Tensor, y: &Tensor) -> Result<Tensor> {
+        match self {
+            UnetRef::Resident(unet) => unet.forward(x, t, context, y),
+            UnetRef::Swapped(swap, model) => {
+                let mut swap = swap
+                    .try_borrow_mut()
+                    .map_err(|_| candle_core::Error::Msg("the UNets are in use".into()))?;
+                swap.get(*model)
+                    .map_err(candle_core::Error::wrap)?
+                    .forward(x, t, context, y)
+            }
+        }
+    }
+}
+
 /// One model with its conditioning.
 pub struct Stage<'a> {
-    pub unet: &'a UNet,
+    pub unet: UnetRef<'a>,
     /// `[2, T, C]`: positive and negative context, padded to the same length.
     pub context: Tensor,
     pub adm: Adm,

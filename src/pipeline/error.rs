@@ -23,6 +23,12 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("the {what} came out as NaN or infinity in {dtype}: {hint}")]
+    NotFinite {
+        what: &'static str,
+        dtype: &'static str,
+        hint: &'static str,
+    },
     #[error("{0}")]
     Other(String),
 }

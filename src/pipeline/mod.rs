@@ -15,6 +15,7 @@ pub mod request;
 pub mod run;
 pub mod sharpness;
 pub mod styles;
+pub mod unets;
 pub mod wildcards;
 
 pub use error::PipelineError;

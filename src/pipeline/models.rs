@@ -1,7 +1,9 @@
 //! The models a run needs, loaded once and kept until a request needs others: the tokenizer, the
-//! base checkpoint's text encoders, UNet and VAE with the LoRAs merged, and the refiner's UNet.
+//! base checkpoint's text encoders (on the device, or the CPU with `--vram low`) and VAE, and the
+//! base and refiner UNets with the LoRAs merged, built as the [`Placement`] says ([`UnetSwap`]).
 //! Changing the base or its LoRAs clears the prompt-encoding cache.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -9,14 +11,14 @@ use candle_core::Device;
 
 use super::encode::EncodeCache;
 use super::plan::Plan;
+use super::unets::{UnetSwap, BASE, REFINER};
 use crate::config::Config;
 use crate::engine::checkpoint::Architecture;
 use crate::engine::clip::ClipTextModel;
-use crate::engine::device::Precision;
+use crate::engine::device::Placement;
 use crate::engine::lora::{LoraFile, LoraReport};
-use crate::engine::model::SdxlFile;
+use crate::engine::model::{SdxlFile, SdxlWithLoras};
 use crate::engine::tokenizer::ClipTokenizer;
-use crate::engine::unet::UNet;
 use crate::engine::vae::Vae;
 use crate::engine::weights::LoadMode;
 use crate::engine::EngineError;
@@ -28,49 +30,64 @@ struct ModelKey {
     loras: Vec<(PathBuf, u64)>,
 }
 
-/// The loaded base model.
+/// The loaded base model (its UNet lives in the [`UnetSwap`]).
 pub struct Base {
     key: ModelKey,
     pub file: SdxlFile,
+    /// The text encoders, on [`Placement::text_device`].
     pub clip_l: ClipTextModel,
     pub clip_g: ClipTextModel,
-    pub unet: UNet,
     pub vae: Vae,
     pub lora_reports: Vec<LoraReport>,
 }
 
-/// The loaded refiner (only its UNet runs; its conditioning comes from the base's encoders).
+/// The chosen refiner (only its UNet runs, from the [`UnetSwap`]; its conditioning comes from the
+/// base's encoders).
 pub struct Refiner {
     key: ModelKey,
     pub file: SdxlFile,
-    pub unet: UNet,
+}
+
+/// What a run reads from [`Models`].
+pub struct Loaded<'a> {
+    pub tokenizer: &'a ClipTokenizer,
+    pub base: &'a Base,
+    pub refiner: Option<&'a Refiner>,
+    pub unets: &'a RefCell<UnetSwap>,
+    pub cache: &'a mut EncodeCache,
 }
 
 /// Everything loaded so far, reused across runs.
 pub struct Models {
-    device: Device,
-    precision: Precision,
+    placement: Placement,
     tokenizer: Option<(PathBuf, ClipTokenizer)>,
     base: Option<Base>,
     refiner: Option<Refiner>,
+    unets: RefCell<UnetSwap>,
     /// Prompt encodings for the loaded base.
     pub cache: EncodeCache,
 }
 
 impl Models {
-    pub fn new(device: Device, precision: Precision) -> Self {
+    pub fn new(placement: Placement) -> Self {
+        let unets = UnetSwap::new(placement.device.clone(), placement.keeps_both_unets());
         Self {
-            device,
-            precision,
+            placement,
             tokenizer: None,
             base: None,
             refiner: None,
+            unets: RefCell::new(unets),
             cache: EncodeCache::default(),
         }
     }
 
     pub fn device(&self) -> &Device {
-        &self.device
+        &self.placement.device
+    }
+
+    /// How many times each UNet was built so far: `[base, refiner]`.
+    pub fn unet_builds(&self) -> [usize; 2] {
+        self.unets.borrow().builds()
     }
 
     /// Loads what `plan` needs that is not loaded yet; `on_stage` hears what is being loaded.
@@ -93,23 +110,41 @@ impl Models {
             .map(|(m, w)| (m.path.clone(), *w))
             .collect();
         let base_key = key(&plan.base_model.path, &loras);
+        let unets = self.unets.get_mut();
         if self.base.as_ref().map(|b| &b.key) != Some(&base_key) {
             on_stage(format!("Loading {}", plan.base_model.name));
             self.base = None;
+            unets.set(BASE, None);
             self.cache.clear();
-            self.base = Some(self.load_base(base_key, config)?);
+            let (base, patched) = Self::load_base(&self.placement, base_key, config)?;
+            unets.set(BASE, Some(patched));
+            self.base = Some(base);
         }
         match &plan.refiner {
-            None => self.refiner = None,
+            None => {
+                self.refiner = None;
+                unets.set(REFINER, None);
+            }
             Some(r) => {
                 let refiner_key = key(&r.model.path, &loras);
                 if self.refiner.as_ref().map(|x| &x.key) != Some(&refiner_key) {
                     on_stage(format!("Loading {}", r.model.name));
                     self.refiner = None;
-                    self.refiner = Some(self.load_refiner(refiner_key, config)?);
+                    unets.set(REFINER, None);
+                    let (refiner, patched) =
+                        Self::open_refiner(&self.placement, refiner_key, config)?;
+                    unets.set(REFINER, Some(patched));
+                    // Refuse a broken refiner now, not half-way through sampling.
+                    unets.check(REFINER)?;
+                    if self.placement.keeps_both_unets() {
+                        unets.get(REFINER)?;
+                    }
+                    self.refiner = Some(refiner);
                 }
             }
         }
+        // The base samples first: build it now (the refiner may hold the memory after a run).
+        unets.get(BASE)?;
         Ok(())
     }
 
@@ -120,47 +155,60 @@ impl Models {
             .collect()
     }
 
-    fn open(&self, path: &Path, config: &Config) -> Result<SdxlFile, EngineError> {
+    fn open(placement: &Placement, path: &Path, config: &Config) -> Result<SdxlFile, EngineError> {
         let mut file = SdxlFile::open(path, config.head_dims(path))?;
-        file.precision = self.precision;
+        file.precision = placement.precision;
         Ok(file)
     }
 
-    fn load_base(&self, key: ModelKey, config: &Config) -> Result<Base, EngineError> {
-        let file = self.open(&key.path, config)?;
+    /// The base's encoders and VAE, and the file its UNet is built from.
+    fn load_base(
+        placement: &Placement,
+        key: ModelKey,
+        config: &Config,
+    ) -> Result<(Base, SdxlWithLoras), EngineError> {
+        let file = Self::open(placement, &key.path, config)?;
         file.require(Architecture::SdxlBase)?;
         let (patched, lora_reports) = file.with_loras(&Self::lora_files(&key.loras)?);
-        let dev = &self.device;
-        let Some((clip_l, _)) = patched.clip_l(LoadMode::Real, dev)? else {
+        let text = patched.clone().with_precision(placement.text_precision());
+        let text_device = placement.text_device();
+        let Some((clip_l, _)) = text.clip_l(LoadMode::Real, &text_device)? else {
             return Err(EngineError::Internal("an SDXL base without CLIP-L".into()));
         };
-        let (clip_g, _) = patched.clip_g(LoadMode::Real, dev)?;
-        let (unet, _) = patched.unet(LoadMode::Real, dev)?;
-        let (vae, _) = file.vae(LoadMode::Real, dev)?;
-        Ok(Base {
+        let (clip_g, _) = text.clip_g(LoadMode::Real, &text_device)?;
+        let (vae, _) = file.vae(LoadMode::Real, &placement.device)?;
+        let base = Base {
             key,
             file,
             clip_l,
             clip_g,
-            unet,
             vae,
             lora_reports,
-        })
+        };
+        Ok((base, patched))
     }
 
-    fn load_refiner(&self, key: ModelKey, config: &Config) -> Result<Refiner, EngineError> {
-        let file = self.open(&key.path, config)?;
+    fn open_refiner(
+        placement: &Placement,
+        key: ModelKey,
+        config: &Config,
+    ) -> Result<(Refiner, SdxlWithLoras), EngineError> {
+        let file = Self::open(placement, &key.path, config)?;
         file.require(Architecture::SdxlRefiner)?;
         let (patched, _) = file.with_loras(&Self::lora_files(&key.loras)?);
-        let (unet, _) = patched.unet(LoadMode::Real, &self.device)?;
-        Ok(Refiner { key, file, unet })
+        Ok((Refiner { key, file }, patched))
     }
 
-    /// The loaded tokenizer, base and refiner (after [`Models::prepare`]).
-    pub fn parts(&mut self) -> Option<(&ClipTokenizer, &Base, Option<&Refiner>, &mut EncodeCache)> {
+    /// What a run reads (after [`Models::prepare`]).
+    pub fn loaded(&mut self) -> Option<Loaded<'_>> {
         let (_, tokenizer) = self.tokenizer.as_ref()?;
-        let base = self.base.as_ref()?;
-        Some((tokenizer, base, self.refiner.as_ref(), &mut self.cache))
+        Some(Loaded {
+            tokenizer,
+            base: self.base.as_ref()?,
+            refiner: self.refiner.as_ref(),
+            unets: &self.unets,
+            cache: &mut self.cache,
+        })
     }
 }
 

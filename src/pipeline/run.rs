@@ -13,12 +13,13 @@ use super::conditioning::{
     base_time_ids, consistent_time_ids, id_rows, refiner_context, refiner_time_ids,
     REFINER_NEGATIVE_AESTHETIC, REFINER_POSITIVE_AESTHETIC,
 };
-use super::denoiser::{pair_contexts, Adm, FooocusDenoiser, Stage};
+use super::denoiser::{pair_contexts, Adm, FooocusDenoiser, Stage, UnetRef};
 use super::error::PipelineError;
 use super::meta::metadata;
-use super::models::Models;
+use super::models::{Loaded, Models};
 use super::plan::Plan;
 use super::styles::{PromptLines, StyleLibrary};
+use super::unets::{BASE, REFINER};
 use super::wildcards::{apply_arrays, Wildcards};
 use crate::config::Config;
 use crate::engine::text::TextEncoders;
@@ -121,7 +122,14 @@ pub fn run(
 ) -> Result<RunOutcome, PipelineError> {
     models.prepare(plan, ctx.config, &mut |s| on_event(RunEvent::Stage(s)))?;
     let device = models.device().clone();
-    let Some((tokenizer, base, refiner, cache)) = models.parts() else {
+    let Some(Loaded {
+        tokenizer,
+        base,
+        refiner,
+        unets,
+        cache,
+    }) = models.loaded()
+    else {
         return Err(PipelineError::Other("the models are not loaded".into()));
     };
     let table = DiscreteSchedule::sdxl();
@@ -179,8 +187,9 @@ pub fn run(
                 plan.clip_skip,
             )?
         };
-        let context = pair_contexts(&pos.context, &neg.context)?;
-        let pooled = Tensor::cat(&[&pos.pooled, &neg.pooled], 0)?;
+        // The text encoders may run on the CPU (`--vram low`).
+        let context = pair_contexts(&pos.context, &neg.context)?.to_device(&device)?;
+        let pooled = Tensor::cat(&[&pos.pooled, &neg.pooled], 0)?.to_device(&device)?;
         let id_dim = base.file.config.time_id_dim;
         let emphasized = id_rows(
             &[
@@ -194,7 +203,7 @@ pub fn run(
             &device,
         )?;
         let base_stage = Stage {
-            unet: &base.unet,
+            unet: UnetRef::Swapped(unets, BASE),
             context: context.clone(),
             adm: Adm::switched(
                 adm_vector(&pooled, &emphasized, id_dim)?,
@@ -212,7 +221,7 @@ pub fn run(
                 &device,
             )?;
             let stage = Stage {
-                unet: &refiner.unet,
+                unet: UnetRef::Swapped(unets, REFINER),
                 context: refiner_context(&context, refiner.file.config.clip_g.hidden)?,
                 adm: Adm::Fixed(adm_vector(&pooled, &ids, refiner.file.config.time_id_dim)?),
             };
@@ -260,6 +269,11 @@ pub fn run(
                 continue;
             }
         };
+        check_finite(
+            &latent,
+            "sampled latent",
+            base.file.precision.dtype_on(&device),
+        )?;
         let evaluations = Evaluations {
             base: denoiser.evaluations[0],
             refiner: denoiser.evaluations[1],
@@ -268,7 +282,9 @@ pub fn run(
             "Saving image {}/{images}",
             index + 1
         )));
-        let image = to_rgb(&base.vae.decode(&latent)?)?;
+        let decoded = base.vae.decode(&latent)?;
+        check_finite(&decoded, "decoded image", DType::F32)?;
+        let image = to_rgb(&decoded)?;
         let meta = metadata(plan, seed, &prompt, &negative);
         let options = EncodeOptions {
             format: plan.output_format,
@@ -289,6 +305,26 @@ pub fn run(
         });
     }
     Ok(outcome)
+}
+
+/// Refuses a tensor holding NaN or infinity (a black or noisy image otherwise): half precision
+/// overflowing on some GPUs, or broken weights.
+fn check_finite(t: &Tensor, what: &'static str, dtype: DType) -> Result<(), PipelineError> {
+    let sum = t.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+    if sum.is_finite() {
+        return Ok(());
+    }
+    let hint = match dtype {
+        DType::F16 | DType::BF16 => {
+            "half precision overflowed (some GPUs do): run again with --precision f32, or bf16"
+        }
+        _ => "the checkpoint's weights may be broken: try another file (fooocus inspect checks it)",
+    };
+    Err(PipelineError::NotFinite {
+        what,
+        dtype: dtype.as_str(),
+        hint,
+    })
 }
 
 /// The first latent: noise·√(1 + σ₀²) for a full denoise from σ_max (ComfyUI/Fooocus), noise·σ₀

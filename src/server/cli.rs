@@ -13,7 +13,7 @@ use super::{
     start, Accounts, Credentials, ServerOptions, DEFAULT_BODY_LIMIT, DEFAULT_PORT, DEFAULT_QUEUE,
 };
 use crate::config::{Config, DEFAULT_PRESET};
-use crate::engine::device::{describe, open_device, ComputeArgs};
+use crate::engine::device::{describe, ComputeArgs};
 use crate::hub::{builtin_catalog, missing, HubClient};
 use crate::pipeline::styles::StyleLibrary;
 
@@ -115,18 +115,18 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let device = match open_device(args.compute.device) {
-        Ok(d) => d,
+    let placement = match args.compute.placement() {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let precision = args.compute.precision;
     println!(
-        "computing on {} in {:?} (VAE in f32)",
-        describe(&device),
-        precision.dtype_on(&device)
+        "computing on {} in {} (VAE in f32), --vram {}",
+        describe(&placement.device),
+        placement.precision.dtype_on(&placement.device).as_str(),
+        placement.vram
     );
     let styles = match StyleLibrary::load(&config.paths.styles) {
         Ok(s) => s,
@@ -165,8 +165,7 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
         styles,
         listen: SocketAddr::new(ip, args.port),
         auth: auth.clone(),
-        device,
-        precision,
+        placement,
         queue_capacity: args.queue_size,
         body_limit: DEFAULT_BODY_LIMIT,
         hub: (!args.no_download).then(|| HubClient::from_env(args.hf_mirror.as_deref())),

@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::config::{Config, Preset};
-use crate::engine::device::Precision;
+use crate::engine::device::Placement;
 use crate::hub::background::{self, statuses, Downloads};
 use crate::hub::{builtin_catalog, missing, HubClient};
 use crate::pipeline::styles::StyleLibrary;
@@ -51,8 +51,8 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// Who may log in; `None`: no authentication.
     pub auth: Option<Accounts>,
-    pub device: Device,
-    pub precision: Precision,
+    /// Where the models run and what stays resident.
+    pub placement: Placement,
     pub queue_capacity: usize,
     pub body_limit: usize,
     /// Where to download what the preset lacks; `None` downloads nothing.
@@ -171,8 +171,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
             config: config.clone(),
             styles: styles.clone(),
             store: store.clone(),
-            device: options.device.clone(),
-            precision: options.precision,
+            placement: options.placement.clone(),
             capacity: options.queue_capacity,
         })
         .map_err(StartError::Worker)?,
@@ -184,7 +183,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         styles,
         store,
         worker: worker.clone(),
-        device: options.device,
+        device: options.placement.device,
         downloads,
     });
     let app = router(

@@ -15,14 +15,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use candle_core::Device;
 use tokio::sync::{broadcast, watch};
 
 pub use events::{Event, JobId, JobImage, PreviewFrame};
 pub use jobs::{JobState, JobStatus, Progress};
 
 use crate::config::Config;
-use crate::engine::device::Precision;
+use crate::engine::device::Placement;
 use crate::pipeline::plan::Plan;
 use crate::pipeline::run::RunControl;
 use crate::pipeline::styles::StyleLibrary;
@@ -46,8 +45,8 @@ pub struct WorkerSetup {
     pub config: Arc<Config>,
     pub styles: Arc<StyleLibrary>,
     pub store: Arc<OutputStore>,
-    pub device: Device,
-    pub precision: Precision,
+    /// Where the models run and what stays resident.
+    pub placement: Placement,
     /// Jobs that may wait in the queue (besides the running one).
     pub capacity: usize,
 }

@@ -17,7 +17,7 @@ use crate::store::read_metadata;
 
 /// Runs jobs until the queue is closed.
 pub(crate) fn run(rx: Receiver<QueuedJob>, shared: Arc<Shared>, setup: WorkerSetup) {
-    let mut models = Models::new(setup.device.clone(), setup.precision);
+    let mut models = Models::new(setup.placement.clone());
     while let Ok(job) = rx.recv() {
         let control = {
             let mut jobs = shared.jobs();
@@ -50,7 +50,7 @@ pub(crate) fn run(rx: Receiver<QueuedJob>, shared: Arc<Shared>, setup: WorkerSet
             Ok(result) => result,
             Err(panic) => {
                 // The models may be half-built: start from scratch for the next job.
-                models = Models::new(setup.device.clone(), setup.precision);
+                models = Models::new(setup.placement.clone());
                 let what = panic
                     .downcast_ref::<String>()
                     .cloned()

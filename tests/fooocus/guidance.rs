@@ -214,12 +214,12 @@ fn fooocus_base_and_refiner_run_from_the_seed() {
         sharpness: f(&set["sharpness"]),
     };
     let base_stage = Stage {
-        unet: &base_unet,
+        unet: (&base_unet).into(),
         context,
         adm: Adm::switched(y_emph, y_cons, f(&set["adm_end"])),
     };
     let ref_stage = Stage {
-        unet: &ref_unet,
+        unet: (&ref_unet).into(),
         context: ref_context,
         adm: Adm::Fixed(ref_y),
     };

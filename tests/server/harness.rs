@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 
-use candle_core::Device;
 use fooocus::config::Preset;
+use fooocus::engine::device::Placement;
 use fooocus::pipeline::styles::StyleLibrary;
 use fooocus::server::{start, Accounts, RunningServer, ServerOptions};
 
@@ -68,8 +68,7 @@ pub async fn serve(spec: Spec) -> TestServer {
         styles,
         listen: spec.listen.parse().unwrap(),
         auth: spec.auth.clone(),
-        device: Device::Cpu,
-        precision: Default::default(),
+        placement: Placement::cpu(),
         queue_capacity: spec.queue,
         body_limit: spec.body_limit,
         hub: spec.hub.clone(),
