@@ -80,7 +80,7 @@ done
 CUDARC_VER="$(awk '/^name = "cudarc"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' "$REPO/Cargo.lock")"
 CUDARC_SYS="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$CUDARC_VER"/src/driver/sys/mod.rs | head -n1)"
 STUB="$CUDA_ROOT/lib64/stubs/libcuda.so"
-if [[ ! -e "$STUB" || "$CUDARC_SYS" -nt "$STUB" || "$0" -nt "$STUB" ]]; then
+if [[ ! -e "$STUB" || "$CUDARC_SYS" -nt "$STUB" || "${BASH_SOURCE[0]}" -nt "$STUB" ]]; then
   log "generating libcuda stub from $CUDARC_SYS"
   grep -oE '\bfn cu[A-Za-z0-9_]+\(' "$CUDARC_SYS" | sed -E 's/^fn (.*)\($/\1/' | sort -u \
     | awk '{ printf "void %s(void) {}\n", $1 }' > "$CUDA_ROOT/lib64/stubs/libcuda_stub.c"

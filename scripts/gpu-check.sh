@@ -12,7 +12,8 @@
 #                                              without PyTorch (to try the script anywhere)
 #
 # Environment: DEVICE (default cuda), QUICK=1, STEPS (default 30), REPEATS (default 3),
-# OUT (results folder; default /tmp/gpu-check).
+# OUT (results folder, 8 files at most; default /tmp/gpu-check), DEADLINE (seconds for the whole
+# check, default 540: each step gets what is left, so the table always prints).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KIT=$(cd "${1:-$ROOT/gpu-kit}" && pwd) || { echo "no kit: run scripts/make-gpu-kit.sh" >&2; exit 2; }
@@ -20,7 +21,11 @@ DEVICE=${DEVICE:-cuda}
 STEPS=${STEPS:-30}
 REPEATS=${REPEATS:-3}
 RESULTS=${OUT:-/tmp/gpu-check}
+DEADLINE=${DEADLINE:-540}
 mkdir -p "$RESULTS" /tmp/gpu-check-bin
+rm -f "$RESULTS"/ours.json "$RESULTS"/torch.json "$RESULTS"/vram.csv
+# budget CAP: seconds a step may take, at most CAP and what the deadline leaves (30 s kept).
+budget() { local left=$(( DEADLINE - SECONDS - 30 )); (( left < 10 )) && left=10; (( left < $1 )) && echo "$left" || echo "$1"; }
 BIN=/tmp/gpu-check-bin
 status=0
 
@@ -49,8 +54,8 @@ fi
 
 vram_log=$RESULTS/vram.csv
 if command -v nvidia-smi >/dev/null 2>&1; then
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$RESULTS/gpu.txt"
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$vram_log" &
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >> "$vram_log" &
     sampler=$!
     trap 'kill $sampler 2>/dev/null' EXIT
 fi
@@ -58,7 +63,7 @@ fi
 echo "== 1. parity on $DEVICE (f16 and f32)"
 for suite in parity engine_runs; do
     if ! FOOOCUS_TEST_DEVICE=$DEVICE FOOOCUS_TEST_PRECISIONS=f16,f32 \
-        timeout 300 "$BIN/$suite" --nocapture --test-threads 1 > "$RESULTS/$suite.log" 2>&1; then
+        timeout "$(budget 120)" "$BIN/$suite" --nocapture --test-threads 1 > "$RESULTS/$suite.log" 2>&1; then
         status=1
         echo "!! $suite failed (see $RESULTS/$suite.log)"
     fi
@@ -72,13 +77,13 @@ else
     bench_args=(--layouts "$KIT/fixtures/layouts" --parts text,unet1024,vae1024,generate1024 --refiner-switch 0.667
         --steps "$STEPS" --repeats "$REPEATS" --warmup 1 --vae-tile 0)
 fi
-if ! timeout 420 "$BIN/fooocus" bench --device "$DEVICE" "${bench_args[@]}" --json > "$RESULTS/ours.json" 2> "$RESULTS/ours.log"; then
+if ! timeout "$(budget 300)" "$BIN/fooocus" bench --device "$DEVICE" "${bench_args[@]}" --json > "$RESULTS/ours.json" 2> "$RESULTS/ours.log"; then
     status=1
     echo "!! fooocus bench failed:"; tail -20 "$RESULTS/ours.log"
 fi
 
 # The nvidia-smi samples so far belong to our runs; later ones to PyTorch.
-[[ -f "$vram_log" ]] && wc -l < "$vram_log" > "$RESULTS/vram_ours_lines"
+[[ -f "$vram_log" ]] && echo "# pytorch" >> "$vram_log"
 
 if [[ -z "${QUICK:-}" ]]; then
     echo "== 3. PyTorch on the same GPU"
@@ -86,7 +91,7 @@ if [[ -z "${QUICK:-}" ]]; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/gpu-check-site "$KIT"/whl/*.whl && export PYTHONPATH=/tmp/gpu-check-site
     fi
-    if ! timeout 300 python3 "$ROOT/benches/torch_gpu.py" --steps "$STEPS" --repeats 5 \
+    if ! timeout "$(budget 200)" python3 "$ROOT/benches/torch_gpu.py" --steps "$STEPS" --repeats 5 \
         > "$RESULTS/torch.json" 2> "$RESULTS/torch.log"; then
         echo "!! PyTorch side failed:"; tail -5 "$RESULTS/torch.log"
     fi
@@ -115,13 +120,12 @@ if torch:
     print(f"PyTorch {torch['torch']} {torch['dtype']} on {torch['gpu']}: peak {torch['peak_gib']:.2f} GiB allocated"
           f" (generation = {torch['parts']['generate_estimate']:.2f} s estimated from its steps)")
 try:
-    used = [int(v) for v in open(os.path.join(out, "vram.csv")).read().split() if v.isdigit()]
-    split = int(open(os.path.join(out, "vram_ours_lines")).read().strip() or 0)
-    if used[:split]:
-        print(f"peak GPU memory of our parity runs and bench (nvidia-smi): {max(used[:split])} MiB")
-    if used[split:]:
-        print(f"peak GPU memory of the PyTorch side (nvidia-smi): {max(used[split:])} MiB")
-except (OSError, ValueError):
+    ours_part, _, torch_part = open(os.path.join(out, "vram.csv")).read().partition("# pytorch")
+    for who, text in (("our parity runs and bench", ours_part), ("the PyTorch side", torch_part)):
+        used = [int(v) for v in text.split() if v.isdigit()]
+        if used:
+            print(f"peak GPU memory of {who} (nvidia-smi): {max(used)} MiB")
+except OSError:
     pass
 PY
 exit $status

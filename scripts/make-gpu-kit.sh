@@ -28,7 +28,7 @@ cargo_args=(--profile "$PROFILE")
 echo "== building fooocus and the parity test binaries ($PROFILE${FEATURES:+, features $FEATURES})"
 cargo build "${cargo_args[@]}" --bin fooocus
 listing=$(cargo test "${cargo_args[@]}" --no-run --test parity --test engine_runs \
-    --message-format=json 2>/dev/null)
+    --message-format=json)
 profile_dir=$([[ "$PROFILE" == dev ]] && echo debug || echo "$PROFILE")
 target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
 

@@ -88,18 +88,35 @@ fn serving_with_a_bad_auth_file_exits_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::write_tiny_config(dir.path());
     let auth = dir.path().join("auth.json");
+    // The server must refuse to start: a server that starts anyway is killed and fails the test.
     let serve = |auth: &Path| {
-        fooocus(
-            &config,
-            &[
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fooocus"))
+            .arg("--config")
+            .arg(&config)
+            .args([
                 "--no-browser",
                 "--no-download",
                 "--port",
                 "0",
                 "--auth-file",
-                auth.to_str().unwrap(),
-            ],
-        )
+            ])
+            .arg(auth)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!(
+                    "the server started with the bad auth file {}",
+                    auth.display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        child.wait_with_output().unwrap()
     };
     for (text, says) in [
         ("[{\"user\": \"ann\"}]", "needs a non-empty \"pass\""),
@@ -112,6 +129,7 @@ fn serving_with_a_bad_auth_file_exits_naming_it() {
         assert!(stderr.contains(says), "{stderr}");
     }
     let out = serve(&dir.path().join("none.json"));
+    assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("none.json"), "{stderr}");
 }

@@ -1,6 +1,6 @@
 //! The whole pipeline on the tiny checkpoints: requests validated into plans, images generated,
 //! saved and read back; determinism, seeds, the refiner swap's evaluation counts, Stop and Skip,
-//! and every kind of bad request.
+//! every kind of bad request, the `--vram` residency modes, and a non-finite latent refused.
 
 mod common;
 

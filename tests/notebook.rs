@@ -1,7 +1,8 @@
 //! `notebook/fooocus.ipynb` runs: its code cells, in order, under plain `python3` (as a kernel
 //! would run them, minus Jupyter), with the binary under test as `FOOOCUS_RS_BINARY` and the tiny
-//! models' config in `FOOOCUS_RS_DIR`. The server must come up, answer through the cells' health
-//! wait, offer the page's link and stop at the last cell.
+//! models' config in `FOOOCUS_RS_DIR`. The server must come up (also with `--auth`, where the
+//! health wait gets 401), answer through the cells' health wait, offer the page's link and stop
+//! at the last cell.
 
 mod common;
 
@@ -28,6 +29,12 @@ fn notebook_script() -> String {
 
 #[test]
 fn the_notebook_starts_the_server_and_stops_it() {
+    for args in ["--no-download", "--no-download --auth ann:pw"] {
+        run_notebook(args);
+    }
+}
+
+fn run_notebook(server_args: &str) {
     let dir = tempfile::tempdir().unwrap();
     common::write_tiny_config(dir.path());
     let port = TcpListener::bind("127.0.0.1:0")
@@ -41,7 +48,7 @@ fn the_notebook_starts_the_server_and_stops_it() {
         .env("FOOOCUS_RS_DIR", dir.path())
         .env("FOOOCUS_RS_BINARY", env!("CARGO_BIN_EXE_fooocus"))
         .env("FOOOCUS_RS_PORT", port.to_string())
-        .env("FOOOCUS_RS_ARGS", "--no-download")
+        .env("FOOOCUS_RS_ARGS", server_args)
         .output()
         .expect("python3 runs (install python3; .ci/run does)");
     let log = format!(

@@ -12,6 +12,7 @@ use crate::engine::config::SdxlConfig;
 use crate::engine::tiling::decode_tiled;
 use crate::engine::unet::{adm_vector, UNet};
 use crate::engine::vae::{Vae, VAE_FACTOR};
+use crate::pipeline::conditioning::refiner_context;
 use crate::pipeline::denoiser::{Adm, FooocusDenoiser, Stage};
 use crate::pipeline::guidance::Guidance;
 use crate::sampling::{
@@ -181,9 +182,7 @@ fn generate(nets: &Networks, args: &BenchArgs, side: usize) -> anyhow::Result<Wo
         let mut denoiser = FooocusDenoiser::new(stage, &schedule, guidance);
         let sigmas = Scheduler::Karras.sigmas(&schedule, steps)?;
         if let Some(((refiner_cfg, refiner_unet), fraction)) = &refiner {
-            // The refiner reads CLIP-G's states alone (the last part of the base's context).
-            let width = refiner_cfg.unet.context_dim;
-            let g_context = stage_context.narrow(2, stage_context.dim(2)? - width, width)?;
+            let g_context = refiner_context(&stage_context, refiner_cfg.clip_g.hidden)?;
             let switch = ((steps as f64 * fraction).round() as usize).min(steps - 1);
             let stage = Stage {
                 unet: refiner_unet.into(),

@@ -1,6 +1,6 @@
 //! Where the networks run, in which precision and how much stays resident:
 //! `--device auto|cpu|cuda[:N]|metal[:N]`, `--precision auto|f32|f16|bf16` and
-//! `--vram high|normal|low`, shared by the server, `generate` and `bench`. `auto` picks the first
+//! `--vram auto|high|normal|low`, shared by the server, `generate` and `bench`. `auto` picks the first
 //! CUDA GPU, else Metal, else the CPU; f32 on the CPU, f16 on a GPU. The VAE always decodes in
 //! f32 (the SDXL VAE overflows in f16: the classic black image).
 
@@ -109,12 +109,14 @@ impl Precision {
 /// The `--vram` value: how much of the models stays on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Vram {
+    /// `High` on a CUDA GPU with at least 16 GiB, else `Normal` (see [`Vram::resolve`]).
+    #[default]
+    Auto,
     /// Everything resident: text encoders, both UNets, the VAE (SDXL in f16: about 12 GB).
     High,
     /// One UNet at a time: the refiner's is built when sampling reaches the switch, after the
     /// base's is dropped, and the base's again for the next image (about 7 GB in f16; on the
     /// CPU it halves the memory of a base + refiner run).
-    #[default]
     Normal,
     /// As `Normal`, with the text encoders on the CPU in f32 (about 5.5 GB on the GPU).
     Low,
@@ -125,11 +127,12 @@ impl FromStr for Vram {
 
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Vram::Auto),
             "high" => Ok(Vram::High),
             "normal" => Ok(Vram::Normal),
             "low" => Ok(Vram::Low),
             _ => Err(format!(
-                "unknown VRAM mode `{s}`: choose high, normal or low"
+                "unknown VRAM mode `{s}`: choose auto, high, normal or low"
             )),
         }
     }
@@ -138,11 +141,40 @@ impl FromStr for Vram {
 impl fmt::Display for Vram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Vram::Auto => "auto",
             Vram::High => "high",
             Vram::Normal => "normal",
             Vram::Low => "low",
         })
     }
+}
+
+/// GPUs with at least this much memory keep everything resident under `--vram auto`.
+const HIGH_VRAM_BYTES: usize = 16 << 30;
+
+impl Vram {
+    /// `Auto` made concrete for `device`: `High` on a CUDA GPU with at least 16 GiB (SDXL's
+    /// weights in f16 take 11.6 GB), else `Normal` (the CPU, Metal's shared memory, smaller
+    /// GPUs).
+    pub fn resolve(self, device: &Device) -> Vram {
+        match self {
+            Vram::Auto => match device_memory(device) {
+                Some(bytes) if bytes >= HIGH_VRAM_BYTES => Vram::High,
+                _ => Vram::Normal,
+            },
+            chosen => chosen,
+        }
+    }
+}
+
+/// The total memory of a CUDA device (`None` elsewhere, or when the driver does not say).
+fn device_memory(device: &Device) -> Option<usize> {
+    #[cfg(feature = "cuda")]
+    if let Ok(cuda) = device.as_cuda_device() {
+        return cuda.cuda_stream().context().total_mem().ok();
+    }
+    let _ = device;
+    None
 }
 
 /// Where and how the networks run.
@@ -159,7 +191,7 @@ impl Placement {
         Placement {
             device: Device::Cpu,
             precision: Precision::Auto,
-            vram: Vram::default(),
+            vram: Vram::Normal,
         }
     }
 
@@ -266,19 +298,21 @@ pub struct ComputeArgs {
     /// bf16. The VAE always runs in f32.
     #[arg(long, default_value_t = Precision::Auto, value_name = "DTYPE")]
     pub precision: Precision,
-    /// How much stays on the device: high (everything), normal (one UNet at a time), low (one
-    /// UNet at a time and the text encoders on the CPU).
-    #[arg(long, default_value_t = Vram::Normal, value_name = "MODE")]
+    /// How much stays on the device: auto (high on a CUDA GPU with 16 GiB or more, else normal),
+    /// high (everything), normal (one UNet at a time), low (one UNet at a time and the text
+    /// encoders on the CPU).
+    #[arg(long, default_value_t = Vram::Auto, value_name = "MODE")]
     pub vram: Vram,
 }
 
 impl ComputeArgs {
     /// Opens the device and returns the placement the flags describe.
     pub fn placement(&self) -> Result<Placement, DeviceError> {
+        let device = open_device(self.device)?;
         Ok(Placement {
-            device: open_device(self.device)?,
+            vram: self.vram.resolve(&device),
+            device,
             precision: self.precision,
-            vram: self.vram,
         })
     }
 }
@@ -309,6 +343,8 @@ mod tests {
     #[test]
     fn vram_modes_place_the_text_encoders() {
         assert_eq!("LOW".parse::<Vram>().unwrap(), Vram::Low);
+        assert_eq!(Vram::Auto.resolve(&Device::Cpu), Vram::Normal);
+        assert_eq!(Vram::High.resolve(&Device::Cpu), Vram::High);
         assert!("tiny".parse::<Vram>().is_err());
         let mut p = Placement::cpu();
         assert!(!p.keeps_both_unets());

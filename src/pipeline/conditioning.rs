@@ -49,7 +49,13 @@ pub fn id_rows<const N: usize>(rows: &[[f64; N]], device: &candle_core::Device) 
 /// The refiner's context: the CLIP-G part (last `clip_g_width` features) of the base context.
 pub fn refiner_context(base_context: &Tensor, clip_g_width: usize) -> Result<Tensor> {
     let width = base_context.dim(D::Minus1)?;
-    base_context.narrow(D::Minus1, width - clip_g_width, clip_g_width)
+    let Some(start) = width.checked_sub(clip_g_width) else {
+        candle_core::bail!(
+            "the refiner reads {clip_g_width} CLIP-G features but the base gives {width}: \
+             base and refiner do not belong together"
+        );
+    };
+    base_context.narrow(D::Minus1, start, clip_g_width)
 }
 
 /// The step after whose model call the refiner takes over: round_half_even(steps · switch).

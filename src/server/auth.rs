@@ -69,8 +69,8 @@ pub enum AuthFileError {
     },
 }
 
+/// One entry; other keys are ignored, as the original does.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FileEntry {
     user: String,
     pass: Option<String>,
@@ -83,7 +83,7 @@ fn sha256(text: &str) -> [u8; 32] {
 
 fn parse_hex32(hex: &str) -> Option<[u8; 32]> {
     let hex = hex.trim();
-    if hex.len() != 64 || !hex.is_ascii() {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -126,12 +126,12 @@ impl Accounts {
             if entry.user.is_empty() {
                 return Err(fail("the user name is empty"));
             }
-            let password_sha256 = match (&entry.pass, &entry.hash) {
-                (Some(pass), None) if !pass.is_empty() => sha256(pass),
-                (None, Some(hash)) => parse_hex32(hash).ok_or_else(|| {
+            // As the original: `hash` wins over `pass`.
+            let password_sha256 = match (&entry.hash, &entry.pass) {
+                (Some(hash), _) => parse_hex32(hash).ok_or_else(|| {
                     fail("\"hash\" must be 64 hex digits (sha256 of the password)")
                 })?,
-                (Some(_), Some(_)) => return Err(fail("give \"pass\" or \"hash\", not both")),
+                (None, Some(pass)) if !pass.is_empty() => sha256(pass),
                 _ => return Err(fail("needs a non-empty \"pass\" or a \"hash\"")),
             };
             accounts.0.push(Account {
@@ -265,15 +265,22 @@ mod tests {
             ("{", "is not a JSON list"),
             (r#"[{"user": "a"}]"#, "entry 0 (user \"a\"): needs"),
             (r#"[{"user": "a", "hash": "abc"}]"#, "64 hex digits"),
-            (r#"[{"user": "a", "pass": "p", "hash": "ab"}]"#, "not both"),
+            (
+                r#"[{"user": "a", "pass": "p", "hash": "ab"}]"#,
+                "64 hex digits",
+            ),
             (r#"[{"user": "", "pass": "p"}]"#, "user name is empty"),
-            (r#"[{"user": "a", "password": "p"}]"#, "unknown field"),
+            (r#"[{"user": "a", "password": "p"}]"#, "needs a non-empty"),
         ] {
             std::fs::write(&path, text).unwrap();
             let error = Accounts::load(&path).unwrap_err().to_string();
             assert!(error.contains(says), "{text}: {error}");
             assert!(error.contains("auth.json"), "{error}");
         }
+        let plus = format!(r#"[{{"user": "a", "hash": "+f{}"}}]"#, "a".repeat(62));
+        std::fs::write(&path, plus).unwrap();
+        let error = Accounts::load(&path).unwrap_err().to_string();
+        assert!(error.contains("64 hex digits"), "{error}");
         let error = Accounts::load(&dir.path().join("none.json"))
             .unwrap_err()
             .to_string();

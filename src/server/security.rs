@@ -6,8 +6,11 @@
 //! origin, so it holds behind a path-prefix proxy or a notebook tunnel that rewrites `Host`.
 //! `same-origin` and `none` (typed URL, bookmark) pass; `cross-site` and `same-site` (another
 //! port of the same host) are refused, except a top-level navigation to the page. Browsers only
-//! send it to secure origins (https, localhost); over plain http on the LAN the guard falls back
-//! to comparing `Origin` with `Host`. Requests without either header (curl, scripts) pass.
+//! send it to secure origins (https, localhost); without it the guard falls back to `Origin`,
+//! which must name the host the request was sent to or, when we listen on loopback, a page on
+//! this machine (a local proxy such as Jupyter's). Requests without either header (curl,
+//! scripts) pass. Not covered: DNS rebinding (a foreign name resolving to this machine looks
+//! same-origin to the browser); a `Host` allowlist would be its guard.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -15,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// Whether the browser request described by `headers` may go on. `lan`: we listen beyond
-/// loopback, where `Origin` must name the host when `Sec-Fetch-Site` is absent.
+/// loopback, where an `Origin` on this machine is not enough.
 pub fn same_site_request(method: &Method, headers: &HeaderMap, lan: bool) -> bool {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     match text("sec-fetch-site") {
@@ -24,8 +27,28 @@ pub fn same_site_request(method: &Method, headers: &HeaderMap, lan: bool) -> boo
             (method == Method::GET || method == Method::HEAD)
                 && text("sec-fetch-mode") == Some("navigate")
         }
-        None => !lan || origin_names_host(headers),
+        None => origin_names_host(headers) || (!lan && origin_is_local(headers)),
     }
+}
+
+/// Whether the `Origin` header names a page served from this machine (localhost, 127.0.0.0/8,
+/// [::1], any port).
+fn origin_is_local(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return false;
+    };
+    let Some((_, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let authority = rest.trim_end_matches('/');
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether the `Origin` header (if any) names the host the request was sent to. `null` (a
@@ -111,8 +134,23 @@ mod tests {
             assert!(same_site_request(&post, &headers(&[]), lan));
         }
         let foreign = headers(&[("host", "10.0.0.2:7865"), ("origin", "http://evil.example")]);
-        assert!(same_site_request(&post, &foreign, false));
+        assert!(!same_site_request(&post, &foreign, false));
         assert!(!same_site_request(&post, &foreign, true));
+        // A local proxy (Jupyter on another port) rewriting Host passes on loopback only.
+        for origin in [
+            "http://localhost:8888",
+            "http://127.0.0.1:8888",
+            "http://[::1]:8888",
+        ] {
+            let proxied = headers(&[("host", "localhost:7865"), ("origin", origin)]);
+            assert!(same_site_request(&post, &proxied, false), "{origin}");
+            assert!(!same_site_request(&post, &proxied, true), "{origin}");
+        }
+        let sneaky = headers(&[
+            ("host", "localhost:7865"),
+            ("origin", "http://localhost.evil.example"),
+        ]);
+        assert!(!same_site_request(&post, &sneaky, false));
         let own = headers(&[
             ("host", "10.0.0.2:7865"),
             ("origin", "http://10.0.0.2:7865"),

@@ -206,6 +206,20 @@ async fn other_sites_pages_are_refused_on_loopback() {
         assert_eq!(r.status, 403, "{method} {path}");
         assert!(String::from_utf8_lossy(&r.body).contains("another web site"));
     }
+    // A browser without fetch metadata: the Origin decides.
+    let old_browser = [
+        ("Origin", "http://evil.example"),
+        ("Content-Type", "text/plain"),
+    ];
+    let r = request(
+        addr,
+        "POST",
+        "/api/generate",
+        &old_browser,
+        br#"{"prompt": "x"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 403);
     let same_site = [("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "cors")];
     let r = request(addr, "POST", "/api/jobs/1/stop", &same_site, b"").await;
     assert_eq!(r.status, 403, "another port of localhost is another site");
