@@ -7,12 +7,16 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::{BenchArgs, Networks, Part};
+use crate::engine::checkpoint::Architecture;
 use crate::engine::clip::ClipTextModel;
 use crate::engine::config::SdxlConfig;
 use crate::engine::tiling::decode_tiled;
 use crate::engine::unet::{adm_vector, UNet};
 use crate::engine::vae::{Vae, VAE_FACTOR};
-use crate::pipeline::conditioning::refiner_context;
+use crate::pipeline::conditioning::{
+    consistent_time_ids, id_rows, refiner_context, refiner_time_ids, REFINER_NEGATIVE_AESTHETIC,
+    REFINER_POSITIVE_AESTHETIC,
+};
 use crate::pipeline::denoiser::{Adm, FooocusDenoiser, Stage};
 use crate::pipeline::guidance::Guidance;
 use crate::sampling::{
@@ -136,19 +140,19 @@ fn decode(vae: &Vae, latent: &Tensor, tile: usize) -> anyhow::Result<Tensor> {
     })
 }
 
-/// The ADM vector `[2, adm]` of a CFG pair for an image of `px`² (crops 0; the refiner's fifth id
-/// is an aesthetic score of 6).
-fn adm(pooled: &Tensor, config: &SdxlConfig, px: f32) -> anyhow::Result<Tensor> {
-    let mut ids = vec![px, px, 0.0, 0.0, px, px];
-    if config.time_ids == 5 {
-        ids = vec![px, px, 0.0, 0.0, 6.0];
-    }
-    ids.truncate(config.time_ids);
-    let rows = Tensor::from_vec(
-        [ids.clone(), ids].concat(),
-        (2, config.time_ids),
-        pooled.device(),
-    )?;
+/// The ADM vector `[2, adm]` of a CFG pair for a `px`² image, with the pipeline's time ids: the
+/// base's consistent ids, or the refiner's with its positive and negative aesthetic scores.
+fn adm(pooled: &Tensor, config: &SdxlConfig, px: usize) -> anyhow::Result<Tensor> {
+    let rows = match config.architecture {
+        Architecture::SdxlRefiner => id_rows(
+            &[
+                refiner_time_ids(px, px, REFINER_POSITIVE_AESTHETIC),
+                refiner_time_ids(px, px, REFINER_NEGATIVE_AESTHETIC),
+            ],
+            pooled.device(),
+        )?,
+        _ => id_rows(&[consistent_time_ids(px, px); 2], pooled.device())?,
+    };
     Ok(adm_vector(pooled, &rows, config.time_id_dim)?)
 }
 
@@ -165,7 +169,7 @@ fn generate(nets: &Networks, args: &BenchArgs, side: usize) -> anyhow::Result<Wo
     let ids = prompt_ids(&dev)?;
     let schedule = DiscreteSchedule::sdxl();
     let (steps, tile) = (args.steps.max(1), args.vae_tile);
-    let px = (side * VAE_FACTOR) as f32;
+    let px = side * VAE_FACTOR;
     Ok(Box::new(move || {
         let (context, pooled) = encode(l.as_ref(), &g, &ids)?;
         let stage_context = context.clone();
