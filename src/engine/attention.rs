@@ -1,8 +1,11 @@
-//! Scaled dot-product attention shared by the text encoders, the UNet and the VAE. Queries are
-//! processed in chunks so that the score matrix never exceeds a fixed budget, whatever the image
-//! size (a 1024² VAE decode would otherwise hold a 16384² matrix).
+//! Scaled dot-product attention shared by the text encoders, the UNet and the VAE. f32 on the CPU
+//! runs the fused kernel of `attention_cpu`; elsewhere queries are processed in chunks so that the
+//! score matrix never exceeds a fixed budget, whatever the image size (a 1024² VAE decode would
+//! otherwise hold a 16384² matrix).
 
 use candle_core::{DType, Result, Tensor};
+
+use super::attention_cpu::{self, OutputOrder};
 
 /// Largest number of score elements (batch·heads·queries·keys) computed at once.
 const SCORE_BUDGET: usize = 1 << 24;
@@ -18,19 +21,47 @@ pub fn multi_head(
 ) -> Result<Tensor> {
     let (b, tq, width) = q.dims3()?;
     let tk = k.dim(1)?;
+    if heads == 0 || width % heads != 0 {
+        candle_core::bail!("attention: width {width} does not split into {heads} heads");
+    }
     let d = width / heads;
+    // `[B, T, H·d]` seen as `[B, H, T, d]` without copying.
     let split = |t: &Tensor, len: usize| -> Result<Tensor> {
-        t.reshape((b, len, heads, d))?.transpose(1, 2)?.contiguous()
+        t.reshape((b, len, heads, d))?.transpose(1, 2)
     };
     let (q, k, v) = (split(q, tq)?, split(k, tk)?, split(v, tk)?);
-    let out = heads_attention(&q, &k, &v, causal)?;
+    if fused_on_cpu(&q) {
+        let out = fused(&q, &k, &v, causal, OutputOrder::TokensMajor)?;
+        return out.transpose(1, 2)?.reshape((b, tq, width));
+    }
+    let out = chunked(&q.contiguous()?, &k.contiguous()?, &v.contiguous()?, causal)?;
     out.transpose(1, 2)?.reshape((b, tq, width))
 }
 
-/// Attention on `[B, H, T, d]` tensors, returned in the input dtype. On the CPU everything runs
-/// in f32; on a GPU the two matmuls run in the input dtype (cuBLAS and Metal accumulate half
-/// precision in f32) and the softmax in f32.
+/// Attention on `[B, H, T, d]` tensors of any strides, returned contiguous in the input dtype.
 pub fn heads_attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor> {
+    if fused_on_cpu(q) {
+        return fused(q, k, v, causal, OutputOrder::HeadsMajor);
+    }
+    chunked(q, k, v, causal)
+}
+
+/// Whether the fused CPU kernel runs (with our kernels on, on the CPU, in any dtype).
+fn fused_on_cpu(q: &Tensor) -> bool {
+    super::kernels::own_kernels() && q.device().is_cpu()
+}
+
+/// The fused CPU kernel in f32, the result cast back to the input dtype.
+fn fused(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, order: OutputOrder) -> Result<Tensor> {
+    let dtype = q.dtype();
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+    attention_cpu::attention(&f32(q)?, &f32(k)?, &f32(v)?, causal, order)?.to_dtype(dtype)
+}
+
+/// Attention in query chunks through tensor ops. On the CPU everything runs in f32; on a GPU the
+/// two matmuls run in the input dtype (cuBLAS and Metal accumulate half precision in f32) and the
+/// softmax in f32.
+fn chunked(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor> {
     let dtype = q.dtype();
     let work = if q.device().is_cpu() {
         DType::F32
@@ -42,7 +73,7 @@ pub fn heads_attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Resu
     let scale = 1.0 / (d as f64).sqrt();
     let q = (q.to_dtype(work)? * scale)?;
     let k_t = k.to_dtype(work)?.transpose(2, 3)?.contiguous()?;
-    let v = v.to_dtype(work)?;
+    let v = v.to_dtype(work)?.contiguous()?;
     let rows = (SCORE_BUDGET / (b * h * tk).max(1)).clamp(1, tq);
     let mut outs = Vec::with_capacity(tq.div_ceil(rows));
     let mut start = 0;
@@ -79,4 +110,65 @@ fn causal_mask(
         })
         .collect();
     Tensor::from_vec(mask, (len, tk), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    /// The fused CPU kernel matches the chunked tensor-op path: strided `[B, T, H·d]` heads,
+    /// causal or not, keys fewer or more than a block of queries, transposed operands.
+    #[test]
+    fn fused_matches_chunked() -> Result<()> {
+        let dev = Device::Cpu;
+        for (tq, tk, causal) in [(77, 77, true), (300, 77, false), (70, 700, false)] {
+            let q = Tensor::randn(0f32, 1.0, (2, tq, 24), &dev)?;
+            let k = Tensor::randn(0f32, 1.0, (2, tk, 24), &dev)?;
+            let v = Tensor::randn(0f32, 1.0, (2, tk, 24), &dev)?;
+            let split = |t: &Tensor, len: usize| t.reshape((2, len, 3, 8))?.transpose(1, 2);
+            let (qh, kh, vh) = (split(&q, tq)?, split(&k, tk)?, split(&v, tk)?);
+            let want = chunked(
+                &qh.contiguous()?,
+                &kh.contiguous()?,
+                &vh.contiguous()?,
+                causal,
+            )?;
+            let heads = fused(&qh, &kh, &vh, causal, OutputOrder::HeadsMajor)?;
+            assert!(heads.is_contiguous());
+            assert!(max_diff(&heads, &want)? < 1e-5, "{tq}×{tk} heads-major");
+            let tokens = multi_head(&q, &k, &v, 3, causal)?;
+            let want_tokens = want.transpose(1, 2)?.reshape((2, tq, 24))?;
+            assert!(
+                max_diff(&tokens, &want_tokens)? < 1e-5,
+                "{tq}×{tk} tokens-major"
+            );
+        }
+        // The VAE's operands: `[B, 1, C, T]` storage read as `[B, 1, T, C]`.
+        let raw = Tensor::randn(0f32, 1.0, (1, 1, 16, 90), &dev)?;
+        let t = raw.transpose(2, 3)?;
+        let want = chunked(&t.contiguous()?, &t.contiguous()?, &t.contiguous()?, false)?;
+        assert!(max_diff(&heads_attention(&t, &t, &t, false)?, &want)? < 1e-5);
+        Ok(())
+    }
+
+    /// Half-precision inputs run through the fused kernel in f32 and come back in their dtype.
+    #[test]
+    fn fused_keeps_the_dtype() -> Result<()> {
+        let q = Tensor::randn(0f32, 1.0, (1, 2, 5, 4), &Device::Cpu)?;
+        let got = heads_attention(
+            &q.to_dtype(DType::F16)?,
+            &q.to_dtype(DType::F16)?,
+            &q.to_dtype(DType::F16)?,
+            false,
+        )?;
+        assert_eq!(got.dtype(), DType::F16);
+        let want = chunked(&q, &q, &q, false)?;
+        assert!(max_diff(&got.to_dtype(DType::F32)?, &want)? < 1e-2);
+        Ok(())
+    }
 }

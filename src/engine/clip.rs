@@ -4,11 +4,12 @@
 //! norm; CLIP-G also returns the pooled, projected vector at the first end-of-text token.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 
 use super::activation::{gelu, quick_gelu};
 use super::attention::multi_head;
 use super::config::{ClipConfig, ClipFlavor};
+use super::linear::{linear, Linear};
 
 /// End-of-text token id; its first occurrence marks where the pooled vector is read.
 pub const EOS_TOKEN: u32 = 49407;

@@ -3,13 +3,16 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_cpu;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod conv;
 pub mod device;
+pub mod fastmath;
 pub mod inspect;
 pub mod kernels;
+pub mod linear;
 pub mod lora;
 pub mod model;
 pub mod norm;

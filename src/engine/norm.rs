@@ -3,9 +3,14 @@
 //! tensor ops, each of which walks the whole activation; on other devices and dtypes it is
 //! candle_nn's `GroupNorm` followed by `silu`.
 
-use candle_core::{CpuStorage, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{DType, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
+
+use super::fastmath;
+use super::kernels::cpu_f32;
+
+const WHAT: &str = "fused GroupNorm";
 
 /// A GroupNorm layer (`weight`, `bias` per channel) that can apply SiLU in the same pass.
 #[derive(Debug, Clone)]
@@ -68,7 +73,7 @@ impl GroupNorm {
         };
         let out = {
             let (storage, layout) = x.storage_and_layout();
-            let src = cpu_f32(&storage, layout)?;
+            let src = cpu_f32(&storage, layout, WHAT)?;
             normalise(src, &weight, &bias, &params)
         };
         Tensor::from_vec(out, Shape::from(x.dims()), x.device())
@@ -78,17 +83,6 @@ impl GroupNorm {
 impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_act(x, false)
-    }
-}
-
-/// The contiguous f32 data of a CPU tensor.
-fn cpu_f32<'a>(storage: &'a candle_core::Storage, layout: &Layout) -> Result<&'a [f32]> {
-    let candle_core::Storage::Cpu(CpuStorage::F32(data)) = storage else {
-        candle_core::bail!("fused GroupNorm expects an f32 CPU tensor");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("fused GroupNorm expects a contiguous tensor"),
     }
 }
 
@@ -113,38 +107,45 @@ fn normalise(x: &[f32], weight: &[f32], bias: &[f32], p: &Params) -> Vec<f32> {
         .enumerate()
         .for_each(|(i, (dst, src))| {
             let groups = p.channels / p.group_channels;
-            let first_channel = (i % groups) * p.group_channels;
-            // Mean and variance: two passes, f32 partial sums over short blocks (vectorised)
-            // added up in f64, as exact as candle's f32 reduction or better.
-            let n = src.len() as f64;
-            let mean = block_sum(src, |v| v) / n;
-            let m32 = mean as f32;
-            let var = block_sum(src, |v| (v - m32) * (v - m32)) / n;
-            let inv = (1.0 / (var + p.eps).sqrt()) as f32;
-            let mean = mean as f32;
-            for (ch, (d, s)) in dst
-                .chunks_mut(p.spatial)
-                .zip(src.chunks(p.spatial))
-                .enumerate()
-            {
-                let scale = inv * weight[first_channel + ch];
-                let shift = bias[first_channel + ch];
-                if p.silu {
-                    for (o, &v) in d.iter_mut().zip(s) {
-                        let y = (v - mean) * scale + shift;
-                        *o = y / (1.0 + (-y).exp());
-                    }
-                } else {
-                    for (o, &v) in d.iter_mut().zip(s) {
-                        *o = (v - mean) * scale + shift;
-                    }
-                }
-            }
+            let first = (i % groups) * p.group_channels;
+            let channels = first..first + p.group_channels;
+            normalise_group(dst, src, &weight[channels.clone()], &bias[channels], p);
         });
     out
 }
 
+fastmath::vectorised! {
+    /// One (batch, group) span: `weight` and `bias` hold the group's channels.
+    fn normalise_group(dst: &mut [f32], src: &[f32], weight: &[f32], bias: &[f32], p: &Params) {
+        // Mean and variance: two passes, f32 partial sums over short blocks (vectorised) added
+        // up in f64, as exact as candle's f32 reduction or better.
+        let n = src.len() as f64;
+        let mean = block_sum(src, |v| v) / n;
+        let m32 = mean as f32;
+        let var = block_sum(src, |v| (v - m32) * (v - m32)) / n;
+        let inv = (1.0 / (var + p.eps).sqrt()) as f32;
+        let mean = mean as f32;
+        for ((d, s), (&w, &b)) in dst
+            .chunks_mut(p.spatial)
+            .zip(src.chunks(p.spatial))
+            .zip(weight.iter().zip(bias))
+        {
+            let scale = inv * w;
+            if p.silu {
+                for (o, &v) in d.iter_mut().zip(s) {
+                    *o = fastmath::silu((v - mean) * scale + b);
+                }
+            } else {
+                for (o, &v) in d.iter_mut().zip(s) {
+                    *o = (v - mean) * scale + b;
+                }
+            }
+        }
+    }
+}
+
 /// Σ f(v) over `values`, in f32 lanes per 256-value block and f64 across blocks.
+#[inline(always)]
 fn block_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     values
         .chunks(256)

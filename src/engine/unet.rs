@@ -4,12 +4,13 @@
 //! the pipeline decides the size conditioning (negative ADM guidance needs that).
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{layer_norm, linear, linear_no_bias, LayerNorm, Linear, VarBuilder};
+use candle_nn::{layer_norm, LayerNorm, VarBuilder};
 
 use super::activation::geglu;
 use super::attention::multi_head;
 use super::config::{UnetConfig, UnetLayer};
 use super::conv::{conv, Conv};
+use super::linear::{linear, linear_no_bias, Linear};
 use super::norm::{group_norm, GroupNorm};
 
 const GROUPS: usize = 32;

@@ -74,9 +74,7 @@ impl AttnBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let n = self.norm.forward(x)?;
-        let tokens = |t: Tensor| -> Result<Tensor> {
-            t.reshape((b, 1, c, h * w))?.transpose(2, 3)?.contiguous()
-        };
+        let tokens = |t: Tensor| -> Result<Tensor> { t.reshape((b, 1, c, h * w))?.transpose(2, 3) };
         let q = tokens(self.q.forward(&n)?)?;
         let k = tokens(self.k.forward(&n)?)?;
         let v = tokens(self.v.forward(&n)?)?;

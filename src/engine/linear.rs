@@ -1,0 +1,142 @@
+//! Fully connected layers. On the CPU in f32 one `gemm` multiplies all rows (leading dimensions
+//! flattened) by the transposed weight, straight into an output pre-filled with the bias;
+//! candle_nn's `Linear` adds the bias in a second pass over the whole output. Other devices and
+//! dtypes use candle_nn's `Linear`.
+
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::kernels::{cpu_f32, own_kernels};
+
+const WHAT: &str = "linear fast path";
+
+/// A linear layer `y = x·Wᵀ + b`, `W` being `[out, in]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+}
+
+/// Loads `weight` `[out, in]` and `bias` `[out]` from `vb`.
+pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+    Ok(Linear {
+        inner: candle_nn::linear(input, output, vb)?,
+    })
+}
+
+/// Loads `weight` `[out, in]` from `vb`, without bias.
+pub fn linear_no_bias(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
+    Ok(Linear {
+        inner: candle_nn::linear_no_bias(input, output, vb)?,
+    })
+}
+
+impl Linear {
+    /// A layer from a `[out, in]` weight and an optional `[out]` bias.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            inner: candle_nn::Linear::new(weight, bias),
+        }
+    }
+
+    fn own_path(&self, x: &Tensor) -> bool {
+        own_kernels()
+            && x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && self.inner.weight().dtype() == DType::F32
+            && x.rank() >= 1
+    }
+
+    fn forward_cpu(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        let weight = self.inner.weight().contiguous()?;
+        let (out_dim, in_dim) = weight.dims2()?;
+        let mut dims = x.dims().to_vec();
+        let k = dims.pop().unwrap_or(0);
+        if k != in_dim {
+            candle_core::bail!("linear: input has {k} features, weight is {out_dim}×{in_dim}");
+        }
+        let m: usize = dims.iter().product();
+        let mut out = match self.inner.bias() {
+            Some(bias) => {
+                let bias = bias.to_vec1::<f32>()?;
+                if bias.len() != out_dim {
+                    candle_core::bail!("linear: {} biases for {out_dim} outputs", bias.len());
+                }
+                bias.repeat(m)
+            }
+            None => vec![0f32; m * out_dim],
+        };
+        if m > 0 && out_dim > 0 && k > 0 {
+            let (xs, xl) = x.storage_and_layout();
+            let (ws, wl) = weight.storage_and_layout();
+            let (xd, wd) = (cpu_f32(&xs, xl, WHAT)?, cpu_f32(&ws, wl, WHAT)?);
+            // SAFETY: `out` is m×out_dim row-major, `xd` m×k row-major and `wd` out_dim×k
+            // row-major, read as the k×out_dim matrix Wᵀ (row stride 1, column stride k).
+            unsafe {
+                gemm::gemm(
+                    m,
+                    out_dim,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    out_dim as isize,
+                    true,
+                    xd.as_ptr(),
+                    1,
+                    k as isize,
+                    wd.as_ptr(),
+                    k as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                );
+            }
+        }
+        dims.push(out_dim);
+        Tensor::from_vec(out, dims, x.device())
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.own_path(x) {
+            self.forward_cpu(x)
+        } else {
+            self.inner.forward(x)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The gemm path matches candle_nn's Linear on 2-, 3- and 4-D inputs, with and without bias.
+    #[test]
+    fn matches_candle_nn() -> Result<()> {
+        let dev = Device::Cpu;
+        let weight = Tensor::randn(0f32, 0.3, (7, 5), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, 7, &dev)?;
+        for with_bias in [false, true] {
+            let inner = candle_nn::Linear::new(weight.clone(), with_bias.then(|| bias.clone()));
+            let ours = Linear::new(weight.clone(), with_bias.then(|| bias.clone()));
+            for shape in [vec![3, 5], vec![2, 4, 5], vec![2, 3, 2, 5]] {
+                let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev)?;
+                let (got, want) = (ours.forward(&x)?, inner.forward(&x)?);
+                assert_eq!(got.dims(), want.dims());
+                let diff = (got - want)?
+                    .abs()?
+                    .flatten_all()?
+                    .max(0)?
+                    .to_scalar::<f32>()?;
+                assert!(diff < 1e-5, "{shape:?} bias={with_bias}: {diff}");
+            }
+        }
+        Ok(())
+    }
+}
