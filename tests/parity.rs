@@ -7,7 +7,7 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use common::{
     assert_close, computes, fixtures, json, rel_err, test_device, Compute, Tensors, MODULE_TOL,
 };
@@ -179,6 +179,32 @@ fn check_unet_in(file: &SdxlFile, reference: &str, c: &Compute) {
         &r.get("denoised"),
         tol,
     );
+}
+
+/// Lean weights (kept in the file's f16, widened layer by layer: `--vram low` on the CPU) give
+/// exactly the ε of weights widened at load, and match the reference.
+#[test]
+fn lean_unet_gives_the_same_eps() {
+    let r = Tensors::open("reference/unet_base.safetensors");
+    let eps = |lean: bool| {
+        let mut file = base();
+        file.lean_unet = lean;
+        let (unet, _) = file.unet(LoadMode::Real, &Device::Cpu).unwrap();
+        let want = if lean { DType::F16 } else { DType::F32 };
+        assert_eq!(unet.weight_dtype(), want, "lean={lean}");
+        unet.forward(
+            &r.get("unet_input"),
+            &r.get("timestep"),
+            &r.get("context"),
+            &r.get("y"),
+        )
+        .unwrap()
+    };
+    let (lean, widened) = (eps(true), eps(false));
+    assert_eq!(lean.dtype(), DType::F32);
+    let diff = common::max_abs(&(&lean - &widened).unwrap());
+    assert_eq!(diff, 0.0, "lean and widened-at-load ε differ by {diff}");
+    assert_close("lean UNet eps", &lean, &r.get("eps"), MODULE_TOL);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 use crate::engine::checkpoint::{UNET_PREFIX, VAE_PREFIX};
 use crate::engine::clip::ClipTextModel;
 use crate::engine::config::{HeadDims, SdxlConfig};
-use crate::engine::device::{describe, open_device, ComputeArgs};
+use crate::engine::device::{describe, ComputeArgs};
 use crate::engine::kernels::set_own_kernels;
 use crate::engine::model::SdxlFile;
 use crate::engine::unet::UNet;
@@ -142,6 +142,9 @@ pub(crate) struct Networks<'a> {
     device: Device,
     /// The dtype of the text encoders and UNet (the VAE is f32).
     dtype: DType,
+    /// The dtype the UNet's random weights are kept in (f16 when lean, see
+    /// `Placement::lean_weights`).
+    unet_storage: DType,
 }
 
 impl Networks<'_> {
@@ -182,8 +185,9 @@ impl Networks<'_> {
         match &self.source.file {
             Some(file) => Ok(file.unet(LoadMode::Real, &self.device)?.0),
             None => Ok(UNet::load(
-                self.vb(self.dtype).pp(UNET_PREFIX),
+                self.vb(self.unet_storage).pp(UNET_PREFIX),
                 &self.config().unet,
+                self.dtype,
             )?),
         }
     }
@@ -195,7 +199,11 @@ impl Networks<'_> {
         };
         let unet = match file {
             Some(file) => file.unet(LoadMode::Real, &self.device)?.0,
-            None => UNet::load(self.vb(self.dtype).pp(UNET_PREFIX), &config.unet)?,
+            None => UNet::load(
+                self.vb(self.unet_storage).pp(UNET_PREFIX),
+                &config.unet,
+                self.dtype,
+            )?,
         };
         Ok(Some((config.clone(), unet)))
     }
@@ -291,16 +299,24 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         }
     }
     let mut source = source(args)?;
-    let device = open_device(args.compute.device)?;
+    let placement = args.compute.placement()?;
+    let device = placement.device.clone();
     let dtype = args.compute.precision.dtype_on(&device);
+    let lean = placement.lean_weights();
     let refiner_file = source.refiner.as_mut().and_then(|(_, f)| f.as_mut());
     for file in source.file.iter_mut().chain(refiner_file) {
         file.precision = args.compute.precision;
+        file.lean_unet = lean;
     }
     let nets = Networks {
         source: &source,
         device: device.clone(),
         dtype,
+        unet_storage: if lean && dtype == DType::F32 {
+            DType::F16
+        } else {
+            dtype
+        },
     };
     let kernel_sets: &[bool] = if args.compare_candle {
         &[false, true]
@@ -329,7 +345,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     }
     Ok(Report {
         source: source.label.clone(),
-        device: format!("{} {} (VAE f32)", describe(&device), dtype.as_str()),
+        device: format!(
+            "{} {}{} (VAE f32), --vram {}",
+            describe(&device),
+            dtype.as_str(),
+            if nets.unet_storage != dtype {
+                format!(", UNet weights kept in {}", nets.unet_storage.as_str())
+            } else {
+                String::new()
+            },
+            placement.vram
+        ),
         threads: rayon::current_num_threads(),
         measurements,
         load_after: load_average(),

@@ -3,20 +3,25 @@
 //! `gemm` per chunk that writes straight into the NCHW output, bias pre-filled; a nearest 2×
 //! upsample can be folded into the im2col so the upsampled tensor is never built. candle's CPU
 //! conv2d converts the whole input to NHWC single-threaded and multiplies 512-pixel tiles, which
-//! is slow when channels are few. A 1×1 convolution is one `gemm` on the input as it is. Other
-//! devices and dtypes use candle.
+//! is slow when channels are few. A 1×1 convolution is one `gemm` on the input as it is. Weights
+//! kept in f16/bf16 are widened to f32 first. Other devices and dtypes use candle.
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use rayon::prelude::*;
 
-use super::kernels::cpu_f32;
+use super::kernels::{cpu_f32, with_f32};
 
 const WHAT: &str = "conv2d fast path";
 
 /// Largest im2col chunk, in f32 elements (4 MiB: measured faster than 16 MiB for both the tiny
 /// and the full-size VAE, and bounded at any image size).
 const CHUNK_ELEMENTS: usize = 1 << 20;
+
+/// Fewest output pixels per chunk, whatever the chunk's size: with thousands of input channels
+/// (the UNet's 16×16 levels) the 4 MiB bound left 32-pixel products that streamed the whole
+/// weight once per two output rows.
+const MIN_CHUNK_PIXELS: usize = 1024;
 
 /// A convolution layer; see the module documentation for how it runs.
 #[derive(Debug, Clone)]
@@ -60,8 +65,18 @@ impl Conv {
         if self.own_path(x) {
             self.im2col_gemm(x, false)
         } else {
-            self.inner.forward(x)
+            self.candle(x)
         }
+    }
+
+    /// candle's conv2d, the weights cast to the input's dtype where they differ.
+    fn candle(&self, x: &Tensor) -> Result<Tensor> {
+        if self.inner.weight().dtype() == x.dtype() {
+            return self.inner.forward(x);
+        }
+        let cast = |t: &Tensor| t.to_dtype(x.dtype());
+        let bias = self.inner.bias().map(cast).transpose()?;
+        Conv2d::new(cast(self.inner.weight())?, bias, *self.inner.config()).forward(x)
     }
 
     /// Convolves the nearest-neighbour 2× upsampling of `x`, without building it on the CPU.
@@ -70,7 +85,7 @@ impl Conv {
             self.im2col_gemm(x, true)
         } else {
             let (_, _, h, w) = x.dims4()?;
-            self.inner.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+            self.candle(&x.upsample_nearest2d(2 * h, 2 * w)?)
         }
     }
 
@@ -78,7 +93,10 @@ impl Conv {
         super::kernels::own_kernels()
             && x.device().is_cpu()
             && x.dtype() == DType::F32
-            && self.inner.weight().dtype() == DType::F32
+            && matches!(
+                self.inner.weight().dtype(),
+                DType::F32 | DType::F16 | DType::BF16
+            )
             && (self.kernel > 1 || (self.stride == 1 && self.padding == 0))
             && x.rank() == 4
     }
@@ -87,7 +105,7 @@ impl Conv {
         let x = x.contiguous()?;
         let (b, cin, h, w) = x.dims4()?;
         let (h, w) = if upsample { (2 * h, 2 * w) } else { (h, w) };
-        let weight = self.inner.weight().contiguous()?;
+        let weight = self.inner.weight();
         let (cout, wcin, kh, kw) = weight.dims4()?;
         if wcin != cin || kh != self.kernel || kw != self.kernel {
             candle_core::bail!(
@@ -112,20 +130,13 @@ impl Conv {
             upsample,
         };
         let bias = match self.inner.bias() {
-            Some(bias) => bias.to_vec1::<f32>()?,
+            Some(bias) => bias.to_dtype(DType::F32)?.to_vec1::<f32>()?,
             None => vec![0f32; cout],
         };
         let out = {
             let (xs, xl) = x.storage_and_layout();
-            let (ws, wl) = weight.storage_and_layout();
-            run(
-                cpu_f32(&xs, xl, WHAT)?,
-                cpu_f32(&ws, wl, WHAT)?,
-                &bias,
-                b,
-                cout,
-                &geo,
-            )
+            let xd = cpu_f32(&xs, xl, WHAT)?;
+            with_f32(weight, WHAT, |wd| Ok(run(xd, wd, &bias, b, cout, &geo)))?
         };
         Tensor::from_vec(out, (b, cout, geo.out_h, geo.out_w), x.device())
     }
@@ -158,7 +169,9 @@ fn run(x: &[f32], weight: &[f32], bias: &[f32], b: usize, cout: usize, g: &Geome
     } else {
         (g.h, g.w)
     };
-    let rows_per_chunk = (CHUNK_ELEMENTS / (taps * g.out_w).max(1)).clamp(1, g.out_h);
+    let rows_per_chunk = (CHUNK_ELEMENTS / (taps * g.out_w).max(1))
+        .max(MIN_CHUNK_PIXELS.div_ceil(g.out_w.max(1)))
+        .clamp(1, g.out_h);
     let mut out = vec![0f32; b * cout * plane];
     let pointwise = g.k == 1 && g.stride == 1 && g.pad == 0 && !g.upsample;
     let mut cols = if pointwise {

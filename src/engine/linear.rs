@@ -1,12 +1,13 @@
 //! Fully connected layers. On the CPU in f32 one `gemm` multiplies all rows (leading dimensions
 //! flattened) by the transposed weight, straight into an output pre-filled with the bias;
-//! candle_nn's `Linear` adds the bias in a second pass over the whole output. Other devices and
-//! dtypes use candle_nn's `Linear`.
+//! candle_nn's `Linear` adds the bias in a second pass over the whole output. Weights kept in
+//! f16/bf16 (`--vram low` on the CPU) are widened to f32 for the product. Other devices and dtypes
+//! use candle_nn's `Linear`, with the weights cast to the input's dtype.
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::kernels::{cpu_f32, own_kernels};
+use super::kernels::{cpu_f32, own_kernels, with_f32};
 
 const WHAT: &str = "linear fast path";
 
@@ -42,13 +43,16 @@ impl Linear {
         own_kernels()
             && x.device().is_cpu()
             && x.dtype() == DType::F32
-            && self.inner.weight().dtype() == DType::F32
+            && matches!(
+                self.inner.weight().dtype(),
+                DType::F32 | DType::F16 | DType::BF16
+            )
             && x.rank() >= 1
     }
 
     fn forward_cpu(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
-        let weight = self.inner.weight().contiguous()?;
+        let weight = self.inner.weight();
         let (out_dim, in_dim) = weight.dims2()?;
         let mut dims = x.dims().to_vec();
         let k = dims.pop().unwrap_or(0);
@@ -58,7 +62,7 @@ impl Linear {
         let m: usize = dims.iter().product();
         let mut out = match self.inner.bias() {
             Some(bias) => {
-                let bias = bias.to_vec1::<f32>()?;
+                let bias = bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
                 if bias.len() != out_dim {
                     candle_core::bail!("linear: {} biases for {out_dim} outputs", bias.len());
                 }
@@ -68,33 +72,35 @@ impl Linear {
         };
         if m > 0 && out_dim > 0 && k > 0 {
             let (xs, xl) = x.storage_and_layout();
-            let (ws, wl) = weight.storage_and_layout();
-            let (xd, wd) = (cpu_f32(&xs, xl, WHAT)?, cpu_f32(&ws, wl, WHAT)?);
-            // SAFETY: `out` is m×out_dim row-major, `xd` m×k row-major and `wd` out_dim×k
-            // row-major, read as the k×out_dim matrix Wᵀ (row stride 1, column stride k).
-            unsafe {
-                gemm::gemm(
-                    m,
-                    out_dim,
-                    k,
-                    out.as_mut_ptr(),
-                    1,
-                    out_dim as isize,
-                    true,
-                    xd.as_ptr(),
-                    1,
-                    k as isize,
-                    wd.as_ptr(),
-                    k as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                );
-            }
+            let xd = cpu_f32(&xs, xl, WHAT)?;
+            with_f32(weight, WHAT, |wd| {
+                // SAFETY: `out` is m×out_dim row-major, `xd` m×k row-major and `wd` out_dim×k
+                // row-major, read as the k×out_dim matrix Wᵀ (row stride 1, column stride k).
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        out_dim,
+                        k,
+                        out.as_mut_ptr(),
+                        1,
+                        out_dim as isize,
+                        true,
+                        xd.as_ptr(),
+                        1,
+                        k as isize,
+                        wd.as_ptr(),
+                        k as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                    );
+                }
+                Ok(())
+            })?;
         }
         dims.push(out_dim);
         Tensor::from_vec(out, dims, x.device())
@@ -105,6 +111,10 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.own_path(x) {
             self.forward_cpu(x)
+        } else if self.inner.weight().dtype() != x.dtype() {
+            let cast = |t: &Tensor| t.to_dtype(x.dtype());
+            let bias = self.inner.bias().map(cast).transpose()?;
+            candle_nn::Linear::new(cast(self.inner.weight())?, bias).forward(x)
         } else {
             self.inner.forward(x)
         }
@@ -137,6 +147,19 @@ mod tests {
                 assert!(diff < 1e-5, "{shape:?} bias={with_bias}: {diff}");
             }
         }
+        // f16 weights with f32 inputs: the same as the weights widened beforehand.
+        let half = Linear::new(weight.to_dtype(DType::F16)?, Some(bias.to_dtype(DType::F16)?));
+        let widened = candle_nn::Linear::new(
+            weight.to_dtype(DType::F16)?.to_dtype(DType::F32)?,
+            Some(bias.to_dtype(DType::F16)?.to_dtype(DType::F32)?),
+        );
+        let x = Tensor::randn(0f32, 1.0, (4, 5), &dev)?;
+        let diff = (half.forward(&x)? - widened.forward(&x)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "f16 weights: {diff}");
         Ok(())
     }
 }

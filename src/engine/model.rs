@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::Dtype as StDtype;
 
 use super::checkpoint::{Architecture, Checkpoint, UNET_PREFIX, VAE_PREFIX};
 use super::clip::ClipTextModel;
@@ -24,6 +25,9 @@ pub struct SdxlFile {
     pub config: SdxlConfig,
     /// The dtype the text encoders and UNet are built in (per device; the VAE is always f32).
     pub precision: Precision,
+    /// Keep the UNet's weights in the file's f16/bf16 and widen them layer by layer when it
+    /// computes in f32 on the CPU (`Placement::lean_weights`).
+    pub lean_unet: bool,
 }
 
 impl SdxlFile {
@@ -36,6 +40,7 @@ impl SdxlFile {
             checkpoint,
             config,
             precision: Precision::Auto,
+            lean_unet: false,
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
             let usage: Vec<Usage> = file
@@ -168,15 +173,31 @@ impl SdxlFile {
         mode: LoadMode,
         device: &Device,
     ) -> Result<(UNet, Usage), EngineError> {
+        let compute = self.precision.dtype_on(device);
         build(
             &self.checkpoint,
             patches,
             UNET_PREFIX,
             mode,
-            self.precision.dtype_on(device),
+            self.unet_storage(compute, device),
             device,
-            |vb| UNet::load(vb, &self.config.unet),
+            |vb| UNet::load(vb, &self.config.unet, compute),
         )
+    }
+
+    /// The dtype the UNet's weights are kept in: the file's half precision when lean on the CPU
+    /// in f32, else the compute dtype.
+    fn unet_storage(&self, compute: DType, device: &Device) -> DType {
+        let stored = match self.checkpoint.weight_dtype() {
+            Some(StDtype::F16) => DType::F16,
+            Some(StDtype::BF16) => DType::BF16,
+            _ => return compute,
+        };
+        if self.lean_unet && device.is_cpu() && compute == DType::F32 {
+            stored
+        } else {
+            compute
+        }
     }
 
     /// The VAE, always in f32 (the SDXL VAE overflows in f16).

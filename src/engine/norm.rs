@@ -39,12 +39,11 @@ impl GroupNorm {
         let fused = super::kernels::own_kernels()
             && x.device().is_cpu()
             && x.dtype() == DType::F32
-            && self.weight.dtype() == DType::F32
             && x.rank() >= 3;
         if !fused {
             let inner = candle_nn::GroupNorm::new(
-                self.weight.clone(),
-                self.bias.clone(),
+                self.weight.to_dtype(x.dtype())?,
+                self.bias.to_dtype(x.dtype())?,
                 self.weight.elem_count(),
                 self.groups,
                 self.eps,
@@ -62,8 +61,8 @@ impl GroupNorm {
             );
         }
         let spatial = x.elem_count() / (b * c).max(1);
-        let weight = self.weight.to_vec1::<f32>()?;
-        let bias = self.bias.to_vec1::<f32>()?;
+        let weight = self.weight.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let bias = self.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let params = Params {
             channels: c,
             group_channels: c / self.groups,

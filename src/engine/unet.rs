@@ -4,7 +4,7 @@
 //! the pipeline decides the size conditioning (negative ADM guidance needs that).
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{layer_norm, LayerNorm, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use super::activation::geglu;
 use super::attention::multi_head;
@@ -41,6 +41,13 @@ pub fn adm_vector(pooled: &Tensor, time_ids: &Tensor, id_dim: usize) -> Result<T
     let flat = time_ids.to_dtype(DType::F32)?.flatten_all()?;
     let embedded = sinusoidal_embedding(&flat, id_dim)?.reshape((b, n * id_dim))?;
     Tensor::cat(&[&pooled.to_dtype(DType::F32)?, &embedded], 1)
+}
+
+/// A LayerNorm with its weights in the compute dtype `dtype` (they may be stored narrower).
+fn layer_norm(channels: usize, eps: f64, vb: VarBuilder, dtype: DType) -> Result<LayerNorm> {
+    let weight = vb.get(channels, "weight")?.to_dtype(dtype)?;
+    let bias = vb.get(channels, "bias")?.to_dtype(dtype)?;
+    Ok(LayerNorm::new(weight, bias, eps))
 }
 
 fn conv3x3(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> Result<Conv> {
@@ -126,14 +133,21 @@ struct TransformerBlock {
 }
 
 impl TransformerBlock {
-    fn load(vb: VarBuilder, channels: usize, context: usize, heads: usize) -> Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        channels: usize,
+        context: usize,
+        heads: usize,
+        dtype: DType,
+    ) -> Result<Self> {
         let inner = 4 * channels;
+        let norm = |name: &str| layer_norm(channels, LAYER_NORM_EPS, vb.pp(name), dtype);
         Ok(Self {
-            norm1: layer_norm(channels, LAYER_NORM_EPS, vb.pp("norm1"))?,
+            norm1: norm("norm1")?,
             attn1: Attention::load(vb.pp("attn1"), channels, channels, heads)?,
-            norm2: layer_norm(channels, LAYER_NORM_EPS, vb.pp("norm2"))?,
+            norm2: norm("norm2")?,
             attn2: Attention::load(vb.pp("attn2"), channels, context, heads)?,
-            norm3: layer_norm(channels, LAYER_NORM_EPS, vb.pp("norm3"))?,
+            norm3: norm("norm3")?,
             ff_in: linear(channels, 2 * inner, vb.pp("ff.net.0.proj"))?,
             ff_out: linear(inner, channels, vb.pp("ff.net.2"))?,
         })
@@ -156,7 +170,13 @@ struct SpatialTransformer {
 }
 
 impl SpatialTransformer {
-    fn load(vb: VarBuilder, channels: usize, depth: usize, cfg: &UnetConfig) -> Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        channels: usize,
+        depth: usize,
+        cfg: &UnetConfig,
+        dtype: DType,
+    ) -> Result<Self> {
         let heads = channels / cfg.head_dim;
         let blocks = (0..depth)
             .map(|i| {
@@ -165,6 +185,7 @@ impl SpatialTransformer {
                     channels,
                     cfg.context_dim,
                     heads,
+                    dtype,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -203,7 +224,7 @@ enum Layer {
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, layer: &UnetLayer, cfg: &UnetConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, layer: &UnetLayer, cfg: &UnetConfig, dtype: DType) -> Result<Self> {
         Ok(match *layer {
             UnetLayer::ConvIn { out_ch } => Layer::ConvIn(conv3x3(vb, cfg.in_channels, out_ch, 1)?),
             UnetLayer::Res { in_ch, out_ch } => Layer::Res(Box::new(ResBlock::load(
@@ -213,7 +234,7 @@ impl Layer {
                 cfg.time_embed_dim,
             )?)),
             UnetLayer::Attn { channels, depth } => {
-                Layer::Attn(SpatialTransformer::load(vb, channels, depth, cfg)?)
+                Layer::Attn(SpatialTransformer::load(vb, channels, depth, cfg, dtype)?)
             }
             UnetLayer::Down { channels } => {
                 Layer::Down(conv3x3(vb.pp("op"), channels, channels, 2)?)
@@ -235,11 +256,11 @@ impl Layer {
 struct Block(Vec<Layer>);
 
 impl Block {
-    fn load(vb: VarBuilder, layers: &[UnetLayer], cfg: &UnetConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, layers: &[UnetLayer], cfg: &UnetConfig, dtype: DType) -> Result<Self> {
         let layers = layers
             .iter()
             .enumerate()
-            .map(|(j, l)| Layer::load(vb.pp(j), l, cfg))
+            .map(|(j, l)| Layer::load(vb.pp(j), l, cfg, dtype))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self(layers))
     }
@@ -254,7 +275,8 @@ impl Block {
 /// An SGM-layout UNet with ADM (`label_emb`) conditioning.
 pub struct UNet {
     config: UnetConfig,
-    /// The dtype of the weights, which the inputs are cast to.
+    /// The dtype it computes in, which the inputs are cast to (the weights may be stored
+    /// narrower and are widened layer by layer).
     dtype: DType,
     time_embed: (Linear, Linear),
     label_emb: (Linear, Linear),
@@ -266,14 +288,15 @@ pub struct UNet {
 }
 
 impl UNet {
-    /// Builds the UNet from `vb`, which must point at `model.diffusion_model`.
-    pub fn load(vb: VarBuilder, config: &UnetConfig) -> Result<Self> {
+    /// Builds the UNet from `vb`, which must point at `model.diffusion_model`, to compute in
+    /// `compute` (f32 on the CPU with weights kept in f16; otherwise the weights' dtype).
+    pub fn load(vb: VarBuilder, config: &UnetConfig, compute: DType) -> Result<Self> {
         let mc = config.model_channels;
         let ted = config.time_embed_dim;
         let blocks = |name: &str, list: &[Vec<UnetLayer>]| -> Result<Vec<Block>> {
             list.iter()
                 .enumerate()
-                .map(|(i, layers)| Block::load(vb.pp(name).pp(i), layers, config))
+                .map(|(i, layers)| Block::load(vb.pp(name).pp(i), layers, config, compute))
                 .collect()
         };
         let last_width = config
@@ -296,12 +319,17 @@ impl UNet {
                 linear(ted, ted, vb.pp("label_emb.0.2"))?,
             ),
             input_blocks: blocks("input_blocks", &config.input_blocks)?,
-            middle_block: Block::load(vb.pp("middle_block"), &config.middle_block, config)?,
+            middle_block: Block::load(
+                vb.pp("middle_block"),
+                &config.middle_block,
+                config,
+                compute,
+            )?,
             output_blocks: blocks("output_blocks", &config.output_blocks)?,
             out_norm: group_norm(GROUPS, last_width, RES_NORM_EPS, vb.pp("out.0"))?,
             out_conv: conv3x3(vb.pp("out.2"), last_width, config.out_channels, 1)?,
             config: config.clone(),
-            dtype: vb.dtype(),
+            dtype: compute,
         })
     }
 
@@ -309,9 +337,15 @@ impl UNet {
         &self.config
     }
 
+    /// The dtype its convolution and linear weights are kept in (narrower than the compute dtype
+    /// when lean).
+    pub fn weight_dtype(&self) -> DType {
+        self.out_conv.weight().dtype()
+    }
+
     /// Predicts ε for `x` `[B, 4, h, w]` at (possibly fractional) timesteps `[B]`, with
     /// cross-attention `context` `[B, T, C]` and ADM vector `y` `[B, adm]`. Inputs of any float
-    /// dtype are cast to the weights' dtype; ε comes back in that dtype.
+    /// dtype are cast to the compute dtype; ε comes back in that dtype.
     pub fn forward(
         &self,
         x: &Tensor,

@@ -44,10 +44,14 @@ impl RecordingBackend {
         Tensor::zeros((), dtype, dev)?.broadcast_as(shape)
     }
 
-    /// Reads `name`, with its LoRA updates merged (in f32, then cast) when it has any.
+    /// Reads `name`, with its LoRA updates merged (in f32, cast to `dtype` off the CPU) when it
+    /// has any.
     /// A tensor-library failure is reported against the checkpoint and the tensor.
     fn read(&self, name: &str, dtype: DType, dev: &Device) -> Result<Tensor, EngineError> {
         let read = match self.patches.merged(&self.ckpt, name, dev) {
+            // On the CPU LoRA-merged weights stay in f32 (our kernels widen narrower weights
+            // anyway): rounding them to the file's f16 would change the image.
+            Ok(Some(merged)) if dev.is_cpu() => Ok(merged),
             Ok(Some(merged)) => merged.to_dtype(dtype).map_err(EngineError::from),
             Ok(None) => self.ckpt.load(name, dtype, dev),
             Err(e) => Err(e),
