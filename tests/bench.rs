@@ -1,6 +1,6 @@
 //! `fooocus bench --tiny` runs on the tiny fixtures and reports every requested part as JSON, in
-//! f32 and in f16 (the GPU path), with the refiner in `generate1024` (CI checks that the
-//! benchmark works, not how fast it is).
+//! f32, in f16 (the GPU path) and with lean weights, with the refiner in `generate256` (CI checks
+//! that the benchmark works, not how fast it is).
 
 mod common;
 
@@ -25,8 +25,8 @@ fn bench_json(parts: &str, extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn bench_runs_on_the_tiny_fixtures() {
-    let report = bench_json("text,unet512,generate512", &[]);
-    assert_eq!(report["device"], "cpu f32 (VAE f32)");
+    let report = bench_json("text,unet512,generate512", &["--vram", "normal"]);
+    assert_eq!(report["device"], "cpu f32 (VAE f32), --vram normal");
     let parts: Vec<(&str, &str)> = report["measurements"]
         .as_array()
         .unwrap()
@@ -44,7 +44,14 @@ fn bench_runs_on_the_tiny_fixtures() {
 fn bench_runs_in_half_precision_with_the_refiner() {
     let args = ["--precision", "f16", "--refiner-switch", "0.667"];
     let report = bench_json("generate256,unet128", &args);
-    assert_eq!(report["device"], "cpu f16 (VAE f32)");
+    assert!(
+        report["device"]
+            .as_str()
+            .unwrap()
+            .starts_with("cpu f16 (VAE f32), --vram "),
+        "{}",
+        report["device"]
+    );
     let parts: Vec<&str> = report["measurements"]
         .as_array()
         .unwrap()
@@ -52,6 +59,16 @@ fn bench_runs_in_half_precision_with_the_refiner() {
         .map(|m| m["part"].as_str().unwrap())
         .collect();
     assert_eq!(parts, ["generate256", "unet128"]);
+}
+
+/// `--vram low` on the CPU keeps the UNet's weights in the fixture's f16, and says so.
+#[test]
+fn bench_runs_with_lean_weights() {
+    let report = bench_json("unet128,generate256", &["--vram", "low"]);
+    assert_eq!(
+        report["device"],
+        "cpu f32, UNet weights kept in f16 (VAE f32), --vram low"
+    );
 }
 
 #[test]

@@ -343,14 +343,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         }
         set_own_kernels(true);
     }
+    let unet_storage = match &source.file {
+        Some(file) => file.unet_storage(dtype, &device),
+        None => nets.unet_storage,
+    };
     Ok(Report {
         source: source.label.clone(),
         device: format!(
             "{} {}{} (VAE f32), --vram {}",
             describe(&device),
             dtype.as_str(),
-            if nets.unet_storage != dtype {
-                format!(", UNet weights kept in {}", nets.unet_storage.as_str())
+            if unet_storage != dtype {
+                format!(", UNet weights kept in {}", unet_storage.as_str())
             } else {
                 String::new()
             },

@@ -93,7 +93,10 @@ mod tests {
         let x = Tensor::randn(0f32, 3.0, (3, 70_000), &Device::Cpu)?;
         for dtype in [DType::F32, DType::F16, DType::BF16] {
             let stored = x.to_dtype(dtype)?;
-            let want = stored.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let want = stored
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
             let got = with_f32(&stored, "test", |v| Ok(v.to_vec()))?;
             assert_eq!(got, want, "{dtype:?}");
         }

@@ -148,7 +148,10 @@ mod tests {
             }
         }
         // f16 weights with f32 inputs: the same as the weights widened beforehand.
-        let half = Linear::new(weight.to_dtype(DType::F16)?, Some(bias.to_dtype(DType::F16)?));
+        let half = Linear::new(
+            weight.to_dtype(DType::F16)?,
+            Some(bias.to_dtype(DType::F16)?),
+        );
         let widened = candle_nn::Linear::new(
             weight.to_dtype(DType::F16)?.to_dtype(DType::F32)?,
             Some(bias.to_dtype(DType::F16)?.to_dtype(DType::F32)?),

@@ -187,7 +187,7 @@ impl SdxlFile {
 
     /// The dtype the UNet's weights are kept in: the file's half precision when lean on the CPU
     /// in f32, else the compute dtype.
-    fn unet_storage(&self, compute: DType, device: &Device) -> DType {
+    pub fn unet_storage(&self, compute: DType, device: &Device) -> DType {
         let stored = match self.checkpoint.weight_dtype() {
             Some(StDtype::F16) => DType::F16,
             Some(StDtype::BF16) => DType::BF16,
