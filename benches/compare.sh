@@ -7,15 +7,17 @@
 #   benches/compare.sh --quick    the smallest shape only: UNet 512² fp32 and the VAE decode 512²
 #
 # Environment: THREADS (default 2) for both sides; SHARED_BENCH (default ../shared/bench);
-# PIP_ARGS, e.g. "--index-url https://download.pytorch.org/whl/cpu" for the small CPU torch build.
-# The venv lives in target/bench-venv; results in target/bench-{ours,torch}.json.
+# VRAMS, our residency modes (default "normal low": f32 weights like PyTorch's, then the UNet's
+# weights kept in f16 and widened per layer); PIP_ARGS, e.g.
+# "--index-url https://download.pytorch.org/whl/cpu" for the small CPU torch build.
+# The venv lives in target/bench-venv; results in target/bench-{ours-MODE,torch}.json.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
 THREADS=${THREADS:-2}
 VENV=$ROOT/target/bench-venv
-OURS_JSON=$ROOT/target/bench-ours.json
+VRAMS=${VRAMS:-normal low}
 TORCH_JSON=$ROOT/target/bench-torch.json
 
 if [[ "${1:-}" == "--quick" ]]; then
@@ -38,19 +40,24 @@ fi
 
 (cd "$ROOT" && cargo build --release --quiet)
 
-echo "== fooocus-rs ($OUR_PARTS), $THREADS threads; load $(cut -d' ' -f1-3 /proc/loadavg)"
-RAYON_NUM_THREADS=$THREADS "$ROOT/target/release/fooocus" bench \
-    --layouts "$ROOT/../shared/fixtures/layouts" \
-    --parts "$OUR_PARTS" --warmup 1 --repeats 1 --json >"$OURS_JSON"
+OURS_JSONS=()
+for vram in $VRAMS; do
+    json=$ROOT/target/bench-ours-$vram.json
+    echo "== fooocus-rs ($OUR_PARTS, --vram $vram), $THREADS threads; load $(cut -d' ' -f1-3 /proc/loadavg)"
+    RAYON_NUM_THREADS=$THREADS "$ROOT/target/release/fooocus" bench \
+        --layouts "$ROOT/../shared/fixtures/layouts" --device cpu --vram "$vram" \
+        --parts "$OUR_PARTS" --warmup 1 --repeats 1 --json >"$json"
+    OURS_JSONS+=("$json")
+done
 
 echo "== PyTorch (latents ${LATENTS[*]}, ${DTYPES[*]}), $THREADS threads; load $(cut -d' ' -f1-3 /proc/loadavg)"
 "$VENV/bin/python" "$SHARED/bench_torch.py" --threads "$THREADS" \
     --latents "${LATENTS[@]}" --dtypes "${DTYPES[@]}" --json "$TORCH_JSON"
 
-"$VENV/bin/python" - "$OURS_JSON" "$TORCH_JSON" <<'PY'
+"$VENV/bin/python" - "$TORCH_JSON" "${OURS_JSONS[@]}" <<'PY'
 import json, sys
-ours = json.load(open(sys.argv[1]))
-torch = json.load(open(sys.argv[2]))
+torch = json.load(open(sys.argv[1]))
+reports = [json.load(open(path)) for path in sys.argv[2:]]
 def torch_s(what, dtype, key):
     for r in torch["results"]:
         if r["what"] == what and r["dtype"] == dtype and key in r["shape"] and r.get("seconds"):
@@ -58,15 +65,16 @@ def torch_s(what, dtype, key):
     return None
 pairs = {"unet512": ("unet", "64x64"), "unet1024": ("unet", "128x128"), "vae512": ("vae", "64x64")}
 print()
-print("| part | ours s | ours peak RSS GB | load before | PyTorch fp32 s | ours/fp32 | PyTorch bf16 s | ours/bf16 |")
-print("|---|---|---|---|---|---|---|---|")
-for m in ours["measurements"]:
-    what, key = pairs[m["part"]]
-    row = [m["part"], f"{m['median_s']:.2f}", f"{m['peak_rss_bytes'] / 1e9:.1f}",
-           "/".join(f"{v:.2f}" for v in m["load_before"])]
-    for dtype in ("fp32", "bf16"):
-        t = torch_s(what, dtype, key)
-        row += [f"{t:.2f}", f"{m['median_s'] / t:.2f}×"] if t else ["–", "–"]
-    print("| " + " | ".join(row) + " |")
+print("| part | ours (device) | ours s | ours peak RSS GB | load before | PyTorch fp32 s | ours/fp32 | PyTorch bf16 s | ours/bf16 |")
+print("|---|---|---|---|---|---|---|---|---|")
+for ours in reports:
+    for m in ours["measurements"]:
+        what, key = pairs[m["part"]]
+        row = [m["part"], ours["device"], f"{m['median_s']:.2f}",
+               f"{m['peak_rss_bytes'] / 1e9:.1f}", "/".join(f"{v:.2f}" for v in m["load_before"])]
+        for dtype in ("fp32", "bf16"):
+            t = torch_s(what, dtype, key)
+            row += [f"{t:.2f}", f"{m['median_s'] / t:.2f}×"] if t else ["–", "–"]
+        print("| " + " | ".join(row) + " |")
 print(f"\nPyTorch peak RSS {torch['peak_rss_gb']} GB, torch {torch['torch']}, {torch['threads']} threads, {torch['cpu']}")
 PY

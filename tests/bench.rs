@@ -61,13 +61,13 @@ fn bench_runs_in_half_precision_with_the_refiner() {
     assert_eq!(parts, ["generate256", "unet128"]);
 }
 
-/// `--vram low` on the CPU keeps the UNet's weights in the fixture's f16, and says so.
+/// `--vram low` on the CPU keeps the weights in the fixture's f16, and says so.
 #[test]
 fn bench_runs_with_lean_weights() {
     let report = bench_json("unet128,generate256", &["--vram", "low"]);
     assert_eq!(
         report["device"],
-        "cpu f32, UNet weights kept in f16 (VAE f32), --vram low"
+        "cpu f32, weights kept in f16 (VAE f32), --vram low"
     );
 }
 

@@ -136,6 +136,43 @@ fn clip_g_matches() {
     }
 }
 
+/// Lean text encoders (weights kept in the file's f16 on the CPU) pass the same checks and give
+/// exactly the outputs of weights widened at load.
+#[test]
+fn lean_text_encoders_match() {
+    let c = Compute::cpu_f32();
+    for (name, reference) in [
+        ("CLIP-L", "reference/clip_l.safetensors"),
+        ("CLIP-G", "reference/clip_g.safetensors"),
+    ] {
+        let ids = Tensors::open(reference).ids("input_ids");
+        let encoder = |lean: bool| {
+            let mut file = base();
+            file.lean_weights = lean;
+            if name == "CLIP-L" {
+                file.clip_l(LoadMode::Real, &Device::Cpu)
+                    .unwrap()
+                    .unwrap()
+                    .0
+            } else {
+                file.clip_g(LoadMode::Real, &Device::Cpu).unwrap().0
+            }
+        };
+        let (lean, widened) = (encoder(true), encoder(false));
+        check_clip(&lean, reference, &c);
+        let (a, b) = (
+            lean.forward(&ids, 1).unwrap(),
+            widened.forward(&ids, 1).unwrap(),
+        );
+        assert_eq!(a.hidden.dtype(), DType::F32);
+        let diff = common::max_abs(&(&a.hidden - &b.hidden).unwrap());
+        assert_eq!(
+            diff, 0.0,
+            "{name}: lean and widened-at-load differ by {diff}"
+        );
+    }
+}
+
 fn check_unet(file: &SdxlFile, reference: &str) {
     for c in computes() {
         check_unet_in(&c.file(file.clone()), reference, &c);
@@ -188,7 +225,7 @@ fn lean_unet_gives_the_same_eps() {
     let r = Tensors::open("reference/unet_base.safetensors");
     let eps = |lean: bool| {
         let mut file = base();
-        file.lean_unet = lean;
+        file.lean_weights = lean;
         let (unet, _) = file.unet(LoadMode::Real, &Device::Cpu).unwrap();
         let want = if lean { DType::F16 } else { DType::F32 };
         assert_eq!(unet.weight_dtype(), want, "lean={lean}");

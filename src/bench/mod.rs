@@ -142,9 +142,9 @@ pub(crate) struct Networks<'a> {
     device: Device,
     /// The dtype of the text encoders and UNet (the VAE is f32).
     dtype: DType,
-    /// The dtype the UNet's random weights are kept in (f16 when lean, see
+    /// The dtype the text encoders' and UNet's random weights are kept in (f16 when lean, see
     /// `Placement::lean_weights`).
-    unet_storage: DType,
+    weight_storage: DType,
 }
 
 impl Networks<'_> {
@@ -171,13 +171,13 @@ impl Networks<'_> {
             return Ok((l, g));
         }
         let cfg = self.config();
-        let vb = self.vb(self.dtype);
+        let vb = self.vb(self.weight_storage);
         let l = cfg
             .clip_l
             .as_ref()
-            .map(|c| ClipTextModel::load(vb.pp(&c.prefix), c))
+            .map(|c| ClipTextModel::load(vb.pp(&c.prefix), c, self.dtype))
             .transpose()?;
-        let g = ClipTextModel::load(vb.pp(&cfg.clip_g.prefix), &cfg.clip_g)?;
+        let g = ClipTextModel::load(vb.pp(&cfg.clip_g.prefix), &cfg.clip_g, self.dtype)?;
         Ok((l, g))
     }
 
@@ -185,7 +185,7 @@ impl Networks<'_> {
         match &self.source.file {
             Some(file) => Ok(file.unet(LoadMode::Real, &self.device)?.0),
             None => Ok(UNet::load(
-                self.vb(self.unet_storage).pp(UNET_PREFIX),
+                self.vb(self.weight_storage).pp(UNET_PREFIX),
                 &self.config().unet,
                 self.dtype,
             )?),
@@ -200,7 +200,7 @@ impl Networks<'_> {
         let unet = match file {
             Some(file) => file.unet(LoadMode::Real, &self.device)?.0,
             None => UNet::load(
-                self.vb(self.unet_storage).pp(UNET_PREFIX),
+                self.vb(self.weight_storage).pp(UNET_PREFIX),
                 &config.unet,
                 self.dtype,
             )?,
@@ -306,13 +306,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let refiner_file = source.refiner.as_mut().and_then(|(_, f)| f.as_mut());
     for file in source.file.iter_mut().chain(refiner_file) {
         file.precision = args.compute.precision;
-        file.lean_unet = lean;
+        file.lean_weights = lean;
     }
     let nets = Networks {
         source: &source,
         device: device.clone(),
         dtype,
-        unet_storage: if lean && dtype == DType::F32 {
+        weight_storage: if lean && dtype == DType::F32 {
             DType::F16
         } else {
             dtype
@@ -343,9 +343,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         }
         set_own_kernels(true);
     }
-    let unet_storage = match &source.file {
-        Some(file) => file.unet_storage(dtype, &device),
-        None => nets.unet_storage,
+    let weight_storage = match &source.file {
+        Some(file) => file.weight_storage(dtype, &device),
+        None => nets.weight_storage,
     };
     Ok(Report {
         source: source.label.clone(),
@@ -353,8 +353,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
             "{} {}{} (VAE f32), --vram {}",
             describe(&device),
             dtype.as_str(),
-            if unet_storage != dtype {
-                format!(", UNet weights kept in {}", unet_storage.as_str())
+            if weight_storage != dtype {
+                format!(", weights kept in {}", weight_storage.as_str())
             } else {
                 String::new()
             },

@@ -3,13 +3,15 @@
 //! return the hidden state `clip_skip` layers from the end (2 = penultimate), without the final
 //! norm; CLIP-G also returns the pooled, projected vector at the first end-of-text token.
 
+use candle_core::DType;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
+use candle_nn::{embedding, Embedding, LayerNorm, VarBuilder};
 
 use super::activation::{gelu, quick_gelu};
 use super::attention::multi_head;
 use super::config::{ClipConfig, ClipFlavor};
 use super::linear::{linear, Linear};
+use super::norm::layer_norm;
 
 /// End-of-text token id; its first occurrence marks where the pooled vector is read.
 pub const EOS_TOKEN: u32 = 49407;
@@ -27,16 +29,17 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn load(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &ClipConfig, dtype: DType) -> Result<Self> {
         let c = cfg.hidden;
+        let norm = |name: &str| layer_norm(c, LAYER_NORM_EPS, vb.pp(name), dtype);
         Ok(match cfg.flavor {
             ClipFlavor::HuggingFace => Self {
-                norm1: layer_norm(c, LAYER_NORM_EPS, vb.pp("layer_norm1"))?,
+                norm1: norm("layer_norm1")?,
                 q: linear(c, c, vb.pp("self_attn.q_proj"))?,
                 k: linear(c, c, vb.pp("self_attn.k_proj"))?,
                 v: linear(c, c, vb.pp("self_attn.v_proj"))?,
                 out: linear(c, c, vb.pp("self_attn.out_proj"))?,
-                norm2: layer_norm(c, LAYER_NORM_EPS, vb.pp("layer_norm2"))?,
+                norm2: norm("layer_norm2")?,
                 fc1: linear(c, cfg.mlp, vb.pp("mlp.fc1"))?,
                 fc2: linear(cfg.mlp, c, vb.pp("mlp.fc2"))?,
             },
@@ -50,12 +53,12 @@ impl EncoderLayer {
                     ))
                 };
                 Self {
-                    norm1: layer_norm(c, LAYER_NORM_EPS, vb.pp("ln_1"))?,
+                    norm1: norm("ln_1")?,
                     q: part(0)?,
                     k: part(1)?,
                     v: part(2)?,
                     out: linear(c, c, vb.pp("attn.out_proj"))?,
-                    norm2: layer_norm(c, LAYER_NORM_EPS, vb.pp("ln_2"))?,
+                    norm2: norm("ln_2")?,
                     fc1: linear(c, cfg.mlp, vb.pp("mlp.c_fc"))?,
                     fc2: linear(cfg.mlp, c, vb.pp("mlp.c_proj"))?,
                 }
@@ -102,9 +105,12 @@ pub struct ClipTextModel {
 }
 
 impl ClipTextModel {
-    /// Builds the encoder from `vb`, which must point at the encoder's prefix in the file.
-    pub fn load(vb: VarBuilder, config: &ClipConfig) -> Result<Self> {
+    /// Builds the encoder from `vb`, which must point at the encoder's prefix in the file, to
+    /// compute in `compute` (f32 on the CPU with weights kept in f16; otherwise the weights'
+    /// dtype).
+    pub fn load(vb: VarBuilder, config: &ClipConfig, compute: DType) -> Result<Self> {
         let c = config.hidden;
+        let norm = |name: &str| layer_norm(c, LAYER_NORM_EPS, vb.pp(name), compute);
         let (token_embedding, position_embedding, layers_vb, final_norm) = match config.flavor {
             ClipFlavor::HuggingFace => (
                 embedding(config.vocab, c, vb.pp("embeddings.token_embedding"))?,
@@ -113,26 +119,26 @@ impl ClipTextModel {
                     "embeddings.position_embedding.weight",
                 )?,
                 vb.pp("encoder.layers"),
-                layer_norm(c, LAYER_NORM_EPS, vb.pp("final_layer_norm"))?,
+                norm("final_layer_norm")?,
             ),
             ClipFlavor::OpenClip => (
                 embedding(config.vocab, c, vb.pp("token_embedding"))?,
                 vb.get((config.positions, c), "positional_embedding")?,
                 vb.pp("transformer.resblocks"),
-                layer_norm(c, LAYER_NORM_EPS, vb.pp("ln_final"))?,
+                norm("ln_final")?,
             ),
         };
         let layers = (0..config.layers)
-            .map(|i| EncoderLayer::load(layers_vb.pp(i), config))
+            .map(|i| EncoderLayer::load(layers_vb.pp(i), config, compute))
             .collect::<Result<Vec<_>>>()?;
         let projection = match config.projection {
-            Some(p) => Some(vb.get((c, p), "text_projection")?),
+            Some(p) => Some(vb.get((c, p), "text_projection")?.to_dtype(compute)?),
             None => None,
         };
         Ok(Self {
             config: config.clone(),
             token_embedding,
-            position_embedding,
+            position_embedding: position_embedding.to_dtype(compute)?,
             layers,
             final_norm,
             projection,
@@ -164,6 +170,7 @@ impl ClipTextModel {
         let mut x = self
             .token_embedding
             .forward(ids)?
+            .to_dtype(positions.dtype())?
             .broadcast_add(&positions)?;
         let last = if self.projection.is_some() {
             depth

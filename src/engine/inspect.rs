@@ -67,7 +67,7 @@ pub fn inspect(path: impl AsRef<Path>, heads: HeadDims) -> Result<Inspection, En
         checkpoint: checkpoint.clone(),
         config: config.clone(),
         precision: Default::default(),
-        lean_unet: false,
+        lean_weights: false,
     };
     let mut usages = Vec::new();
     for (name, usage) in file.usage() {

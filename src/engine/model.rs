@@ -25,9 +25,9 @@ pub struct SdxlFile {
     pub config: SdxlConfig,
     /// The dtype the text encoders and UNet are built in (per device; the VAE is always f32).
     pub precision: Precision,
-    /// Keep the UNet's weights in the file's f16/bf16 and widen them layer by layer when it
-    /// computes in f32 on the CPU (`Placement::lean_weights`).
-    pub lean_unet: bool,
+    /// Keep the text encoders' and UNet's weights in the file's f16/bf16 and widen them layer by
+    /// layer when they compute in f32 on the CPU (`Placement::lean_weights`).
+    pub lean_weights: bool,
 }
 
 impl SdxlFile {
@@ -40,7 +40,7 @@ impl SdxlFile {
             checkpoint,
             config,
             precision: Precision::Auto,
-            lean_unet: false,
+            lean_weights: false,
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
             let usage: Vec<Usage> = file
@@ -121,14 +121,15 @@ impl SdxlFile {
         mode: LoadMode,
         device: &Device,
     ) -> Result<(ClipTextModel, Usage), EngineError> {
+        let compute = self.precision.dtype_on(device);
         build(
             &self.checkpoint,
             patches,
             &config.prefix,
             mode,
-            self.precision.dtype_on(device),
+            self.weight_storage(compute, device),
             device,
-            |vb| ClipTextModel::load(vb, config),
+            |vb| ClipTextModel::load(vb, config, compute),
         )
     }
 
@@ -179,21 +180,21 @@ impl SdxlFile {
             patches,
             UNET_PREFIX,
             mode,
-            self.unet_storage(compute, device),
+            self.weight_storage(compute, device),
             device,
             |vb| UNet::load(vb, &self.config.unet, compute),
         )
     }
 
-    /// The dtype the UNet's weights are kept in: the file's half precision when lean on the CPU
-    /// in f32, else the compute dtype.
-    pub fn unet_storage(&self, compute: DType, device: &Device) -> DType {
+    /// The dtype the text encoders' and UNet's weights are kept in: the file's half precision
+    /// when lean on the CPU in f32, else the compute dtype.
+    pub fn weight_storage(&self, compute: DType, device: &Device) -> DType {
         let stored = match self.checkpoint.weight_dtype() {
             Some(StDtype::F16) => DType::F16,
             Some(StDtype::BF16) => DType::BF16,
             _ => return compute,
         };
-        if self.lean_unet && device.is_cpu() && compute == DType::F32 {
+        if self.lean_weights && device.is_cpu() && compute == DType::F32 {
             stored
         } else {
             compute

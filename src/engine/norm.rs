@@ -79,6 +79,19 @@ impl GroupNorm {
     }
 }
 
+/// A LayerNorm whose `weight` and `bias` (`[channels]`, from `vb`) are cast to the compute dtype
+/// `dtype`: the network may keep its weights narrower (lean weights on the CPU).
+pub fn layer_norm(
+    channels: usize,
+    eps: f64,
+    vb: VarBuilder,
+    dtype: DType,
+) -> Result<candle_nn::LayerNorm> {
+    let weight = vb.get(channels, "weight")?.to_dtype(dtype)?;
+    let bias = vb.get(channels, "bias")?.to_dtype(dtype)?;
+    Ok(candle_nn::LayerNorm::new(weight, bias, eps))
+}
+
 impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.forward_act(x, false)

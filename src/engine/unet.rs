@@ -11,7 +11,7 @@ use super::attention::multi_head;
 use super::config::{UnetConfig, UnetLayer};
 use super::conv::{conv, Conv};
 use super::linear::{linear, linear_no_bias, Linear};
-use super::norm::{group_norm, GroupNorm};
+use super::norm::{group_norm, layer_norm, GroupNorm};
 
 const GROUPS: usize = 32;
 const RES_NORM_EPS: f64 = 1e-5;
@@ -41,13 +41,6 @@ pub fn adm_vector(pooled: &Tensor, time_ids: &Tensor, id_dim: usize) -> Result<T
     let flat = time_ids.to_dtype(DType::F32)?.flatten_all()?;
     let embedded = sinusoidal_embedding(&flat, id_dim)?.reshape((b, n * id_dim))?;
     Tensor::cat(&[&pooled.to_dtype(DType::F32)?, &embedded], 1)
-}
-
-/// A LayerNorm with its weights in the compute dtype `dtype` (they may be stored narrower).
-fn layer_norm(channels: usize, eps: f64, vb: VarBuilder, dtype: DType) -> Result<LayerNorm> {
-    let weight = vb.get(channels, "weight")?.to_dtype(dtype)?;
-    let bias = vb.get(channels, "bias")?.to_dtype(dtype)?;
-    Ok(LayerNorm::new(weight, bias, eps))
 }
 
 fn conv3x3(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> Result<Conv> {

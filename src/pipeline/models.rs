@@ -158,7 +158,7 @@ impl Models {
     fn open(placement: &Placement, path: &Path, config: &Config) -> Result<SdxlFile, EngineError> {
         let mut file = SdxlFile::open(path, config.head_dims(path))?;
         file.precision = placement.precision;
-        file.lean_unet = placement.lean_weights();
+        file.lean_weights = placement.lean_weights();
         Ok(file)
     }
 
