@@ -120,8 +120,9 @@ pub enum Vram {
     /// CPU it halves the memory of a base + refiner run).
     Normal,
     /// As `Normal`, with the text encoders on the CPU in f32 (about 5.5 GB on the GPU). On the
-    /// CPU, the UNet's weights stay in the checkpoint's f16/bf16 and are widened to f32 layer by
-    /// layer: the same images from half the UNet memory, a few per cent slower.
+    /// CPU, the text encoders' and UNet's weights stay in the checkpoint's f16/bf16 and are
+    /// widened to f32 layer by layer: the same images from half the memory, a few per cent
+    /// slower.
     Low,
 }
 
@@ -240,8 +241,8 @@ impl Placement {
         self.vram == Vram::High
     }
 
-    /// Whether the UNets keep their weights in the checkpoint's half precision and widen them
-    /// layer by layer (`--vram low` on the CPU).
+    /// Whether the text encoders and UNets keep their weights in the checkpoint's half precision
+    /// and widen them layer by layer (`--vram low` on the CPU).
     pub fn lean_weights(&self) -> bool {
         self.device.is_cpu() && self.vram == Vram::Low
     }
@@ -330,8 +331,8 @@ pub struct ComputeArgs {
     pub precision: Precision,
     /// How much stays on the device: auto (high on a CUDA GPU with 16 GiB or more, low on the CPU
     /// with less than 32 GiB of RAM, else normal), high (everything), normal (one UNet at a time),
-    /// low (one UNet at a time, the text encoders on the CPU; on the CPU the UNet's weights kept
-    /// in f16 and widened layer by layer).
+    /// low (one UNet at a time, the text encoders on the CPU; on the CPU the weights kept in f16
+    /// and widened layer by layer).
     #[arg(long, default_value_t = Vram::Auto, value_name = "MODE")]
     pub vram: Vram,
 }
