@@ -7,8 +7,8 @@
 #   benches/compare.sh --quick    the smallest shape only: UNet 512² fp32 and the VAE decode 512²
 #
 # Environment: THREADS (default 2) for both sides; SHARED_BENCH (default ../shared/bench);
-# VRAMS, our residency modes (default "normal low": f32 weights like PyTorch's, then the UNet's
-# weights kept in f16 and widened per layer); PIP_ARGS, e.g.
+# VRAMS, our residency modes (default "normal low": f32 weights like PyTorch's, then the weights
+# kept in f16 and widened per layer); PIP_ARGS, e.g.
 # "--index-url https://download.pytorch.org/whl/cpu" for the small CPU torch build.
 # The venv lives in target/bench-venv; results in target/bench-{ours-MODE,torch}.json.
 set -euo pipefail

@@ -67,7 +67,7 @@ fn bench_runs_with_lean_weights() {
     let report = bench_json("unet128,generate256", &["--vram", "low"]);
     assert_eq!(
         report["device"],
-        "cpu f32, weights kept in f16 (VAE f32), --vram low"
+        "cpu f32, half-precision weights widened per layer (VAE f32), --vram low"
     );
 }
 

@@ -159,6 +159,8 @@ fn lean_text_encoders_match() {
             }
         };
         let (lean, widened) = (encoder(true), encoder(false));
+        assert_eq!(lean.weight_dtype(), Some(DType::F16), "{name}");
+        assert_eq!(widened.weight_dtype(), Some(DType::F32), "{name}");
         check_clip(&lean, reference, &c);
         let (a, b) = (
             lean.forward(&ids, 1).unwrap(),

@@ -325,6 +325,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     };
     let mut measurements = Vec::new();
     for (part, name) in parts.iter().zip(&args.parts) {
+        // What the previous part freed stays in glibc's heap (and the resident set) otherwise.
+        crate::engine::memory::release_freed();
         let mut work = workloads::prepare(*part, &nets, args)?;
         for &own in kernel_sets {
             set_own_kernels(own);
@@ -343,9 +345,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         }
         set_own_kernels(true);
     }
-    let weight_storage = match &source.file {
-        Some(file) => file.weight_storage(dtype, &device),
-        None => nets.weight_storage,
+    let lean = match &source.file {
+        Some(file) => file.keeps_half(dtype, &device),
+        None => nets.weight_storage != dtype,
     };
     Ok(Report {
         source: source.label.clone(),
@@ -353,10 +355,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
             "{} {}{} (VAE f32), --vram {}",
             describe(&device),
             dtype.as_str(),
-            if weight_storage != dtype {
-                format!(", weights kept in {}", weight_storage.as_str())
+            if lean {
+                ", half-precision weights widened per layer"
             } else {
-                String::new()
+                ""
             },
             placement.vram
         ),

@@ -34,7 +34,7 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
 pub fn geglu(x: &Tensor) -> Result<Tensor> {
     let width = x.dim(D::Minus1)?;
     let half = width / 2;
-    if !own_path(x) || half == 0 {
+    if !own_path(x) || half == 0 || width % 2 != 0 {
         let value = x.narrow(D::Minus1, 0, half)?;
         let gate = x.narrow(D::Minus1, half, half)?;
         return value * gelu(&gate)?;

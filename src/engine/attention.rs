@@ -1,5 +1,5 @@
-//! Scaled dot-product attention shared by the text encoders, the UNet and the VAE. f32 on the CPU
-//! runs the fused kernel of `attention_cpu`; elsewhere queries are processed in chunks so that the
+//! Scaled dot-product attention shared by the text encoders, the UNet and the VAE. On the CPU it
+//! runs the fused kernel of `attention_cpu` (in f32, whatever the input dtype); elsewhere queries are processed in chunks so that the
 //! score matrix never exceeds a fixed budget, whatever the image size (a 1024² VAE decode would
 //! otherwise hold a 16384² matrix).
 
@@ -126,7 +126,12 @@ mod tests {
     #[test]
     fn fused_matches_chunked() -> Result<()> {
         let dev = Device::Cpu;
-        for (tq, tk, causal) in [(77, 77, true), (300, 77, false), (70, 700, false)] {
+        for (tq, tk, causal) in [
+            (77, 77, true),
+            (300, 300, true),
+            (300, 77, false),
+            (70, 700, false),
+        ] {
             let q = Tensor::randn(0f32, 1.0, (2, tq, 24), &dev)?;
             let k = Tensor::randn(0f32, 1.0, (2, tk, 24), &dev)?;
             let v = Tensor::randn(0f32, 1.0, (2, tk, 24), &dev)?;

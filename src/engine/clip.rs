@@ -154,6 +154,11 @@ impl ClipTextModel {
         &self.config
     }
 
+    /// The dtype its linear weights are kept in (narrower than the compute dtype when lean).
+    pub fn weight_dtype(&self) -> Option<DType> {
+        self.layers.first().map(|l| l.fc1.weight().dtype())
+    }
+
     /// Encodes `[B, T]` token ids (u32). `clip_skip` ≥ 1 picks the hidden state
     /// (`hidden_states[-clip_skip]` in Hugging Face terms; 1 = the last layer's output).
     pub fn forward(&self, ids: &Tensor, clip_skip: usize) -> Result<ClipOutput> {

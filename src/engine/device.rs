@@ -120,9 +120,8 @@ pub enum Vram {
     /// CPU it halves the memory of a base + refiner run).
     Normal,
     /// As `Normal`, with the text encoders on the CPU in f32 (about 5.5 GB on the GPU). On the
-    /// CPU, the text encoders' and UNet's weights stay in the checkpoint's f16/bf16 and are
-    /// widened to f32 layer by layer: the same images from half the memory, a few per cent
-    /// slower.
+    /// CPU, the text encoders' and UNet's weights stored in f16/bf16 stay so and are widened to
+    /// f32 layer by layer: the same images from half the memory, a few per cent slower.
     Low,
 }
 
@@ -168,10 +167,7 @@ impl Vram {
         match self {
             Vram::Auto => {
                 if device.is_cpu() {
-                    match system_memory() {
-                        Some(bytes) if bytes < LEAN_RAM_BYTES => Vram::Low,
-                        _ => Vram::Normal,
-                    }
+                    cpu_auto(system_memory())
                 } else {
                     match device_memory(device) {
                         Some(bytes) if bytes >= HIGH_VRAM_BYTES => Vram::High,
@@ -184,12 +180,24 @@ impl Vram {
     }
 }
 
-/// The machine's RAM from `/proc/meminfo` (`None` where there is none).
+/// `--vram auto` on the CPU for a machine with `ram` bytes (`None`: unknown).
+fn cpu_auto(ram: Option<usize>) -> Vram {
+    match ram {
+        Some(bytes) if bytes < LEAN_RAM_BYTES => Vram::Low,
+        _ => Vram::Normal,
+    }
+}
+
+/// The memory this process may use: `/proc/meminfo`'s total, or the cgroup's limit when lower
+/// (containers). `None` where neither can be read.
 fn system_memory() -> Option<usize> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let total = line.split_whitespace().nth(1)?.parse::<usize>().ok()? * 1024;
+    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    Some(limit.map_or(total, |l| l.min(total)))
 }
 
 /// The total memory of a CUDA device (`None` elsewhere, or when the driver does not say).
@@ -375,9 +383,10 @@ mod tests {
     #[test]
     fn vram_modes_place_the_text_encoders() {
         assert_eq!("LOW".parse::<Vram>().unwrap(), Vram::Low);
-        let lean = system_memory().is_some_and(|b| b < LEAN_RAM_BYTES);
-        let cpu_auto = if lean { Vram::Low } else { Vram::Normal };
-        assert_eq!(Vram::Auto.resolve(&Device::Cpu), cpu_auto);
+        assert_eq!(Vram::Auto.resolve(&Device::Cpu), cpu_auto(system_memory()));
+        assert_eq!(cpu_auto(Some(16 << 30)), Vram::Low);
+        assert_eq!(cpu_auto(Some(64 << 30)), Vram::Normal);
+        assert_eq!(cpu_auto(None), Vram::Normal);
         assert_eq!(Vram::High.resolve(&Device::Cpu), Vram::High);
         assert!("tiny".parse::<Vram>().is_err());
         let mut p = Placement::cpu();

@@ -4,7 +4,7 @@
 //! per-thread buffer that is reused from layer to layer (fresh buffers cost five times as much
 //! in page faults as the conversion itself).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, Result, Storage, Tensor};
@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 static OWN_KERNELS: AtomicBool = AtomicBool::new(true);
 
-/// Whether f32 CPU convolutions and group norms use our kernels.
+/// Whether our CPU kernels run (convolution, linear, attention, norms, softmax, activations).
 pub fn own_kernels() -> bool {
     OWN_KERNELS.load(Ordering::Relaxed)
 }
@@ -40,14 +40,15 @@ pub fn cpu_f32<'a>(
 }
 
 thread_local! {
-    static WIDENED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static WIDENED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Values converted per parallel task when widening.
 const WIDEN_TASK: usize = 1 << 16;
 
 /// Calls `f` with the values of the contiguous CPU tensor `t` as f32: borrowed when `t` is f32,
-/// else (f16, bf16) converted into this thread's reusable buffer. `f` must not call `with_f32`.
+/// else (f16, bf16) converted into this thread's reusable buffer (a nested call gets a buffer of
+/// its own).
 pub fn with_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
@@ -70,16 +71,19 @@ fn widen<T: Sync, R>(
     f: impl FnOnce(&[f32]) -> Result<R>,
     convert: impl Fn(&[T], &mut [f32]) + Sync,
 ) -> Result<R> {
-    WIDENED.with_borrow_mut(|buffer| {
-        if buffer.len() < src.len() {
-            buffer.resize(src.len(), 0.0);
-        }
-        let dst = &mut buffer[..src.len()];
-        dst.par_chunks_mut(WIDEN_TASK)
-            .zip(src.par_chunks(WIDEN_TASK))
-            .for_each(|(d, s)| convert(s, d));
-        f(dst)
-    })
+    // Taken out of the cell for the duration, so that rayon work stealing into another
+    // `with_f32` on this thread finds an empty buffer instead of a borrowed one.
+    let mut buffer = WIDENED.take();
+    if buffer.len() < src.len() {
+        buffer.resize(src.len(), 0.0);
+    }
+    let dst = &mut buffer[..src.len()];
+    dst.par_chunks_mut(WIDEN_TASK)
+        .zip(src.par_chunks(WIDEN_TASK))
+        .for_each(|(d, s)| convert(s, d));
+    let result = f(dst);
+    WIDENED.set(buffer);
+    result
 }
 
 #[cfg(test)]

@@ -39,6 +39,17 @@ impl Linear {
         }
     }
 
+    /// The `[out, in]` weight.
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+
+    /// Whether the weight or the bias is of another dtype than `x` (lean or LoRA-merged weights).
+    fn dtype_differs(&self, x: &Tensor) -> bool {
+        self.inner.weight().dtype() != x.dtype()
+            || self.inner.bias().is_some_and(|b| b.dtype() != x.dtype())
+    }
+
     fn own_path(&self, x: &Tensor) -> bool {
         own_kernels()
             && x.device().is_cpu()
@@ -111,7 +122,7 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.own_path(x) {
             self.forward_cpu(x)
-        } else if self.inner.weight().dtype() != x.dtype() {
+        } else if self.dtype_differs(x) {
             let cast = |t: &Tensor| t.to_dtype(x.dtype());
             let bias = self.inner.bias().map(cast).transpose()?;
             candle_nn::Linear::new(cast(self.inner.weight())?, bias).forward(x)

@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod kernels;
 pub mod linear;
 pub mod lora;
+pub mod memory;
 pub mod model;
 pub mod norm;
 pub mod preview;

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use safetensors::tensor::Dtype as StDtype;
 
 use super::checkpoint::{Architecture, Checkpoint, UNET_PREFIX, VAE_PREFIX};
 use super::clip::ClipTextModel;
@@ -127,7 +126,7 @@ impl SdxlFile {
             patches,
             &config.prefix,
             mode,
-            self.weight_storage(compute, device),
+            (compute, self.keeps_half(compute, device)),
             device,
             |vb| ClipTextModel::load(vb, config, compute),
         )
@@ -180,25 +179,16 @@ impl SdxlFile {
             patches,
             UNET_PREFIX,
             mode,
-            self.weight_storage(compute, device),
+            (compute, self.keeps_half(compute, device)),
             device,
             |vb| UNet::load(vb, &self.config.unet, compute),
         )
     }
 
-    /// The dtype the text encoders' and UNet's weights are kept in: the file's half precision
-    /// when lean on the CPU in f32, else the compute dtype.
-    pub fn weight_storage(&self, compute: DType, device: &Device) -> DType {
-        let stored = match self.checkpoint.weight_dtype() {
-            Some(StDtype::F16) => DType::F16,
-            Some(StDtype::BF16) => DType::BF16,
-            _ => return compute,
-        };
-        if self.lean_weights && device.is_cpu() && compute == DType::F32 {
-            stored
-        } else {
-            compute
-        }
+    /// Whether the text encoders and UNet keep their f16/bf16 weights as stored (each widened
+    /// to f32 as a layer runs): lean weights, on the CPU in f32.
+    pub fn keeps_half(&self, compute: DType, device: &Device) -> bool {
+        self.lean_weights && device.is_cpu() && compute == DType::F32
     }
 
     /// The VAE, always in f32 (the SDXL VAE overflows in f16).
@@ -208,7 +198,7 @@ impl SdxlFile {
             &Arc::default(),
             VAE_PREFIX,
             mode,
-            DType::F32,
+            (DType::F32, false),
             device,
             |vb| Vae::load(vb, &self.config.vae),
         )

@@ -36,10 +36,24 @@ struct RecordingBackend {
     ckpt: Arc<Checkpoint>,
     patches: Arc<Patches>,
     mode: LoadMode,
+    keep_half: bool,
     record: Arc<Mutex<Record>>,
 }
 
 impl RecordingBackend {
+    /// The dtype `name` is kept in: as stored when it is f16/bf16 and `keep_half` (lean weights),
+    /// else `dtype`.
+    fn storage_dtype(&self, name: &str, dtype: DType) -> DType {
+        if !self.keep_half {
+            return dtype;
+        }
+        match self.ckpt.tensors().get(name).map(|info| info.dtype) {
+            Some(safetensors::Dtype::F16) => DType::F16,
+            Some(safetensors::Dtype::BF16) => DType::BF16,
+            _ => dtype,
+        }
+    }
+
     fn placeholder(shape: &Shape, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         Tensor::zeros((), dtype, dev)?.broadcast_as(shape)
     }
@@ -53,7 +67,7 @@ impl RecordingBackend {
             // anyway): rounding them to the file's f16 would change the image.
             Ok(Some(merged)) if dev.is_cpu() => Ok(merged),
             Ok(Some(merged)) => merged.to_dtype(dtype).map_err(EngineError::from),
-            Ok(None) => self.ckpt.load(name, dtype, dev),
+            Ok(None) => self.ckpt.load(name, self.storage_dtype(name, dtype), dev),
             Err(e) => Err(e),
         };
         read.map_err(|e| match e {
@@ -147,7 +161,7 @@ pub fn build<T>(
     patches: &Arc<Patches>,
     prefix: &str,
     mode: LoadMode,
-    dtype: DType,
+    (dtype, keep_half): (DType, bool),
     device: &Device,
     f: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
 ) -> Result<(T, Usage), EngineError> {
@@ -156,6 +170,7 @@ pub fn build<T>(
         ckpt: ckpt.clone(),
         patches: patches.clone(),
         mode,
+        keep_half,
         record: record.clone(),
     };
     let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());

@@ -69,6 +69,7 @@ impl UnetSwap {
                         slot.built = None;
                     }
                 }
+                crate::engine::memory::release_freed();
             }
             let Some(source) = &self.slots[model].source else {
                 return Err(missing(model));
