@@ -189,32 +189,9 @@ fn run(x: &[f32], weight: &[f32], bias: &[f32], b: usize, cout: usize, g: &Geome
             row.fill(bias[c]);
         }
         if pointwise {
-            // A pointwise convolution is one product with the input as it is.
-            // SAFETY: `output` is cout×plane, `weight` cout×cin and `input` cin×plane, all
-            // row-major (the input plane equals the output plane here).
-            unsafe {
-                gemm::gemm(
-                    cout,
-                    plane,
-                    g.cin,
-                    output.as_mut_ptr(),
-                    1,
-                    plane as isize,
-                    true,
-                    weight.as_ptr(),
-                    1,
-                    g.cin as isize,
-                    input.as_ptr(),
-                    1,
-                    plane as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(threads),
-                );
-            }
+            // A pointwise convolution is one product with the input as it is (the input plane
+            // equals the output plane).
+            accumulate(output, plane, weight, input, plane, threads);
             continue;
         }
         let mut y0 = 0;
@@ -225,35 +202,56 @@ fn run(x: &[f32], weight: &[f32], bias: &[f32], b: usize, cout: usize, g: &Geome
             cols.par_chunks_mut(n).enumerate().for_each(|(tap, dst)| {
                 fill_tap(input, src_w, src_h * src_w, g, tap, y0, dst);
             });
-            // SAFETY: `output` holds `cout` rows of `plane` values and `y0·out_w + n ≤ plane`;
-            // `weight` is `cout × taps` and `cols` is `taps × n`, both row-major.
-            unsafe {
-                gemm::gemm(
-                    cout,
-                    n,
-                    taps,
-                    output.as_mut_ptr().add(y0 * g.out_w),
-                    1,
-                    plane as isize,
-                    true,
-                    weight.as_ptr(),
-                    1,
-                    taps as isize,
-                    cols.as_ptr(),
-                    1,
-                    n as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::Rayon(threads),
-                );
-            }
+            accumulate(&mut output[y0 * g.out_w..], plane, weight, cols, n, threads);
             y0 += rows;
         }
     }
     out
+}
+
+/// `out[c][j] += Σ_t weight[c][t] · cols[t][j]`: `weight` is `cout × taps` and `cols` `taps × n`,
+/// row-major; `out` holds `cout` rows of stride `stride`, of which the first `n` values are
+/// written.
+fn accumulate(
+    out: &mut [f32],
+    stride: usize,
+    weight: &[f32],
+    cols: &[f32],
+    n: usize,
+    threads: usize,
+) {
+    let taps = cols.len() / n.max(1);
+    let cout = weight.len() / taps.max(1);
+    assert!(
+        cols.len() == taps * n
+            && weight.len() == cout * taps
+            && (cout == 0 || out.len() >= (cout - 1) * stride + n),
+        "convolution product shapes do not fit"
+    );
+    // SAFETY: the assertion above keeps every row and column inside the three slices.
+    unsafe {
+        gemm::gemm(
+            cout,
+            n,
+            taps,
+            out.as_mut_ptr(),
+            1,
+            stride as isize,
+            true,
+            weight.as_ptr(),
+            1,
+            taps as isize,
+            cols.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(threads),
+        );
+    }
 }
 
 /// Fills one im2col row: input channel and kernel offset `tap`, for output rows `y0..` (as many
