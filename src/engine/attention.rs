@@ -84,7 +84,7 @@ fn chunked(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor> {
         if causal {
             scores = scores.broadcast_add(&causal_mask(start, len, tk, q.device())?)?;
         }
-        let probs = super::softmax::softmax_last_dim(&scores)?.to_dtype(work)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(work)?;
         outs.push(probs.matmul(&v)?);
         start += len;
     }

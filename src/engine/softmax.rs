@@ -1,42 +1,8 @@
-//! Softmax over the last dimension. On the CPU in f32 it is one pass per row with
-//! `fastmath::exp`, vectorised (candle_nn's kernel calls libm's scalar `expf`); other devices and
-//! dtypes use candle_nn. [`softmax_row_in_place`] is also the fused attention kernel's softmax.
-
-use candle_core::{CpuStorage, DType, Storage, Tensor};
-use rayon::prelude::*;
+//! The row softmax of the fused CPU attention kernel (`engine::attention_cpu`): one vectorised pass
+//! per row with `fastmath::exp` (candle_nn's kernel calls libm's scalar `expf`). Other paths use
+//! candle_nn's softmax.
 
 use super::fastmath;
-
-/// `softmax(x)` along the last dimension.
-pub fn softmax_last_dim(x: &Tensor) -> candle_core::Result<Tensor> {
-    let own = super::kernels::own_kernels() && x.device().is_cpu() && x.dtype() == DType::F32;
-    if !own || x.rank() == 0 {
-        return candle_nn::ops::softmax_last_dim(x);
-    }
-    let x = x.contiguous()?;
-    let row = x.dim(x.rank() - 1)?;
-    let out = {
-        let (storage, layout) = x.storage_and_layout();
-        let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-            candle_core::bail!("softmax expects an f32 CPU tensor");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("softmax expects a contiguous tensor");
-        };
-        let src = &data[start..end];
-        let mut out = vec![0f32; src.len()];
-        if row > 0 {
-            out.par_chunks_mut(row)
-                .zip(src.par_chunks(row))
-                .for_each(|(d, s)| {
-                    d.copy_from_slice(s);
-                    softmax_row_in_place(d);
-                });
-        }
-        out
-    };
-    Tensor::from_vec(out, x.dims(), x.device())
-}
 
 fastmath::vectorised! {
     /// Softmax of one row, in place. A fully masked row (all −∞) becomes NaN, as in candle (0/0).
@@ -77,16 +43,31 @@ fastmath::vectorised! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Tensor};
 
+    /// Row by row, the same as candle_nn's softmax (masked entries included); a fully masked
+    /// row is NaN, as there.
     #[test]
     fn matches_candle_nn() -> candle_core::Result<()> {
-        let x = (Tensor::randn(0f32, 4.0, (3, 5, 77), &Device::Cpu)? - 2.0)?;
-        let diff = (softmax_last_dim(&x)? - candle_nn::ops::softmax_last_dim(&x)?)?
-            .abs()?
-            .max_all()?
-            .to_scalar::<f32>()?;
-        assert!(diff < 1e-6, "{diff}");
+        let x = (Tensor::randn(0f32, 4.0, (15, 77), &Device::Cpu)? - 2.0)?;
+        let mask = Tensor::from_vec(
+            (0..77)
+                .map(|j| if j > 40 { f32::NEG_INFINITY } else { 0.0 })
+                .collect::<Vec<f32>>(),
+            77,
+            &Device::Cpu,
+        )?;
+        let x = Tensor::cat(&[&x, &x.broadcast_add(&mask)?], 0)?;
+        let want = candle_nn::ops::softmax_last_dim(&x)?.to_vec2::<f32>()?;
+        for (row, want) in x.to_vec2::<f32>()?.iter_mut().zip(&want) {
+            softmax_row_in_place(row);
+            for (a, b) in row.iter().zip(want) {
+                assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+            }
+        }
+        let mut masked = [f32::NEG_INFINITY; 9];
+        softmax_row_in_place(&mut masked);
+        assert!(masked.iter().all(|v| v.is_nan()));
         Ok(())
     }
 }
