@@ -27,9 +27,11 @@ use crate::engine::weights::LoadMode;
 use report::{load_average, peak_rss, reset_peak_rss, Measurement, Report};
 
 /// The default parts, in the order they run.
-pub const PARTS: [&str; 8] = [
+pub const PARTS: [&str; 10] = [
     "conv512",
     "norm512",
+    "linear",
+    "attention",
     "text",
     "unet512",
     "unet1024",
@@ -43,6 +45,8 @@ pub const PARTS: [&str; 8] = [
 pub enum Part {
     Conv512,
     Norm512,
+    Linear,
+    Attention,
     Text,
     Unet(usize),
     Vae(usize),
@@ -60,6 +64,8 @@ impl std::str::FromStr for Part {
         Ok(match s {
             "conv512" => Part::Conv512,
             "norm512" => Part::Norm512,
+            "linear" => Part::Linear,
+            "attention" => Part::Attention,
             "text" => Part::Text,
             _ => {
                 if let Some(px) = sized("unet") {
@@ -70,7 +76,7 @@ impl std::str::FromStr for Part {
                     Part::Generate(px)
                 } else {
                     return Err(anyhow!(
-                        "unknown part `{s}`: choose from conv512, norm512, text, unetN, vaeN, \
+                        "unknown part `{s}`: choose from conv512, norm512, linear, attention, text, unetN, vaeN, \
                          generateN (N = image side, a multiple of 64, e.g. unet1024)"
                     ));
                 }
@@ -96,7 +102,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "../shared/fixtures/layouts")]
     pub layouts: PathBuf,
     /// Comma-separated parts, run in the order given: conv512 (one 3×3 conv 32→32 on [1,32,512,512]),
-    /// norm512 (GroupNorm 32 + SiLU on the same), text, unetN (one UNet step with CFG), vaeN (a
+    /// norm512 (GroupNorm 32 + SiLU on the same), linear (the UNet's widest at 1024²: 640 → 5120 on
+    /// [2, 4096, 640]), attention (its self-attention there: 10 heads of 64, 4096 tokens, batch
+    /// 2), text, unetN (one UNet step with CFG), vaeN (a
     /// decode), generateN (a whole generation), N being the image side (512, 768, 1024, 1536…).
     #[arg(long, value_delimiter = ',', default_values_t = PARTS.map(String::from))]
     pub parts: Vec<String>,

@@ -1,10 +1,10 @@
 //! The timed work of each benchmark part, with its networks built and inputs drawn beforehand:
-//! text encoders on a CFG pair of 77-token prompts, one UNet evaluation at batch 2 with the CFG
+//! single layers (convolution, norm, linear, attention), text encoders on a CFG pair of 77-token prompts, one UNet evaluation at batch 2 with the CFG
 //! combination, a VAE decode (tiled above `--vae-tile`), and a whole generation (text encoders,
 //! `dpmpp_2m_sde` on a Karras schedule with Fooocus guidance, the refiner below the switch σ when
 //! there is one, VAE decode).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 
 use super::{BenchArgs, Networks, Part};
 use crate::engine::checkpoint::Architecture;
@@ -36,7 +36,7 @@ pub fn prepare(part: Part, nets: &Networks, args: &BenchArgs) -> anyhow::Result<
     let dev = nets.device().clone();
     let side = |px: usize| px / VAE_FACTOR;
     let mut work: Work = match part {
-        Part::Conv512 | Part::Norm512 => ops(part == Part::Conv512, &dev)?,
+        Part::Conv512 | Part::Norm512 | Part::Linear | Part::Attention => op(part, &dev)?,
         Part::Text => {
             let (l, g) = nets.clips()?;
             let ids = prompt_ids(&dev)?;
@@ -78,26 +78,47 @@ pub fn prepare(part: Part, nets: &Networks, args: &BenchArgs) -> anyhow::Result<
     }))
 }
 
-/// The single layers the networks spend most time in, at the VAE's last level of a 512² decode.
-fn ops(conv: bool, dev: &Device) -> anyhow::Result<Work> {
+/// Single layers of the kinds the networks spend most time in: a 3×3 convolution and GroupNorm +
+/// SiLU at the VAE's last level of a 512² decode, the UNet's widest linear layer and its
+/// self-attention at 1024².
+fn op(part: Part, dev: &Device) -> anyhow::Result<Work> {
     let vb = candle_nn::VarBuilder::from_backend(
         Box::new(super::random::RandomBackend { seed: 1 }),
         DType::F32,
         dev.clone(),
     );
-    let x = Tensor::randn(0f32, 1.0, (1, 32, 512, 512), dev)?;
-    Ok(if conv {
-        let layer = crate::engine::conv::conv(vb, 32, 32, 3, 1, 1)?;
-        Box::new(move || {
-            layer.forward(&x)?;
-            Ok(())
-        })
-    } else {
-        let layer = crate::engine::norm::group_norm(32, 32, 1e-6, vb)?;
-        Box::new(move || {
-            layer.forward_act(&x, true)?;
-            Ok(())
-        })
+    let image = || Tensor::randn(0f32, 1.0, (1, 32, 512, 512), dev);
+    Ok(match part {
+        Part::Conv512 => {
+            let (layer, x) = (crate::engine::conv::conv(vb, 32, 32, 3, 1, 1)?, image()?);
+            Box::new(move || {
+                layer.forward(&x)?;
+                Ok(())
+            })
+        }
+        Part::Norm512 => {
+            let (layer, x) = (crate::engine::norm::group_norm(32, 32, 1e-6, vb)?, image()?);
+            Box::new(move || {
+                layer.forward_act(&x, true)?;
+                Ok(())
+            })
+        }
+        Part::Linear => {
+            let layer = crate::engine::linear::linear(640, 5120, vb)?;
+            let x = Tensor::randn(0f32, 1.0, (2, 4096, 640), dev)?;
+            Box::new(move || {
+                layer.forward(&x)?;
+                Ok(())
+            })
+        }
+        _ => {
+            let qkv = || Tensor::randn(0f32, 1.0, (2, 4096, 640), dev);
+            let (q, k, v) = (qkv()?, qkv()?, qkv()?);
+            Box::new(move || {
+                crate::engine::attention::multi_head(&q, &k, &v, 10, false)?;
+                Ok(())
+            })
+        }
     })
 }
 

@@ -1,22 +1,27 @@
-//! Fused attention for f32 on the CPU: for each (batch, head) and block of query rows, the scores
-//! against all keys, their softmax and the product with the values stay in one small per-thread
-//! buffer, and rayon spreads the blocks over the cores. Queries, keys and values are read through
-//! their strides, so the heads of a `[B, T, H·d]` projection need no transposed copy. Unfused, the
-//! same attention wrote and re-read a 64 MB score matrix per chunk and ran at a fifth of the
-//! matmul speed.
+//! Fused attention for f32 on the CPU. Keys and values are packed once per (batch, head) into
+//! the right-operand panels of `engine::microkernel`; then, for each block of query rows (rayon
+//! spreads the blocks over the cores), the scaled scores against all keys go into a per-thread
+//! buffer, become softmax numerators in place, and their product with the values lands in the
+//! output scaled by each row's reciprocal sum. Queries are read through their strides, so the
+//! heads of a `[B, T, H·d]` projection need no transposed copy. Built on the `gemm` crate, the
+//! same blocks spent a third of their time re-packing keys, values and scores on every call.
 
 use std::cell::RefCell;
 
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::softmax::softmax_row_in_place;
+use super::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
+use super::softmax::softmax_numerators;
 
-/// How many query rows one task handles at least and at most; within that, enough that the
-/// score block holds about 64 Ki values (256 KiB, within L2).
-const MIN_ROWS: usize = 64;
-const MAX_ROWS: usize = 256;
-const BLOCK_SCORES: usize = 1 << 16;
+/// Query rows per task: a multiple of `MR` such that the task's scores hold about
+/// `BLOCK_SCORES` values (384 KiB, within L2), but at least `MIN_ROWS` so that each key and
+/// value panel read serves a few row groups.
+const MIN_ROWS: usize = 4 * MR;
+const MAX_ROWS: usize = 43 * MR;
+const BLOCK_SCORES: usize = 48 << 10;
+/// Keys per step of the product with the values, so that the values' panel slice stays in L1.
+const KEY_STEP: usize = 256;
 
 /// How the output `[B, H, Tq, d]` is laid out in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,20 +58,6 @@ impl Strides {
 
     fn at(&self, b: usize, h: usize, t: usize) -> usize {
         self.start + b * self.batch + h * self.head + t * self.row
-    }
-}
-
-/// A raw output pointer shared by the tasks, each of which writes its own rows of its own head.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint (head, row) regions; see `attention`.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
@@ -107,7 +98,11 @@ pub fn attention(
         OutputOrder::HeadsMajor => (h * tq * d, tq * d, d),
         OutputOrder::TokensMajor => (tq * h * d, d, h * d),
     };
-    let rows = (BLOCK_SCORES / tk).clamp(MIN_ROWS, MAX_ROWS).min(tq);
+    let tk_pad = tk.next_multiple_of(NR);
+    let rows = (BLOCK_SCORES / tk_pad)
+        .next_multiple_of(MR)
+        .clamp(MIN_ROWS, MAX_ROWS)
+        .min(tq);
     let blocks = tq.div_ceil(rows);
     let scale = 1.0 / (d as f32).sqrt();
     {
@@ -116,72 +111,93 @@ pub fn attention(
         let (vs, vl) = v.storage_and_layout();
         let (qd, kd, vd) = (f32_data(&qs)?, f32_data(&ks)?, f32_data(&vs)?);
         let (qst, kst, vst) = (Strides::of(ql)?, Strides::of(kl)?, Strides::of(vl)?);
-        let dst = SharedOut(out.as_mut_ptr());
+        // Per (batch, head): the keys as the d × tk right operand of q·kᵀ, NR keys per panel,
+        // and the values as the tk × d right operand of p·v, NR channels per panel.
+        let (key_len, value_len) = (tk_pad * d, d.next_multiple_of(NR) * tk);
+        let mut keys = vec![0f32; b * h * key_len];
+        let mut values = vec![0f32; b * h * value_len];
+        keys.par_chunks_mut(key_len)
+            .zip(values.par_chunks_mut(value_len))
+            .enumerate()
+            .for_each(|(bh, (key_panels, value_panels))| {
+                let (k_at, v_at) = (kst.at(bh / h, bh % h, 0), vst.at(bh / h, bh % h, 0));
+                // SAFETY: candle's layouts keep every (b, h, t, i) of k and v inside their
+                // storages; the panels hold tk_pad·d and d_pad·tk values.
+                unsafe {
+                    pack_panels(key_panels, d, tk, kd.as_ptr().add(k_at), kst.col, kst.row);
+                    pack_panels(value_panels, tk, d, vd.as_ptr().add(v_at), vst.row, vst.col);
+                }
+            });
+        let dst = SharedMut(out.as_mut_ptr());
         (0..b * h * blocks).into_par_iter().for_each(|task| {
             let (bh, block) = (task / blocks, task % blocks);
             let (bi, hi) = (bh / h, bh % h);
             let t0 = block * rows;
             let n = rows.min(tq - t0);
+            let key_panels = &keys[bh * key_len..(bh + 1) * key_len];
+            let value_panels = &values[bh * value_len..(bh + 1) * value_len];
             SCORES.with_borrow_mut(|scores| {
-                scores.resize(n * tk, 0.0);
+                scores.resize(n * tk_pad, 0.0);
                 let q_at = qst.at(bi, hi, t0);
-                let (k_at, v_at) = (kst.at(bi, hi, 0), vst.at(bi, hi, 0));
-                let o_at = bi * o_batch + hi * o_head + t0 * o_row;
-                // SAFETY: candle's layouts keep every (b, h, t, i) of q, k and v inside their
-                // storages; `scores` holds n×tk values; the output rows t0..t0+n of head (bi, hi)
-                // lie inside `out` and belong to this task alone.
-                unsafe {
-                    gemm::gemm(
-                        n,
-                        tk,
-                        d,
-                        scores.as_mut_ptr(),
-                        1,
-                        tk as isize,
-                        false,
-                        qd.as_ptr().add(q_at),
-                        qst.col as isize,
-                        qst.row as isize,
-                        kd.as_ptr().add(k_at),
-                        kst.row as isize,
-                        kst.col as isize,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                for (p, panel) in key_panels.chunks_exact(d * NR).enumerate() {
+                    for g in (0..n).step_by(MR) {
+                        let lhs = Lhs {
+                            ptr: qd[q_at + g * qst.row..].as_ptr(),
+                            row: qst.row,
+                            col: qst.col,
+                        };
+                        let store = Store {
+                            ldc: tk_pad,
+                            rows: MR.min(n - g),
+                            cols: NR,
+                            accumulate: false,
+                        };
+                        // SAFETY: query rows t0+g.. of head (bi, hi) lie in q's storage for
+                        // d columns; the panel holds d×NR values; the score tile lies inside
+                        // the n × tk_pad buffer.
+                        unsafe {
+                            let c = scores.as_mut_ptr().add(g * tk_pad + p * NR);
+                            let rhs = panel.as_ptr();
+                            tile(d, lhs, rhs, c, store, &[scale; MR]);
+                        }
+                    }
                 }
-                for (r, row) in scores.chunks_mut(tk).enumerate() {
+                let mut reciprocal = [0f32; MAX_ROWS];
+                for (r, row) in scores.chunks_exact_mut(tk_pad).enumerate() {
+                    let row = &mut row[..tk];
                     if causal {
                         row[(t0 + r + 1).min(tk)..].fill(f32::NEG_INFINITY);
                     }
-                    softmax_row_in_place(row);
+                    reciprocal[r] = 1.0 / softmax_numerators(row);
                 }
-                // SAFETY: as above; the output block is n×d with row stride `o_row`.
-                unsafe {
-                    gemm::gemm(
-                        n,
-                        d,
-                        tk,
-                        dst.get().add(o_at),
-                        1,
-                        o_row as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        tk as isize,
-                        vd.as_ptr().add(v_at),
-                        vst.col as isize,
-                        vst.row as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                let o_at = bi * o_batch + hi * o_head + t0 * o_row;
+                for k0 in (0..tk).step_by(KEY_STEP) {
+                    let kc = KEY_STEP.min(tk - k0);
+                    for (p, panel) in value_panels.chunks_exact(tk * NR).enumerate() {
+                        for g in (0..n).step_by(MR) {
+                            let lhs = Lhs {
+                                ptr: scores[g * tk_pad + k0..].as_ptr(),
+                                row: tk_pad,
+                                col: 1,
+                            };
+                            let store = Store {
+                                ldc: o_row,
+                                rows: MR.min(n - g),
+                                cols: NR.min(d - p * NR),
+                                accumulate: k0 > 0,
+                            };
+                            let row_scale = std::array::from_fn(|i| reciprocal[(g + i).min(n - 1)]);
+                            // SAFETY: score rows g.. hold tk values from k0; the panel slice
+                            // holds kc×NR values; the output tile (rows t0+g.., channels
+                            // p·NR..) of head (bi, hi) lies inside `out` and belongs to this
+                            // task alone.
+                            unsafe {
+                                let c = dst.get().add(o_at + g * o_row + p * NR);
+                                let rhs = panel[k0 * NR..].as_ptr();
+                                tile(kc, lhs, rhs, c, store, &row_scale);
+                            }
+                        }
+                    }
                 }
             });
         });

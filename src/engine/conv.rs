@@ -1,16 +1,19 @@
 //! 2-D convolution for the UNet and VAE. On the CPU in f32, a k×k convolution runs as our own
-//! im2col into bounded chunks of output rows (parallel over the kernel taps) followed by one
-//! `gemm` per chunk that writes straight into the NCHW output, bias pre-filled; a nearest 2×
-//! upsample can be folded into the im2col so the upsampled tensor is never built. candle's CPU
-//! conv2d converts the whole input to NHWC single-threaded and multiplies 512-pixel tiles, which
-//! is slow when channels are few. A 1×1 convolution is one `gemm` on the input as it is. Weights
-//! kept in f16/bf16 are widened to f32 first. Other devices and dtypes use candle.
+//! im2col into bounded chunks of output rows, written straight in the packed layout of
+//! `engine::matmul` (parallel over its panels of 16 pixels), followed by one product per chunk
+//! that writes into the NCHW output, bias pre-filled; a nearest 2× upsample can be folded into the im2col so the
+//! upsampled tensor is never built. candle's CPU conv2d converts the whole input to NHWC
+//! single-threaded and multiplies 512-pixel tiles, which is slow when channels are few. A 1×1
+//! convolution is one product on the input as it is. Weights kept in f16/bf16 are widened to f32
+//! first. Other devices and dtypes use candle.
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use rayon::prelude::*;
 
 use super::kernels::{cpu_f32, with_f32};
+use super::matmul::{accumulate, packed_len, with_packed};
+use super::microkernel::NR;
 
 const WHAT: &str = "conv2d fast path";
 
@@ -64,7 +67,7 @@ impl Conv {
     /// Convolves `x` `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.own_path(x) {
-            self.im2col_gemm(x, false)
+            self.im2col_product(x, false)
         } else {
             self.candle(x)
         }
@@ -84,7 +87,7 @@ impl Conv {
     /// Convolves the nearest-neighbour 2× upsampling of `x`, without building it on the CPU.
     pub fn forward_upsampled(&self, x: &Tensor) -> Result<Tensor> {
         if self.own_path(x) {
-            self.im2col_gemm(x, true)
+            self.im2col_product(x, true)
         } else {
             let (_, _, h, w) = x.dims4()?;
             self.candle(&x.upsample_nearest2d(2 * h, 2 * w)?)
@@ -103,7 +106,7 @@ impl Conv {
             && x.rank() == 4
     }
 
-    fn im2col_gemm(&self, x: &Tensor, upsample: bool) -> Result<Tensor> {
+    fn im2col_product(&self, x: &Tensor, upsample: bool) -> Result<Tensor> {
         let x = x.contiguous()?;
         let (b, cin, h, w) = x.dims4()?;
         let (h, w) = if upsample { (2 * h, 2 * w) } else { (h, w) };
@@ -138,7 +141,7 @@ impl Conv {
         let out = {
             let (xs, xl) = x.storage_and_layout();
             let xd = cpu_f32(&xs, xl, WHAT)?;
-            with_f32(weight, WHAT, |wd| Ok(run(xd, wd, &bias, b, cout, &geo)))?
+            with_f32(weight, WHAT, |wd| run(xd, wd, &bias, b, cout, &geo))?
         };
         Tensor::from_vec(out, (b, cout, geo.out_h, geo.out_w), x.device())
     }
@@ -163,7 +166,14 @@ struct Geometry {
     upsample: bool,
 }
 
-fn run(x: &[f32], weight: &[f32], bias: &[f32], b: usize, cout: usize, g: &Geometry) -> Vec<f32> {
+fn run(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    b: usize,
+    cout: usize,
+    g: &Geometry,
+) -> Result<Vec<f32>> {
     let taps = g.cin * g.k * g.k;
     let plane = g.out_h * g.out_w;
     let (src_h, src_w) = if g.upsample {
@@ -179,9 +189,8 @@ fn run(x: &[f32], weight: &[f32], bias: &[f32], b: usize, cout: usize, g: &Geome
     let mut cols = if pointwise {
         Vec::new()
     } else {
-        vec![0f32; taps * rows_per_chunk * g.out_w]
+        vec![0f32; packed_len(taps, rows_per_chunk * g.out_w)]
     };
-    let threads = rayon::current_num_threads();
     for batch in 0..b {
         let input = &x[batch * g.cin * src_h * src_w..(batch + 1) * g.cin * src_h * src_w];
         let output = &mut out[batch * cout * plane..(batch + 1) * cout * plane];
@@ -189,123 +198,115 @@ fn run(x: &[f32], weight: &[f32], bias: &[f32], b: usize, cout: usize, g: &Geome
             row.fill(bias[c]);
         }
         if pointwise {
-            // A pointwise convolution is one product with the input as it is (the input plane
-            // equals the output plane).
-            accumulate(output, plane, weight, input, plane, threads);
+            // A pointwise convolution is one product with the input as it is (`cin` rows of
+            // the output's plane).
+            with_packed(input, (g.cin, plane), (plane, 1), |panels| {
+                accumulate(output, plane, weight, (cout, g.cin, plane), panels)
+            })?;
             continue;
         }
         let mut y0 = 0;
         while y0 < g.out_h {
             let rows = rows_per_chunk.min(g.out_h - y0);
             let n = rows * g.out_w;
-            let cols = &mut cols[..taps * n];
-            cols.par_chunks_mut(n).enumerate().for_each(|(tap, dst)| {
-                fill_tap(input, src_w, src_h * src_w, g, tap, y0, dst);
-            });
-            accumulate(&mut output[y0 * g.out_w..], plane, weight, cols, n, threads);
+            let cols = &mut cols[..packed_len(taps, n)];
+            cols.par_chunks_mut(taps * NR)
+                .enumerate()
+                .for_each(|(p, panel)| fill_panel(input, src_h * src_w, g, y0, n, p * NR, panel));
+            accumulate(
+                &mut output[y0 * g.out_w..],
+                plane,
+                weight,
+                (cout, taps, n),
+                cols,
+            )?;
             y0 += rows;
         }
     }
-    out
+    Ok(out)
 }
 
-/// `out[c][j] += Σ_t weight[c][t] · cols[t][j]`: `weight` is `cout × taps` and `cols` `taps × n`,
-/// row-major; `out` holds `cout` rows of stride `stride`, of which the first `n` values are
-/// written.
-fn accumulate(
-    out: &mut [f32],
-    stride: usize,
-    weight: &[f32],
-    cols: &[f32],
+/// Fills one panel of the im2col, written in `engine::matmul`'s packed layout: output pixels
+/// `j0..j0 + NR` of the chunk that starts at output row `y0` (those past `n` zero), for every
+/// tap (input channel × kernel offset), `NR` values per tap.
+fn fill_panel(
+    input: &[f32],
+    src_plane: usize,
+    g: &Geometry,
+    y0: usize,
     n: usize,
-    threads: usize,
+    j0: usize,
+    panel: &mut [f32],
 ) {
-    let taps = cols.len() / n.max(1);
-    let cout = weight.len() / taps.max(1);
-    assert!(
-        cols.len() == taps * n
-            && weight.len() == cout * taps
-            && (cout == 0 || out.len() >= (cout - 1) * stride + n),
-        "convolution product shapes do not fit"
-    );
-    // SAFETY: the assertion above keeps every row and column inside the three slices.
-    unsafe {
-        gemm::gemm(
-            cout,
-            n,
-            taps,
-            out.as_mut_ptr(),
-            1,
-            stride as isize,
-            true,
-            weight.as_ptr(),
-            1,
-            taps as isize,
-            cols.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(threads),
-        );
+    // The panel's pixels as runs within output rows: (row, first column, offset, length).
+    let mut runs = [(0, 0, 0, 0); NR];
+    let mut count = 0;
+    let mut j = 0;
+    let cols = NR.min(n - j0);
+    while j < cols {
+        let (line, ox) = ((j0 + j) / g.out_w, (j0 + j) % g.out_w);
+        let len = (g.out_w - ox).min(cols - j);
+        runs[count] = (y0 + line, ox, j, len);
+        count += 1;
+        j += len;
+    }
+    let mut taps = panel.chunks_exact_mut(NR);
+    for channel in input.chunks_exact(src_plane).take(g.cin) {
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let Some(dst) = taps.next() else { return };
+                for &(oy, ox, at, len) in &runs[..count] {
+                    fill_run(channel, g, oy, ox, ky, kx, &mut dst[at..at + len]);
+                }
+                dst[cols..].fill(0.0);
+            }
+        }
     }
 }
 
-/// Fills one im2col row: input channel and kernel offset `tap`, for output rows `y0..` (as many
-/// as `dst` holds).
-fn fill_tap(
-    input: &[f32],
-    src_w: usize,
-    src_plane: usize,
+/// Fills `dst` with the input values that kernel offset (`ky`, `kx`) meets for the output pixels
+/// (`oy`, `ox..ox + dst.len()`) of one channel: zero outside the (virtually upsampled) image.
+fn fill_run(
+    channel: &[f32],
     g: &Geometry,
-    tap: usize,
-    y0: usize,
+    oy: usize,
+    ox: usize,
+    ky: usize,
+    kx: usize,
     dst: &mut [f32],
 ) {
-    let (ci, ky, kx) = (tap / (g.k * g.k), (tap / g.k) % g.k, tap % g.k);
-    let channel = &input[ci * src_plane..(ci + 1) * src_plane];
-    // Output columns whose input column `ox·stride + kx − pad` lies inside the image.
-    let first = g.pad.saturating_sub(kx).div_ceil(g.stride).min(g.out_w);
-    let end = if g.w + g.pad > kx {
-        ((g.w + g.pad - kx - 1) / g.stride + 1).clamp(first, g.out_w)
-    } else {
-        first
-    };
-    for (r, line) in dst.chunks_mut(g.out_w).enumerate() {
-        let iy = ((y0 + r) * g.stride + ky) as isize - g.pad as isize;
-        if iy < 0 || iy >= g.h as isize {
-            line.fill(0.0);
-            continue;
+    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+    if iy < 0 || iy >= g.h as isize || dst.is_empty() {
+        dst.fill(0.0);
+        return;
+    }
+    let (up, s) = (usize::from(g.upsample), g.stride);
+    let src_w = g.w >> up;
+    let row = &channel[(iy as usize >> up) * src_w..][..src_w];
+    let first = (ox * s + kx) as isize - g.pad as isize;
+    let last = first + ((dst.len() - 1) * s) as isize;
+    if first < 0 || last >= g.w as isize {
+        for (j, v) in dst.iter_mut().enumerate() {
+            let ix = first + (j * s) as isize;
+            *v = if ix < 0 || ix >= g.w as isize {
+                0.0
+            } else {
+                row[ix as usize >> up]
+            };
         }
-        let sy = if g.upsample {
-            iy as usize / 2
-        } else {
-            iy as usize
-        };
-        let src = &channel[sy * src_w..(sy + 1) * src_w];
-        line[..first].fill(0.0);
-        line[end..].fill(0.0);
-        let inside = &mut line[first..end];
-        let ix0 = first * g.stride + kx - g.pad;
-        match (g.upsample, g.stride) {
-            (false, 1) => inside.copy_from_slice(&src[ix0..ix0 + inside.len()]),
-            (true, 1) => {
-                for (i, v) in inside.iter_mut().enumerate() {
-                    *v = src[(ix0 + i) / 2];
-                }
-            }
-            (true, s) => {
-                for (i, v) in inside.iter_mut().enumerate() {
-                    *v = src[(ix0 + i * s) / 2];
-                }
-            }
-            (false, s) => {
-                for (v, x) in inside.iter_mut().zip(src[ix0..].iter().step_by(s)) {
-                    *v = *x;
-                }
+        return;
+    }
+    let first = first as usize;
+    match (g.upsample, s) {
+        (false, 1) => match <&mut [f32; NR]>::try_from(&mut *dst) {
+            // A whole panel row: a fixed-size copy the compiler inlines (a memmove call per 16
+            // values cost a tenth of a VAE decode).
+            Ok(whole) => whole.copy_from_slice(&row[first..first + NR]),
+            Err(_) => dst.copy_from_slice(&row[first..first + dst.len()]),
+        },
+        _ => {
+            for (j, v) in dst.iter_mut().enumerate() {
+                *v = row[(first + j * s) >> up];
             }
         }
     }
@@ -348,7 +349,7 @@ mod tests {
         Ok(())
     }
 
-    /// The im2col + gemm path matches candle's conv2d, with stride 2 and a folded upsample.
+    /// The im2col + product path matches candle's conv2d, with stride 2 and a folded upsample.
     #[test]
     fn matches_candle_conv2d() -> Result<()> {
         check(3, 5, 9, 7, 1, false)?;

@@ -1,13 +1,14 @@
-//! Fully connected layers. On the CPU in f32 one `gemm` multiplies all rows (leading dimensions
-//! flattened) by the transposed weight, straight into an output pre-filled with the bias;
-//! candle_nn's `Linear` adds the bias in a second pass over the whole output. Weights kept in
-//! f16/bf16 (`--vram low` on the CPU) are widened to f32 for the product. Other devices and dtypes
-//! use candle_nn's `Linear`, with the weights cast to the input's dtype.
+//! Fully connected layers. On the CPU in f32 one product (`engine::matmul`) multiplies all rows
+//! (leading dimensions flattened) by the transposed weight, straight into an output pre-filled
+//! with the bias; candle_nn's `Linear` adds the bias in a second pass over the whole output.
+//! Weights kept in f16/bf16 (`--vram low` on the CPU) are widened to f32 for the product. Other
+//! devices and dtypes use candle_nn's `Linear`, with the weights cast to the input's dtype.
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::kernels::{cpu_f32, own_kernels, with_f32};
+use super::matmul::{accumulate, with_packed};
 
 const WHAT: &str = "linear fast path";
 
@@ -85,32 +86,10 @@ impl Linear {
             let (xs, xl) = x.storage_and_layout();
             let xd = cpu_f32(&xs, xl, WHAT)?;
             with_f32(weight, WHAT, |wd| {
-                // SAFETY: `out` is m×out_dim row-major, `xd` m×k row-major and `wd` out_dim×k
-                // row-major, read as the k×out_dim matrix Wᵀ (row stride 1, column stride k).
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        out_dim,
-                        k,
-                        out.as_mut_ptr(),
-                        1,
-                        out_dim as isize,
-                        true,
-                        xd.as_ptr(),
-                        1,
-                        k as isize,
-                        wd.as_ptr(),
-                        k as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(rayon::current_num_threads()),
-                    );
-                }
-                Ok(())
+                // Wᵀ is the k×out_dim matrix of row stride 1 and column stride k.
+                with_packed(wd, (k, out_dim), (1, k), |wt| {
+                    accumulate(&mut out, out_dim, xd, (m, k, out_dim), wt)
+                })
             })?;
         }
         dims.push(out_dim);

@@ -62,6 +62,8 @@ pub(crate) fn run(rx: Receiver<QueuedJob>, shared: Arc<Shared>, setup: WorkerSet
             }
         };
         finish(&shared, job.id, result);
+        // What the job's tensors freed would stay resident while the server waits.
+        crate::engine::memory::release_freed();
     }
 }
 
