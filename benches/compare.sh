@@ -8,8 +8,9 @@
 #
 # Environment: THREADS (default 2) for both sides; SHARED_BENCH (default ../shared/bench);
 # VRAMS, our residency modes (default "normal low": f32 weights like PyTorch's, then the weights
-# kept in f16 and widened per layer); PIP_ARGS, e.g.
-# "--index-url https://download.pytorch.org/whl/cpu" for the small CPU torch build.
+# kept in f16 and widened per layer); DTYPES, PyTorch's compute dtypes (default "fp32 bf16"; set
+# DTYPES=fp32 where the CPU lacks AVX-512 BF16, since PyTorch's bf16 path is then very slow);
+# PIP_ARGS, e.g. "--index-url https://download.pytorch.org/whl/cpu" for the small CPU torch build.
 # The venv lives in target/bench-venv; results in target/bench-{ours-MODE,torch}.json.
 set -euo pipefail
 
@@ -27,7 +28,7 @@ if [[ "${1:-}" == "--quick" ]]; then
 else
     OUR_PARTS=unet512,unet1024,vae512
     LATENTS=(64 128)
-    DTYPES=(fp32 bf16)
+    read -r -a DTYPES <<<"${DTYPES:-fp32 bf16}"
 fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then

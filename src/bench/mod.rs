@@ -101,11 +101,12 @@ pub struct BenchArgs {
     /// Folder of the SDXL 1.0 layouts used for random weights.
     #[arg(long, default_value = "../shared/fixtures/layouts")]
     pub layouts: PathBuf,
-    /// Comma-separated parts, run in the order given: conv512 (one 3×3 conv 32→32 on [1,32,512,512]),
-    /// norm512 (GroupNorm 32 + SiLU on the same), linear (the UNet's widest at 1024²: 640 → 5120 on
-    /// [2, 4096, 640]), attention (its self-attention there: 10 heads of 64, 4096 tokens, batch
-    /// 2), text, unetN (one UNet step with CFG), vaeN (a
-    /// decode), generateN (a whole generation), N being the image side (512, 768, 1024, 1536…).
+    /// Comma-separated parts, run in the order given: conv512 (one 3×3 conv 128→128 on
+    /// [1, 128, 512, 512], the VAE's last level at 512²), norm512 (GroupNorm 32 + SiLU on the
+    /// same), linear (the UNet's widest at 1024²: 640 → 5120 on [2, 4096, 640]), attention (its
+    /// self-attention there: 10 heads of 64, 4096 tokens, batch 2), text, unetN (one UNet step
+    /// with CFG), vaeN (a decode), generateN (a whole generation), N being the image side (512,
+    /// 768, 1024, 1536…).
     #[arg(long, value_delimiter = ',', default_values_t = PARTS.map(String::from))]
     pub parts: Vec<String>,
     /// Timed runs per part (the median is reported).

@@ -87,17 +87,18 @@ fn op(part: Part, dev: &Device) -> anyhow::Result<Work> {
         DType::F32,
         dev.clone(),
     );
-    let image = || Tensor::randn(0f32, 1.0, (1, 32, 512, 512), dev);
+    // The VAE's last level has 128 channels.
+    let image = || Tensor::randn(0f32, 1.0, (1, 128, 512, 512), dev);
     Ok(match part {
         Part::Conv512 => {
-            let (layer, x) = (crate::engine::conv::conv(vb, 32, 32, 3, 1, 1)?, image()?);
+            let (layer, x) = (crate::engine::conv::conv(vb, 128, 128, 3, 1, 1)?, image()?);
             Box::new(move || {
                 layer.forward(&x)?;
                 Ok(())
             })
         }
         Part::Norm512 => {
-            let (layer, x) = (crate::engine::norm::group_norm(32, 32, 1e-6, vb)?, image()?);
+            let (layer, x) = (crate::engine::norm::group_norm(32, 128, 1e-6, vb)?, image()?);
             Box::new(move || {
                 layer.forward_act(&x, true)?;
                 Ok(())

@@ -11,6 +11,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use rayon::prelude::*;
 
+use super::conv_shifted;
 use super::kernels::{cpu_f32, with_f32};
 use super::matmul::{accumulate, packed_len, with_packed};
 use super::microkernel::NR;
@@ -154,16 +155,16 @@ impl Module for Conv {
 }
 
 /// Shapes of one convolution; `h`, `w` are of the (virtually upsampled) input.
-struct Geometry {
-    cin: usize,
-    h: usize,
-    w: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    out_h: usize,
-    out_w: usize,
-    upsample: bool,
+pub(super) struct Geometry {
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub upsample: bool,
 }
 
 fn run(
@@ -186,7 +187,8 @@ fn run(
         .clamp(1, g.out_h);
     let mut out = vec![0f32; b * cout * plane];
     let pointwise = g.k == 1 && g.stride == 1 && g.pad == 0 && !g.upsample;
-    let mut cols = if pointwise {
+    let shifted = conv_shifted::applies(g);
+    let mut cols = if pointwise || shifted {
         Vec::new()
     } else {
         vec![0f32; packed_len(taps, rows_per_chunk * g.out_w)]
@@ -203,6 +205,10 @@ fn run(
             with_packed(input, (g.cin, plane), (plane, 1), |panels| {
                 accumulate(output, plane, weight, (cout, g.cin, plane), panels)
             })?;
+            continue;
+        }
+        if shifted {
+            conv_shifted::accumulate(input, weight, cout, g, output)?;
             continue;
         }
         let mut y0 = 0;

@@ -33,7 +33,7 @@ pub fn packed_len(k: usize, n: usize) -> usize {
 
 /// Calls `f` with this thread's reusable buffer, sized for the packed panels of a `k × n`
 /// operand (its contents left for `f` to fill; a nested call gets a buffer of its own).
-fn with_panel_buffer<R>(
+pub fn with_panel_buffer<R>(
     (k, n): (usize, usize),
     f: impl FnOnce(&mut [f32]) -> Result<R>,
 ) -> Result<R> {

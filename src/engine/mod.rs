@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod conv;
+mod conv_shifted;
 pub mod device;
 pub mod fastmath;
 pub mod inspect;
