@@ -337,6 +337,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         // What the previous part freed stays in glibc's heap (and the resident set) otherwise.
         crate::engine::memory::release_freed();
         let mut work = workloads::prepare(*part, &nets, args)?;
+        // Nor the dense weights that layers let go of once packed.
+        crate::engine::memory::release_freed();
         for &own in kernel_sets {
             set_own_kernels(own);
             let load_before = load_average();

@@ -98,7 +98,10 @@ fn op(part: Part, dev: &Device) -> anyhow::Result<Work> {
             })
         }
         Part::Norm512 => {
-            let (layer, x) = (crate::engine::norm::group_norm(32, 128, 1e-6, vb)?, image()?);
+            let (layer, x) = (
+                crate::engine::norm::group_norm(32, 128, 1e-6, vb)?,
+                image()?,
+            );
             Box::new(move || {
                 layer.forward_act(&x, true)?;
                 Ok(())

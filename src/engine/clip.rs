@@ -47,10 +47,7 @@ impl EncoderLayer {
                 let w = vb.get((3 * c, c), "attn.in_proj_weight")?;
                 let b = vb.get(3 * c, "attn.in_proj_bias")?;
                 let part = |i: usize| -> Result<Linear> {
-                    Ok(Linear::new(
-                        w.narrow(0, i * c, c)?,
-                        Some(b.narrow(0, i * c, c)?),
-                    ))
+                    Linear::new(w.narrow(0, i * c, c)?, Some(b.narrow(0, i * c, c)?))
                 };
                 Self {
                     norm1: norm("ln_1")?,
@@ -156,7 +153,7 @@ impl ClipTextModel {
 
     /// The dtype its linear weights are kept in (narrower than the compute dtype when lean).
     pub fn weight_dtype(&self) -> Option<DType> {
-        self.layers.first().map(|l| l.fc1.weight().dtype())
+        self.layers.first().map(|l| l.fc1.weight_dtype())
     }
 
     /// Encodes `[B, T]` token ids (u32). `clip_skip` ≥ 1 picks the hidden state

@@ -66,7 +66,9 @@ pub fn with_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) 
     }
 }
 
-fn widen<T: Sync, R>(
+/// Calls `f` with `src` converted to f32 by `convert` (per parallel chunk) in this thread's
+/// reusable buffer.
+pub fn widen<T: Sync, R>(
     src: &[T],
     f: impl FnOnce(&[f32]) -> Result<R>,
     convert: impl Fn(&[T], &mut [f32]) + Sync,

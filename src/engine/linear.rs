@@ -1,78 +1,88 @@
-//! Fully connected layers. On the CPU in f32 one product (`engine::matmul`) multiplies all rows
-//! (leading dimensions flattened) by the transposed weight, straight into an output pre-filled
-//! with the bias; candle_nn's `Linear` adds the bias in a second pass over the whole output.
-//! Weights kept in f16/bf16 (`--vram low` on the CPU) are widened to f32 for the product. Other
-//! devices and dtypes use candle_nn's `Linear`, with the weights cast to the input's dtype.
+//! Fully connected layers. On the CPU the transposed weight is packed once at load into the
+//! right-operand panels of `engine::matmul` (kept in its dtype: f16/bf16 under `--vram low`,
+//! widened per call), and in f32 one product multiplies all rows (leading dimensions flattened)
+//! by it, straight into an output pre-filled with the bias; candle_nn's `Linear` adds the bias
+//! in a second pass over the whole output. Other devices and dtypes use candle_nn's `Linear`,
+//! with the weights cast to the input's dtype.
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::kernels::{cpu_f32, own_kernels, with_f32};
-use super::matmul::{accumulate, with_packed};
+use super::kernels::{cpu_f32, own_kernels};
+use super::matmul::{accumulate, Panels};
 
 const WHAT: &str = "linear fast path";
 
 /// A linear layer `y = x·Wᵀ + b`, `W` being `[out, in]`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    inner: candle_nn::Linear,
+    weight: Weight,
+    bias: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+enum Weight {
+    /// On the CPU: Wᵀ packed once for `engine::matmul`, in the dtype the weight is kept in.
+    Packed(Panels),
+    /// Elsewhere (and placeholders that are never run): `[out, in]` as loaded.
+    Dense(Tensor),
 }
 
 /// Loads `weight` `[out, in]` and `bias` `[out]` from `vb`.
 pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear {
-        inner: candle_nn::linear(input, output, vb)?,
-    })
+    let inner = candle_nn::linear(input, output, vb)?;
+    Linear::new(inner.weight().clone(), inner.bias().cloned())
 }
 
 /// Loads `weight` `[out, in]` from `vb`, without bias.
 pub fn linear_no_bias(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
-    Ok(Linear {
-        inner: candle_nn::linear_no_bias(input, output, vb)?,
-    })
+    let inner = candle_nn::linear_no_bias(input, output, vb)?;
+    Linear::new(inner.weight().clone(), None)
 }
 
 impl Linear {
-    /// A layer from a `[out, in]` weight and an optional `[out]` bias.
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self {
-            inner: candle_nn::Linear::new(weight, bias),
+    /// A layer from a `[out, in]` weight and an optional `[out]` bias; on the CPU the weight is
+    /// packed now and the dense copy let go.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let weight = match Panels::of_transposed(&weight)? {
+            Some(panels) => Weight::Packed(panels),
+            None => Weight::Dense(weight),
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// The dtype the weight is kept in.
+    pub fn weight_dtype(&self) -> DType {
+        match &self.weight {
+            Weight::Packed(panels) => panels.dtype(),
+            Weight::Dense(weight) => weight.dtype(),
         }
     }
 
-    /// The `[out, in]` weight.
-    pub fn weight(&self) -> &Tensor {
-        self.inner.weight()
+    /// candle_nn's `Linear` with `weight`, the weight and bias cast to `x`'s dtype where they
+    /// differ (lean or LoRA-merged weights).
+    fn candle(&self, weight: &Tensor, x: &Tensor) -> Result<Tensor> {
+        let cast = |t: &Tensor| {
+            if t.dtype() == x.dtype() {
+                Ok(t.clone())
+            } else {
+                t.to_dtype(x.dtype())
+            }
+        };
+        let bias = self.bias.as_ref().map(cast).transpose()?;
+        candle_nn::Linear::new(cast(weight)?, bias).forward(x)
     }
 
-    /// Whether the weight or the bias is of another dtype than `x` (lean or LoRA-merged weights).
-    fn dtype_differs(&self, x: &Tensor) -> bool {
-        self.inner.weight().dtype() != x.dtype()
-            || self.inner.bias().is_some_and(|b| b.dtype() != x.dtype())
-    }
-
-    fn own_path(&self, x: &Tensor) -> bool {
-        own_kernels()
-            && x.device().is_cpu()
-            && x.dtype() == DType::F32
-            && matches!(
-                self.inner.weight().dtype(),
-                DType::F32 | DType::F16 | DType::BF16
-            )
-            && x.rank() >= 1
-    }
-
-    fn forward_cpu(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_packed(&self, panels: &Panels, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
-        let weight = self.inner.weight();
-        let (out_dim, in_dim) = weight.dims2()?;
+        let (in_dim, out_dim) = panels.dims();
         let mut dims = x.dims().to_vec();
         let k = dims.pop().unwrap_or(0);
         if k != in_dim {
             candle_core::bail!("linear: input has {k} features, weight is {out_dim}×{in_dim}");
         }
         let m: usize = dims.iter().product();
-        let mut out = match self.inner.bias() {
+        let mut out = match &self.bias {
             Some(bias) => {
                 let bias = bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
                 if bias.len() != out_dim {
@@ -85,12 +95,7 @@ impl Linear {
         if m > 0 && out_dim > 0 && k > 0 {
             let (xs, xl) = x.storage_and_layout();
             let xd = cpu_f32(&xs, xl, WHAT)?;
-            with_f32(weight, WHAT, |wd| {
-                // Wᵀ is the k×out_dim matrix of row stride 1 and column stride k.
-                with_packed(wd, (k, out_dim), (1, k), |wt| {
-                    accumulate(&mut out, out_dim, xd, (m, k, out_dim), wt)
-                })
-            })?;
+            panels.with_f32(|wt| accumulate(&mut out, out_dim, xd, (m, k, out_dim), wt))?;
         }
         dims.push(out_dim);
         Tensor::from_vec(out, dims, x.device())
@@ -99,14 +104,19 @@ impl Linear {
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.own_path(x) {
-            self.forward_cpu(x)
-        } else if self.dtype_differs(x) {
-            let cast = |t: &Tensor| t.to_dtype(x.dtype());
-            let bias = self.inner.bias().map(cast).transpose()?;
-            candle_nn::Linear::new(cast(self.inner.weight())?, bias).forward(x)
-        } else {
-            self.inner.forward(x)
+        match &self.weight {
+            Weight::Packed(panels)
+                if own_kernels()
+                    && x.device().is_cpu()
+                    && x.dtype() == DType::F32
+                    && x.rank() >= 1 =>
+            {
+                self.forward_packed(panels, x)
+            }
+            // candle's path (`--compare-candle`, f16/bf16 compute on the CPU) gets the dense
+            // weight back for each call.
+            Weight::Packed(panels) => self.candle(&panels.dense(x.device())?, x),
+            Weight::Dense(weight) => self.candle(weight, x),
         }
     }
 }
@@ -116,7 +126,7 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// The gemm path matches candle_nn's Linear on 2-, 3- and 4-D inputs, with and without bias.
+    /// The packed path matches candle_nn's Linear on 2-, 3- and 4-D inputs, with and without bias.
     #[test]
     fn matches_candle_nn() -> Result<()> {
         let dev = Device::Cpu;
@@ -124,7 +134,7 @@ mod tests {
         let bias = Tensor::randn(0f32, 1.0, 7, &dev)?;
         for with_bias in [false, true] {
             let inner = candle_nn::Linear::new(weight.clone(), with_bias.then(|| bias.clone()));
-            let ours = Linear::new(weight.clone(), with_bias.then(|| bias.clone()));
+            let ours = Linear::new(weight.clone(), with_bias.then(|| bias.clone()))?;
             for shape in [vec![3, 5], vec![2, 4, 5], vec![2, 3, 2, 5]] {
                 let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev)?;
                 let (got, want) = (ours.forward(&x)?, inner.forward(&x)?);
@@ -141,7 +151,7 @@ mod tests {
         let half = Linear::new(
             weight.to_dtype(DType::F16)?,
             Some(bias.to_dtype(DType::F16)?),
-        );
+        )?;
         let widened = candle_nn::Linear::new(
             weight.to_dtype(DType::F16)?.to_dtype(DType::F32)?,
             Some(bias.to_dtype(DType::F16)?.to_dtype(DType::F32)?),
@@ -153,6 +163,28 @@ mod tests {
             .max(0)?
             .to_scalar::<f32>()?;
         assert!(diff < 1e-5, "f16 weights: {diff}");
+        Ok(())
+    }
+
+    /// A packed layer also runs through candle's ops: with our kernels off, and with f16 inputs.
+    #[test]
+    fn packed_weights_serve_candles_path() -> Result<()> {
+        let dev = Device::Cpu;
+        let weight = Tensor::randn(0f32, 0.3, (19, 6), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, 19, &dev)?;
+        let ours = Linear::new(weight.clone(), Some(bias.clone()))?;
+        assert!(matches!(ours.weight, Weight::Packed(_)));
+        let x = Tensor::randn(0f32, 1.0, (3, 6), &dev)?;
+        let want = candle_nn::Linear::new(weight, Some(bias)).forward(&x)?;
+        let half = ours
+            .forward(&x.to_dtype(DType::F16)?)?
+            .to_dtype(DType::F32)?;
+        let max_diff = |t: Tensor| -> Result<f32> { (t - &want)?.abs()?.max_all()?.to_scalar() };
+        assert!(max_diff(half)? < 2e-2);
+        super::super::kernels::set_own_kernels(false);
+        let candle = ours.forward(&x);
+        super::super::kernels::set_own_kernels(true);
+        assert!(max_diff(candle?)? < 1e-5);
         Ok(())
     }
 }

@@ -3,13 +3,19 @@
 //! from call to call, or written in that layout directly by the convolution's im2col), A read in
 //! place. Rayon tasks take blocks of C rows × panels; each walks k in steps that keep a panel
 //! slice in L1 while the block's A rows stay in L2. It replaces the `gemm` crate there, which
-//! packed both operands on every call (a tenth of a VAE decode).
+//! packed both operands on every call (a tenth of a VAE decode). A layer's weight can be packed
+//! once at load ([`Panels`]), in the dtype it is kept in: packing every linear weight on every
+//! call was a twelfth of a UNet step.
 
 use std::cell::Cell;
+use std::sync::Arc;
 
-use candle_core::Result;
+use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::kernels::widen;
 use super::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
 
 /// Depth of one pass over a panel: a 256×16 slice (16 KiB) stays in L1.
@@ -75,6 +81,115 @@ pub fn with_packed<R>(
         }
         f(panels)
     })
+}
+
+/// The transpose of a `[n, k]` weight packed once as the `k × n` right operand, in the dtype the
+/// weight is kept in (f16/bf16 panels are widened per call, in one pass).
+#[derive(Debug, Clone)]
+pub struct Panels {
+    values: PanelValues,
+    k: usize,
+    n: usize,
+}
+
+#[derive(Debug, Clone)]
+enum PanelValues {
+    F32(Arc<[f32]>),
+    F16(Arc<[f16]>),
+    BF16(Arc<[bf16]>),
+}
+
+impl Panels {
+    /// Packs the transpose of `weight` `[n, k]` when it is a contiguous f32, f16 or bf16 CPU
+    /// tensor; `None` otherwise (other devices, and stride-0 placeholders that must stay
+    /// unmaterialised).
+    pub fn of_transposed(weight: &Tensor) -> Result<Option<Self>> {
+        let (n, k) = weight.dims2()?;
+        if !weight.device().is_cpu() || !weight.is_contiguous() {
+            return Ok(None);
+        }
+        let (storage, layout) = weight.storage_and_layout();
+        let (Storage::Cpu(cpu), Some((start, end))) = (&*storage, layout.contiguous_offsets())
+        else {
+            return Ok(None);
+        };
+        let values = match cpu {
+            CpuStorage::F32(w) => PanelValues::F32(pack_rows(&w[start..end], n, k, 0.0)),
+            CpuStorage::F16(w) => PanelValues::F16(pack_rows(&w[start..end], n, k, f16::ZERO)),
+            CpuStorage::BF16(w) => PanelValues::BF16(pack_rows(&w[start..end], n, k, bf16::ZERO)),
+            _ => return Ok(None),
+        };
+        Ok(Some(Self { values, k, n }))
+    }
+
+    /// `(k, n)`: the inputs and outputs of the layer.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// The dtype the panels are kept in.
+    pub fn dtype(&self) -> DType {
+        match self.values {
+            PanelValues::F32(_) => DType::F32,
+            PanelValues::F16(_) => DType::F16,
+            PanelValues::BF16(_) => DType::BF16,
+        }
+    }
+
+    /// Calls `f` with the panels in f32 (borrowed, or widened into this thread's buffer).
+    pub fn with_f32<R>(&self, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+        match &self.values {
+            PanelValues::F32(v) => f(v),
+            PanelValues::F16(v) => widen(v, f, |s, d| s.convert_to_f32_slice(d)),
+            PanelValues::BF16(v) => widen(v, f, |s, d| s.convert_to_f32_slice(d)),
+        }
+    }
+
+    /// The weight `[n, k]` again, in the dtype it is kept in (for candle's ops).
+    pub fn dense(&self, device: &Device) -> Result<Tensor> {
+        let (k, n) = (self.k, self.n);
+        match &self.values {
+            PanelValues::F32(v) => Tensor::from_vec(unpack_rows(v, n, k, 0.0), (n, k), device),
+            PanelValues::F16(v) => {
+                Tensor::from_vec(unpack_rows(v, n, k, f16::ZERO), (n, k), device)
+            }
+            PanelValues::BF16(v) => {
+                Tensor::from_vec(unpack_rows(v, n, k, bf16::ZERO), (n, k), device)
+            }
+        }
+    }
+}
+
+/// The panels of the transpose of the row-major `[n, k]` matrix `w`: panel p holds rows
+/// p·NR.. of `w` as its columns, `k × NR` values, the columns past `n` `zero`.
+fn pack_rows<T: Copy + Send + Sync>(w: &[T], n: usize, k: usize, zero: T) -> Arc<[T]> {
+    let mut out = vec![zero; packed_len(k, n)];
+    if k > 0 {
+        out.par_chunks_mut(k * NR)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                for (j, row) in w.chunks_exact(k).skip(p * NR).take(NR).enumerate() {
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * NR + j] = v;
+                    }
+                }
+            });
+    }
+    out.into()
+}
+
+/// The row-major `[n, k]` matrix whose transpose `panels` holds (the inverse of [`pack_rows`]).
+fn unpack_rows<T: Copy + Send + Sync>(panels: &[T], n: usize, k: usize, zero: T) -> Vec<T> {
+    let mut out = vec![zero; n * k];
+    if k > 0 {
+        out.par_chunks_mut(k).enumerate().for_each(|(row, dst)| {
+            let panel = &panels[row / NR * k * NR..][..k * NR];
+            for (kk, v) in dst.iter_mut().enumerate() {
+                *v = panel[kk * NR + row % NR];
+            }
+        });
+    }
+    out
 }
 
 /// `out[i][j] += Σ_l a[i][l] · B[l][j]` for `i < m`, `j < n`: `a` is `m × k` row-major, `b` the
@@ -187,6 +302,36 @@ mod tests {
                 );
             }
         }
+        Ok(())
+    }
+
+    /// Packed weights come back exactly as they were, in each dtype they are kept in; a
+    /// stride-0 placeholder is not packed.
+    #[test]
+    fn panels_round_trip() -> Result<()> {
+        let dev = Device::Cpu;
+        for (n, k) in [(1, 1), (7, 5), (33, 300)] {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
+            for dtype in [DType::F32, DType::F16, DType::BF16] {
+                let w = w.to_dtype(dtype)?;
+                let Some(panels) = Panels::of_transposed(&w)? else {
+                    panic!("{n}×{k} {dtype:?} not packed");
+                };
+                assert_eq!((panels.dims(), panels.dtype()), ((k, n), dtype));
+                let back = panels.dense(&dev)?;
+                let diff = (back.to_dtype(DType::F32)? - w.to_dtype(DType::F32)?)?
+                    .abs()?
+                    .max_all()?
+                    .to_scalar::<f32>()?;
+                assert_eq!(diff, 0.0, "{n}×{k} {dtype:?}");
+                let widened = panels.with_f32(|v| Ok(v.to_vec()))?;
+                let f32_panels = Panels::of_transposed(&w.to_dtype(DType::F32)?)?;
+                let f32_values = f32_panels.map(|p| p.with_f32(|v| Ok(v.to_vec())));
+                assert_eq!(Some(widened), f32_values.transpose()?);
+            }
+        }
+        let placeholder = Tensor::zeros(1, DType::F32, &dev)?.broadcast_as((4, 3))?;
+        assert!(Panels::of_transposed(&placeholder)?.is_none());
         Ok(())
     }
 

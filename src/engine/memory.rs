@@ -4,7 +4,8 @@
 //! a linear layer's time. `reuse_freed_memory` keeps those blocks in the heap instead, where the
 //! next tensor of the same size reuses the pages. The price is that freed memory stays resident
 //! until reused, so `release_freed` (`malloc_trim(0)`, every free page of every arena) runs
-//! after a network is dropped and after each job. Elsewhere than glibc both do nothing.
+//! after a network is built (the dense weights its layers packed) or dropped, and after each
+//! job. Elsewhere than glibc both do nothing.
 
 /// Makes glibc serve large blocks from its heap and keep freed memory there (call once, before
 /// the first large allocation).

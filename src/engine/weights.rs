@@ -176,6 +176,8 @@ pub fn build<T>(
     let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
     let vb = if prefix.is_empty() { vb } else { vb.pp(prefix) };
     let built = f(vb)?;
+    // The dense weights that layers let go of once packed would stay resident in the heap.
+    super::memory::release_freed();
     let record = std::mem::take(
         &mut *record
             .lock()
