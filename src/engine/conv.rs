@@ -186,9 +186,15 @@ fn run(
         .max(MIN_CHUNK_PIXELS.div_ceil(g.out_w.max(1)))
         .clamp(1, g.out_h);
     let mut out = vec![0f32; b * cout * plane];
+    for (c, row) in out.chunks_mut(plane).enumerate() {
+        row.fill(bias[c % cout]);
+    }
+    if conv_shifted::applies(g) {
+        conv_shifted::accumulate(x, weight, b, cout, g, &mut out)?;
+        return Ok(out);
+    }
     let pointwise = g.k == 1 && g.stride == 1 && g.pad == 0 && !g.upsample;
-    let shifted = conv_shifted::applies(g);
-    let mut cols = if pointwise || shifted {
+    let mut cols = if pointwise {
         Vec::new()
     } else {
         vec![0f32; packed_len(taps, rows_per_chunk * g.out_w)]
@@ -196,19 +202,12 @@ fn run(
     for batch in 0..b {
         let input = &x[batch * g.cin * src_h * src_w..(batch + 1) * g.cin * src_h * src_w];
         let output = &mut out[batch * cout * plane..(batch + 1) * cout * plane];
-        for (c, row) in output.chunks_mut(plane).enumerate() {
-            row.fill(bias[c]);
-        }
         if pointwise {
             // A pointwise convolution is one product with the input as it is (`cin` rows of
             // the output's plane).
             with_packed(input, (g.cin, plane), (plane, 1), |panels| {
                 accumulate(output, plane, weight, (cout, g.cin, plane), panels)
             })?;
-            continue;
-        }
-        if shifted {
-            conv_shifted::accumulate(input, weight, cout, g, output)?;
             continue;
         }
         let mut y0 = 0;

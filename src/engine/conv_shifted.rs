@@ -42,12 +42,13 @@ pub fn applies(g: &Geometry) -> bool {
     g.stride == 1 && g.k > 1 && g.out_w >= 16 * (g.k - 1)
 }
 
-/// Adds the convolution of one image `input` (`[cin, h, w]`, or `[cin, h/2, w/2]` upsampled
-/// virtually when `g.upsample`) with `weight` (`[cout, cin, k, k]`) to `output`
-/// (`[cout, out_h, out_w]`, e.g. pre-filled with the bias).
+/// Adds the convolution of the `b` images `input` (`[b, cin, h, w]`, or `[b, cin, h/2, w/2]`
+/// upsampled virtually when `g.upsample`) with `weight` (`[cout, cin, k, k]`, packed once for
+/// all images) to `output` (`[b, cout, out_h, out_w]`, e.g. pre-filled with the bias).
 pub fn accumulate(
     input: &[f32],
     weight: &[f32],
+    b: usize,
     cout: usize,
     g: &Geometry,
     output: &mut [f32],
@@ -60,9 +61,9 @@ pub fn accumulate(
     if g.stride != 1
         || g.out_w + k != wp + 1
         || g.out_h + k != g.h + 2 * pad + 1
-        || input.len() < cin * src_h * src_w
+        || input.len() < b * cin * src_h * src_w
         || weight.len() < cout * cin * taps
-        || output.len() < cout * plane
+        || output.len() < b * cout * plane
     {
         candle_core::bail!(
             "conv2d: shifted products do not fit {cin}→{cout}, {}×{} k{k} s{} p{pad}",
@@ -71,7 +72,7 @@ pub fn accumulate(
             g.stride
         );
     }
-    if plane == 0 || cout == 0 || cin == 0 {
+    if b == 0 || plane == 0 || cout == 0 || cin == 0 {
         return Ok(());
     }
     let panels = cout.div_ceil(NR);
@@ -96,27 +97,32 @@ pub fn accumulate(
         // The band's padded rows, and one more so the dropped columns of its last row can be
         // read past its end.
         let mut copy = vec![0f32; (band_rows + k) * wp * cin];
-        let dst = SharedMut(output.as_mut_ptr());
-        for y0 in (0..g.out_h).step_by(band_rows) {
-            let rows = band_rows.min(g.out_h - y0);
-            copy.par_chunks_mut(wp * cin)
-                .enumerate()
-                .for_each(|(r, line)| fill_line(input, g, y0 + r, line));
-            let band = Band {
-                copy: &copy,
-                packed,
-                y0,
-                pixels: rows * wp,
-            };
-            let (row_blocks, sub_blocks) =
-                (band.pixels.div_ceil(MC), panels.div_ceil(PANELS_PER_TASK));
-            (0..row_blocks * sub_blocks)
-                .into_par_iter()
-                .for_each(|task| {
-                    let first = task % sub_blocks * PANELS_PER_TASK;
-                    let channels = first * NR..cout.min((first + PANELS_PER_TASK) * NR);
-                    band.product(g, task / sub_blocks * MC, channels, dst);
-                });
+        let images = input
+            .chunks_exact(cin * src_h * src_w)
+            .zip(output.chunks_exact_mut(cout * plane));
+        for (image, out) in images.take(b) {
+            let dst = SharedMut(out.as_mut_ptr());
+            for y0 in (0..g.out_h).step_by(band_rows) {
+                let rows = band_rows.min(g.out_h - y0);
+                copy.par_chunks_mut(wp * cin)
+                    .enumerate()
+                    .for_each(|(r, line)| fill_line(image, g, y0 + r, line));
+                let band = Band {
+                    copy: &copy,
+                    packed,
+                    y0,
+                    pixels: rows * wp,
+                };
+                let (row_blocks, sub_blocks) =
+                    (band.pixels.div_ceil(MC), panels.div_ceil(PANELS_PER_TASK));
+                (0..row_blocks * sub_blocks)
+                    .into_par_iter()
+                    .for_each(|task| {
+                        let first = task % sub_blocks * PANELS_PER_TASK;
+                        let channels = first * NR..cout.min((first + PANELS_PER_TASK) * NR);
+                        band.product(g, task / sub_blocks * MC, channels, dst);
+                    });
+            }
         }
         Ok(())
     })
@@ -224,7 +230,7 @@ mod tests {
     use candle_core::{Device, Tensor};
     use candle_nn::Conv2dConfig;
 
-    /// Shifted products match candle's conv2d (no bias) on one image: kernels 3 and 5, a folded
+    /// Shifted products match candle's conv2d (no bias) on two images: kernels 3 and 5, a folded
     /// upsample, more channels than one k pass, more output channels than one task's panels, and
     /// bands of a single row.
     #[test]
@@ -239,7 +245,7 @@ mod tests {
             (1200, 17, 9, 32, 3, 1, false),
             (4000, 3, 2, 300, 3, 1, false),
         ] {
-            let x = Tensor::randn(0f32, 1.0, (1, cin, h, w), &dev)?;
+            let x = Tensor::randn(0f32, 1.0, (2, cin, h, w), &dev)?;
             let weight = Tensor::randn(0f32, 0.2, (cout, cin, k, k), &dev)?;
             let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
             let big = x.upsample_nearest2d(vh, vw)?;
@@ -263,12 +269,12 @@ mod tests {
                 applies(&g),
                 "{cin}→{cout} {vh}×{vw} k{k} takes the im2col path"
             );
-            let mut got = vec![0.5f32; cout * g.out_h * g.out_w];
+            let mut got = vec![0.5f32; 2 * cout * g.out_h * g.out_w];
             let (xd, wd) = (
                 x.flatten_all()?.to_vec1::<f32>()?,
                 weight.flatten_all()?.to_vec1::<f32>()?,
             );
-            accumulate(&xd, &wd, cout, &g, &mut got)?;
+            accumulate(&xd, &wd, 2, cout, &g, &mut got)?;
             let want = (want + 0.5)?.flatten_all()?.to_vec1::<f32>()?;
             assert_eq!(got.len(), want.len());
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -296,9 +302,9 @@ mod tests {
             upsample: false,
         };
         let mut out = vec![0f32; 3 * 128];
-        assert!(accumulate(&[0.0; 255], &[0.0; 54], 3, &g, &mut out).is_err());
-        assert!(accumulate(&[0.0; 256], &[0.0; 53], 3, &g, &mut out).is_err());
-        assert!(accumulate(&[0.0; 256], &[0.0; 54], 3, &g, &mut out[1..]).is_err());
-        assert!(accumulate(&[0.0; 256], &[0.0; 54], 3, &g, &mut out).is_ok());
+        assert!(accumulate(&[0.0; 255], &[0.0; 54], 1, 3, &g, &mut out).is_err());
+        assert!(accumulate(&[0.0; 256], &[0.0; 53], 1, 3, &g, &mut out).is_err());
+        assert!(accumulate(&[0.0; 256], &[0.0; 54], 1, 3, &g, &mut out[1..]).is_err());
+        assert!(accumulate(&[0.0; 256], &[0.0; 54], 1, 3, &g, &mut out).is_ok());
     }
 }
