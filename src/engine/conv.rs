@@ -11,10 +11,10 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 use rayon::prelude::*;
 
-use super::conv_shifted;
 use super::kernels::{cpu_f32, with_f32};
 use super::matmul::{accumulate, packed_len, with_packed};
 use super::microkernel::NR;
+use super::{conv_shifted, conv_winograd};
 
 const WHAT: &str = "conv2d fast path";
 
@@ -188,6 +188,10 @@ fn run(
     let mut out = vec![0f32; b * cout * plane];
     for (c, row) in out.chunks_mut(plane).enumerate() {
         row.fill(bias[c % cout]);
+    }
+    if conv_winograd::applies(g) {
+        conv_winograd::accumulate(x, weight, b, cout, g, &mut out)?;
+        return Ok(out);
     }
     if conv_shifted::applies(g) {
         conv_shifted::accumulate(x, weight, b, cout, g, &mut out)?;

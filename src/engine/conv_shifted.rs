@@ -130,7 +130,7 @@ pub fn accumulate(
 
 /// Fills `line` with padded row `y` of the (virtually upsampled) input, channels last: value
 /// (x, c) at `x·cin + c`, zero in the padding.
-fn fill_line(input: &[f32], g: &Geometry, y: usize, line: &mut [f32]) {
+pub(super) fn fill_line(input: &[f32], g: &Geometry, y: usize, line: &mut [f32]) {
     let iy = y as isize - g.pad as isize;
     if iy < 0 || iy >= g.h as isize {
         line.fill(0.0);
@@ -143,10 +143,20 @@ fn fill_line(input: &[f32], g: &Geometry, y: usize, line: &mut [f32]) {
     line[(pad + g.w) * cin..].fill(0.0);
     let inner = &mut line[pad * cin..(pad + g.w) * cin];
     let row = (iy as usize >> up) * src_w;
-    for (c, channel) in input.chunks_exact(src_h * src_w).take(cin).enumerate() {
-        let src = &channel[row..row + src_w];
+    // Eight channels at a time, so that each pixel gets a run of eight values rather than one
+    // scattered store per channel.
+    for c0 in (0..cin).step_by(8) {
+        let width = 8.min(cin - c0);
+        let sources: [&[f32]; 8] = std::array::from_fn(|l| {
+            let c = c0 + l.min(width - 1);
+            &input[c * src_h * src_w + row..][..src_w]
+        });
         for (x, pixel) in inner.chunks_exact_mut(cin).enumerate() {
-            pixel[c] = src[x >> up];
+            let values: [f32; 8] = std::array::from_fn(|l| sources[l][x >> up]);
+            match <&mut [f32; 8]>::try_from(&mut pixel[c0..c0 + width]) {
+                Ok(run) => *run = values,
+                Err(_) => pixel[c0..].copy_from_slice(&values[..width]),
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod clip;
 pub mod config;
 pub mod conv;
 mod conv_shifted;
+mod conv_winograd;
 pub mod device;
 pub mod fastmath;
 pub mod inspect;
