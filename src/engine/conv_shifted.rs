@@ -235,17 +235,71 @@ impl Band<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
-    use candle_nn::Conv2dConfig;
 
-    /// Shifted products match candle's conv2d (no bias) on two images: kernels 3 and 5, a folded
+    /// A stride-1 convolution kernel with `accumulate`'s signature.
+    pub(in crate::engine) type Kernel =
+        fn(&[f32], &[f32], usize, usize, &Geometry, &mut [f32]) -> Result<()>;
+
+    /// Checks that `kernel` matches candle's conv2d (no bias, on a 0.5-filled output) for two
+    /// random `[cin, h, w]` images (upsampled virtually to 2h × 2w with `up`) and a `k`×`k`
+    /// kernel to `cout` channels at padding `pad`; `applies` must accept the geometry.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::engine) fn check_against_candle(
+        kernel: Kernel,
+        applies: fn(&Geometry) -> bool,
+        (cin, cout): (usize, usize),
+        (h, w): (usize, usize),
+        k: usize,
+        pad: usize,
+        up: bool,
+    ) -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, cin, h, w), &dev)?;
+        let weight = Tensor::randn(0f32, 0.2, (cout, cin, k, k), &dev)?;
+        let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
+        let want = x
+            .upsample_nearest2d(vh, vw)?
+            .conv2d(&weight, pad, 1, 1, 1)?;
+        let g = Geometry {
+            cin,
+            h: vh,
+            w: vw,
+            k,
+            stride: 1,
+            pad,
+            out_h: vh + 2 * pad + 1 - k,
+            out_w: vw + 2 * pad + 1 - k,
+            upsample: up,
+        };
+        assert!(
+            applies(&g),
+            "{cin}→{cout} {vh}×{vw} k{k} takes another path"
+        );
+        let mut got = vec![0.5f32; 2 * cout * g.out_h * g.out_w];
+        let (xd, wd) = (
+            x.flatten_all()?.to_vec1::<f32>()?,
+            weight.flatten_all()?.to_vec1::<f32>()?,
+        );
+        kernel(&xd, &wd, 2, cout, &g, &mut got)?;
+        let want = (want + 0.5)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(got.len(), want.len());
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() < 1e-3 * b.abs().max(1.0),
+                "{cin}→{cout} {vh}×{vw} k{k} p{pad} up={up} at {i}: {a} vs {b}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Shifted products match candle's conv2d on two images: kernels 3 and 5, a folded
     /// upsample, more channels than one k pass, more output channels than one task's panels, and
     /// bands of a single row.
     #[test]
     fn matches_candle_conv2d() -> Result<()> {
-        let dev = Device::Cpu;
         for (cin, cout, h, w, k, pad, up) in [
             (3, 5, 7, 34, 3, 1, false),
             (4, 3, 5, 17, 3, 1, true),
@@ -255,44 +309,7 @@ mod tests {
             (1200, 17, 9, 32, 3, 1, false),
             (4000, 3, 2, 300, 3, 1, false),
         ] {
-            let x = Tensor::randn(0f32, 1.0, (2, cin, h, w), &dev)?;
-            let weight = Tensor::randn(0f32, 0.2, (cout, cin, k, k), &dev)?;
-            let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
-            let big = x.upsample_nearest2d(vh, vw)?;
-            let cfg = Conv2dConfig {
-                padding: pad,
-                ..Default::default()
-            };
-            let want = big.conv2d(&weight, cfg.padding, 1, 1, 1)?;
-            let g = Geometry {
-                cin,
-                h: vh,
-                w: vw,
-                k,
-                stride: 1,
-                pad,
-                out_h: vh + 2 * pad + 1 - k,
-                out_w: vw + 2 * pad + 1 - k,
-                upsample: up,
-            };
-            assert!(
-                applies(&g),
-                "{cin}→{cout} {vh}×{vw} k{k} takes the im2col path"
-            );
-            let mut got = vec![0.5f32; 2 * cout * g.out_h * g.out_w];
-            let (xd, wd) = (
-                x.flatten_all()?.to_vec1::<f32>()?,
-                weight.flatten_all()?.to_vec1::<f32>()?,
-            );
-            accumulate(&xd, &wd, 2, cout, &g, &mut got)?;
-            let want = (want + 0.5)?.flatten_all()?.to_vec1::<f32>()?;
-            assert_eq!(got.len(), want.len());
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (a - b).abs() < 1e-3 * b.abs().max(1.0),
-                    "{cin}→{cout} {vh}×{vw} k{k} up={up} at {i}: {a} vs {b}"
-                );
-            }
+            check_against_candle(accumulate, applies, (cin, cout), (h, w), k, pad, up)?;
         }
         Ok(())
     }

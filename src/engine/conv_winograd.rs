@@ -407,15 +407,13 @@ fn output_1d([m0, m1, m2, m3]: [Lanes; 4]) -> [Lanes; 2] {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conv_shifted::tests::check_against_candle;
     use super::*;
-    use candle_core::{Device, Tensor};
 
-    /// F(2, 3) matches candle's conv2d (on a 0.5-filled output) for two images: odd sizes (half
-    /// tiles), padding 0 and 1, a folded upsample, several k passes, several output groups and
-    /// bands.
+    /// F(2, 3) matches candle's conv2d for two images: odd sizes (half tiles), padding 0 and 1,
+    /// a folded upsample, several k passes, several output groups and bands.
     #[test]
     fn matches_candle_conv2d() -> Result<()> {
-        let dev = Device::Cpu;
         for (cin, cout, h, w, pad, up) in [
             (3, 5, 7, 9, 1, false),
             (4, 3, 5, 6, 1, true),
@@ -426,37 +424,7 @@ mod tests {
             (2000, 1000, 2, 3, 1, false),
             (16, 16, 70, 66, 1, false),
         ] {
-            let x = Tensor::randn(0f32, 1.0, (2, cin, h, w), &dev)?;
-            let weight = Tensor::randn(0f32, 0.2, (cout, cin, 3, 3), &dev)?;
-            let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
-            let want = x
-                .upsample_nearest2d(vh, vw)?
-                .conv2d(&weight, pad, 1, 1, 1)?;
-            let g = Geometry {
-                cin,
-                h: vh,
-                w: vw,
-                k: 3,
-                stride: 1,
-                pad,
-                out_h: vh + 2 * pad - 2,
-                out_w: vw + 2 * pad - 2,
-                upsample: up,
-            };
-            let mut got = vec![0.5f32; 2 * cout * g.out_h * g.out_w];
-            let (xd, wd) = (
-                x.flatten_all()?.to_vec1::<f32>()?,
-                weight.flatten_all()?.to_vec1::<f32>()?,
-            );
-            accumulate(&xd, &wd, 2, cout, &g, &mut got)?;
-            let want = (want + 0.5)?.flatten_all()?.to_vec1::<f32>()?;
-            assert_eq!(got.len(), want.len());
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert!(
-                    (a - b).abs() < 1e-3 * b.abs().max(1.0),
-                    "{cin}→{cout} {vh}×{vw} p{pad} up={up} at {i}: {a} vs {b}"
-                );
-            }
+            check_against_candle(accumulate, applies, (cin, cout), (h, w), 3, pad, up)?;
         }
         Ok(())
     }
