@@ -17,8 +17,8 @@ use super::softmax::softmax_numerators;
 /// Query rows per task: a multiple of `MR` such that the task's scores hold about
 /// `BLOCK_SCORES` values (384 KiB, within L2), but at least `MIN_ROWS` so that each key and
 /// value panel read serves a few row groups.
-const MIN_ROWS: usize = 4 * MR;
-const MAX_ROWS: usize = 43 * MR;
+const MIN_ROWS: usize = 2 * MR;
+const MAX_ROWS: usize = 21 * MR;
 const BLOCK_SCORES: usize = 48 << 10;
 /// Keys per step of the product with the values, so that the values' panel slice stays in L1.
 const KEY_STEP: usize = 256;

@@ -22,7 +22,7 @@ use super::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
 /// products read it k times.
 const BAND_BYTES: usize = 4 << 20;
 /// Output pixels per task (a multiple of `MR`).
-const MC: usize = 24 * MR;
+const MC: usize = 12 * MR;
 /// Depth of one pass over a panel: a 256×16 slice (16 KiB) stays in L1.
 const KC: usize = 256;
 /// Panels (of `NR` output channels) per task.

@@ -21,7 +21,7 @@ use super::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
 /// Depth of one pass over a panel: a 256×16 slice (16 KiB) stays in L1.
 const KC: usize = 256;
 /// C rows per task (a multiple of `MR`): their A rows, 72 KiB per step, stay in L2.
-const MC: usize = 24 * MR;
+const MC: usize = 12 * MR;
 /// Panels (of `NR` columns) per task.
 const PANELS_PER_TASK: usize = 8;
 /// Bytes of B one group of tasks shares (the panels of `k` rows that fit): it stays in L3

@@ -1,13 +1,15 @@
-//! The f32 matrix-product tile every fused CPU kernel is built from: a 6×16 block of C from
+//! The f32 matrix-product tile every fused CPU kernel is built from: a 12×16 block of C from
 //! `kc` steps of a strided left operand and a packed right panel (16 columns, `kc` rows,
-//! contiguous), with a scale per output row. AVX2 + FMA intrinsics where the CPU has them (12
-//! accumulator registers, the BLIS Haswell shape), plain Rust elsewhere. Written by hand because
-//! the `gemm` crate packs both operands on every call, which cost the attention kernel a third of
-//! its time; here the caller packs each right operand once and reads the left one in place.
+//! contiguous), with a scale per output row. AVX-512 intrinsics where the CPU has them (one
+//! 16-wide accumulator per row, masked stores for partial columns), else AVX2 + FMA (the tile as
+//! two halves of 6 rows, 12 accumulator registers each: the BLIS Haswell shape), plain Rust
+//! elsewhere. Written by hand because the `gemm` crate packs both operands on every call, which
+//! cost the attention kernel a third of its time; here the caller packs each right operand once
+//! and reads the left one in place.
 
 /// Rows of C one tile computes.
-pub const MR: usize = 6;
-/// Columns of C one tile computes (two AVX registers).
+pub const MR: usize = 12;
+/// Columns of C one tile computes (one AVX-512 register, two AVX ones).
 pub const NR: usize = 16;
 
 /// A left operand read in place: element (i, k) lies at `ptr + i·row + k·col`.
@@ -87,8 +89,13 @@ pub unsafe fn tile(kc: usize, a: Lhs, b: *const f32, c: *mut f32, store: Store, 
     let last = store.rows.max(1) - 1;
     let rows: [*const f32; MR] = std::array::from_fn(|i| a.ptr.add(i.min(last) * a.row));
     #[cfg(target_arch = "x86_64")]
-    if super::fastmath::has_avx2_fma() {
-        return avx2::tile(kc, rows, a.col, b, c, store, scale);
+    {
+        if super::fastmath::has_avx512() {
+            return avx512::tile(kc, rows, a.col, b, c, store, scale);
+        }
+        if super::fastmath::has_avx2_fma() {
+            return avx2::tile(kc, rows, a.col, b, c, store, scale);
+        }
     }
     portable(kc, rows, a.col, b, c, store, scale)
 }
@@ -116,8 +123,8 @@ unsafe fn portable(
     write_back(&acc, c, store, scale);
 }
 
-/// Scales the accumulated tile and stores (or adds) its valid part.
-unsafe fn write_back(acc: &[[f32; NR]; MR], c: *mut f32, store: Store, scale: &[f32; MR]) {
+/// Scales the accumulated rows and stores (or adds) their valid part: `store.rows` of them.
+unsafe fn write_back(acc: &[[f32; NR]], c: *mut f32, store: Store, scale: &[f32]) {
     for (i, (acc_row, &s)) in acc.iter().zip(scale).take(store.rows).enumerate() {
         let out = std::slice::from_raw_parts_mut(c.add(i * store.ldc), store.cols);
         for (o, &v) in out.iter_mut().zip(acc_row) {
@@ -126,13 +133,101 @@ unsafe fn write_back(acc: &[[f32; NR]; MR], c: *mut f32, store: Store, scale: &[
     }
 }
 
+/// Asks for the C rows of a tile ahead of their use: they are read only after the products,
+/// and usually come from memory (a fresh output), so this hides that latency behind the loop.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_c(c: *mut f32, store: Store) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for i in 0..store.rows {
+        let row = c.add(i * store.ldc) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(4 * NR - 1));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{prefetch_c, Store, MR, NR};
+
+    /// Rows of the smaller variant, used when a tile has no more valid rows.
+    const HALF: usize = MR / 2;
+
+    /// One 16-wide accumulator per row: per step one load of B, a broadcast of A and an FMA
+    /// per row. Tiles of at most `HALF` valid rows compute only those.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile(
+        kc: usize,
+        rows: [*const f32; MR],
+        col: usize,
+        b: *const f32,
+        c: *mut f32,
+        store: Store,
+        scale: &[f32; MR],
+    ) {
+        prefetch_c(c, store);
+        if store.rows <= HALF {
+            let rows: [*const f32; HALF] = std::array::from_fn(|i| rows[i]);
+            block(kc, rows, col, b, c, store, scale)
+        } else {
+            block(kc, rows, col, b, c, store, scale)
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn block<const R: usize>(
+        kc: usize,
+        rows: [*const f32; R],
+        col: usize,
+        b: *const f32,
+        c: *mut f32,
+        store: Store,
+        scale: &[f32; MR],
+    ) {
+        let mut acc = [_mm512_setzero_ps(); R];
+        for kk in 0..kc {
+            let bk = _mm512_loadu_ps(b.add(kk * NR));
+            for (sum, row) in acc.iter_mut().zip(rows) {
+                *sum = _mm512_fmadd_ps(_mm512_set1_ps(*row.add(kk * col)), bk, *sum);
+            }
+        }
+        // Columns past `store.cols` are neither read nor written.
+        let mask: __mmask16 = if store.cols >= NR {
+            !0
+        } else {
+            (1 << store.cols) - 1
+        };
+        // A loop of constant length (unrolled, so that `acc` stays in registers) with the
+        // valid rows stored.
+        for (i, (sum, &s)) in acc.iter().zip(scale).enumerate() {
+            if i >= store.rows {
+                continue;
+            }
+            let at = c.add(i * store.ldc);
+            let scaled = _mm512_mul_ps(_mm512_set1_ps(s), *sum);
+            let value = if store.accumulate {
+                _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), scaled)
+            } else {
+                scaled
+            };
+            _mm512_mask_storeu_ps(at, mask, value);
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{write_back, Store, MR, NR};
+    use super::{prefetch_c, write_back, Store, MR, NR};
 
-    /// Twelve 8-wide accumulators: per step two loads of B, six broadcasts of A, twelve FMAs.
+    /// Rows of one half.
+    const HALF: usize = MR / 2;
+
+    /// The tile as two halves of `HALF` rows (the second only when it has valid rows).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tile(
         kc: usize,
@@ -143,14 +238,31 @@ mod avx2 {
         store: Store,
         scale: &[f32; MR],
     ) {
-        // C's tile is read only after the products, and usually comes from memory (a fresh
-        // output): asking for it now hides that latency behind the loop.
-        for i in 0..store.rows {
-            let row = c.add(i * store.ldc) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(row);
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(4 * NR - 1));
+        prefetch_c(c, store);
+        for h in (0..store.rows).step_by(HALF) {
+            let half_rows: [*const f32; HALF] = std::array::from_fn(|i| rows[h + i]);
+            let half_store = Store {
+                rows: HALF.min(store.rows - h),
+                ..store
+            };
+            let c = c.add(h * store.ldc);
+            half(kc, half_rows, col, b, c, half_store, &scale[h..h + HALF]);
         }
-        let mut acc = [_mm256_setzero_ps(); 2 * MR];
+    }
+
+    /// Twelve 8-wide accumulators: per step two loads of B, six broadcasts of A, twelve FMAs.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn half(
+        kc: usize,
+        rows: [*const f32; HALF],
+        col: usize,
+        b: *const f32,
+        c: *mut f32,
+        store: Store,
+        scale: &[f32],
+    ) {
+        let mut acc = [_mm256_setzero_ps(); 2 * HALF];
         for kk in 0..kc {
             let bk = b.add(kk * NR);
             let b0 = _mm256_loadu_ps(bk);
@@ -161,13 +273,13 @@ mod avx2 {
                 acc[2 * i + 1] = _mm256_fmadd_ps(ai, b1, acc[2 * i + 1]);
             }
         }
-        if store.rows == MR && store.cols == NR {
+        if store.rows == HALF && store.cols == NR {
             for (i, &s) in scale.iter().enumerate() {
                 let s = _mm256_set1_ps(s);
                 let out = c.add(i * store.ldc);
-                for half in 0..2 {
-                    let at = out.add(8 * half);
-                    let scaled = _mm256_mul_ps(s, acc[2 * i + half]);
+                for part in 0..2 {
+                    let at = out.add(8 * part);
+                    let scaled = _mm256_mul_ps(s, acc[2 * i + part]);
                     let value = if store.accumulate {
                         _mm256_add_ps(_mm256_loadu_ps(at), scaled)
                     } else {
@@ -177,7 +289,7 @@ mod avx2 {
                 }
             }
         } else {
-            let mut spill = [[0f32; NR]; MR];
+            let mut spill = [[0f32; NR]; HALF];
             for (i, row) in spill.iter_mut().enumerate() {
                 _mm256_storeu_ps(row.as_mut_ptr(), acc[2 * i]);
                 _mm256_storeu_ps(row.as_mut_ptr().add(8), acc[2 * i + 1]);
@@ -191,53 +303,89 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    /// Both tile versions match a plain triple loop, for full and partial tiles, strided and
-    /// packed left operands, overwriting and accumulating.
+    /// A tile body: the rows' pointers, their step, B, C, where and how, the row scales.
+    type Kernel =
+        unsafe fn(usize, [*const f32; MR], usize, *const f32, *mut f32, Store, &[f32; MR]);
+
+    /// The tile versions this CPU can run.
+    fn kernels() -> Vec<(&'static str, Kernel)> {
+        let mut found: Vec<(&'static str, Kernel)> = vec![("portable", portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                found.push(("avx512", avx512::tile));
+            }
+            if crate::engine::fastmath::has_avx2_fma() {
+                found.push(("avx2", avx2::tile));
+            }
+        }
+        found
+    }
+
+    /// Every tile version matches a plain triple loop, for full tiles and tiles with fewer
+    /// rows (within and past the first half) or columns, strided and packed left operands,
+    /// overwriting and accumulating; C outside the tile is left alone.
     #[test]
     fn tiles_match_a_plain_product() {
-        let (m, k, n) = (5, 37, 13);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 19) as f32 - 9.0) * 0.1)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 23) as f32 - 11.0) * 0.1)
-            .collect();
-        let mut panel = vec![f32::NAN; k * NR];
-        // SAFETY: b is k×n row-major.
-        unsafe { pack_panels(&mut panel, k, n, b.as_ptr(), n, 1) };
-        let scale: [f32; MR] = std::array::from_fn(|i| 0.5 + i as f32);
-        for accumulate in [false, true] {
-            let mut want = vec![1f32; m * n];
-            for i in 0..m {
-                for j in 0..n {
-                    let dot: f32 = (0..k).map(|kk| a[i * k + kk] * b[kk * n + j]).sum();
-                    want[i * n + j] = scale[i] * dot + if accumulate { 1.0 } else { 0.0 };
+        let k = 37;
+        for (m, n, col) in [(5, 13, 1), (MR, NR, 1), (9, 16, 1), (MR, 7, 3), (1, 1, 2)] {
+            let a: Vec<f32> = (0..m * k * col)
+                .map(|i| ((i * 7 % 19) as f32 - 9.0) * 0.1)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 23) as f32 - 11.0) * 0.1)
+                .collect();
+            let mut panel = vec![f32::NAN; k * NR];
+            // SAFETY: b is k×n row-major.
+            unsafe { pack_panels(&mut panel, k, n, b.as_ptr(), n, 1) };
+            let scale: [f32; MR] = std::array::from_fn(|i| 0.5 + i as f32);
+            let ldc = n + 2;
+            for accumulate in [false, true] {
+                let mut want = vec![1f32; m * ldc];
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f32 = (0..k).map(|kk| a[(i * k + kk) * col] * b[kk * n + j]).sum();
+                        want[i * ldc + j] = scale[i] * dot + if accumulate { 1.0 } else { 0.0 };
+                    }
                 }
-            }
-            let store = Store {
-                ldc: n,
-                rows: m,
-                cols: n,
-                accumulate,
-            };
-            let lhs = Lhs {
-                ptr: a.as_ptr(),
-                row: k,
-                col: 1,
-            };
-            let mut got = vec![1f32; m * n];
-            let rhs = panel.as_ptr();
-            // SAFETY: a is m×k, the panel k×NR, got m×n.
-            unsafe { tile(k, lhs, rhs, got.as_mut_ptr(), store, &scale) };
-            let mut plain = vec![1f32; m * n];
-            let rows: [*const f32; MR] = std::array::from_fn(|i| a[i.min(m - 1) * k..].as_ptr());
-            // SAFETY: as above.
-            unsafe { portable(k, rows, 1, rhs, plain.as_mut_ptr(), store, &scale) };
-            for ((g, p), w) in got.iter().zip(&plain).zip(&want) {
-                assert!(
-                    (g - w).abs() < 1e-4 && (p - w).abs() < 1e-4,
-                    "{g} {p} vs {w}"
-                );
+                let store = Store {
+                    ldc,
+                    rows: m,
+                    cols: n,
+                    accumulate,
+                };
+                let lhs = Lhs {
+                    ptr: a.as_ptr(),
+                    row: k * col,
+                    col,
+                };
+                let mut got = vec![1f32; m * ldc];
+                // SAFETY: a holds m rows of k values `col` apart, the panel k×NR, got m×ldc.
+                unsafe { tile(k, lhs, panel.as_ptr(), got.as_mut_ptr(), store, &scale) };
+                let mut versions = vec![("dispatched", got)];
+                for (name, kernel) in kernels() {
+                    let rows: [*const f32; MR] =
+                        std::array::from_fn(|i| a[i.min(m - 1) * k * col..].as_ptr());
+                    let mut out = vec![1f32; m * ldc];
+                    // SAFETY: as above.
+                    unsafe {
+                        kernel(
+                            k,
+                            rows,
+                            col,
+                            panel.as_ptr(),
+                            out.as_mut_ptr(),
+                            store,
+                            &scale,
+                        )
+                    };
+                    versions.push((name, out));
+                }
+                for (name, out) in versions {
+                    for (g, w) in out.iter().zip(&want) {
+                        assert!((g - w).abs() < 1e-4, "{name} {m}×{n}: {g} vs {w}");
+                    }
+                }
             }
         }
     }
