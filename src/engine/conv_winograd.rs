@@ -248,7 +248,7 @@ fastmath::vectorised! {
                 let mut d = [[0f32; LANES]; POINTS];
                 for (point, value) in d.iter_mut().enumerate() {
                     let at = (point / 4) * line_len + (2 * tx + point % 4) * cin + c0;
-                    *value = load(&lines[at..at + width]);
+                    load_into(value, &lines[at..at + width]);
                 }
                 let v = separable::<4, 4, 16, 16>(&d, input_1d);
                 for (point, value) in v.iter().enumerate() {
@@ -307,7 +307,7 @@ fastmath::vectorised! {
                 let mut m = [[0f32; LANES]; POINTS];
                 for (point, value) in m.iter_mut().enumerate() {
                     let at = (point * block.count + tile) * n + c0;
-                    *value = load(&block.products[at..at + width]);
+                    load_into(value, &block.products[at..at + width]);
                 }
                 let y = separable::<4, 2, 16, 4>(&m, output_1d);
                 for l in 0..width {
@@ -349,12 +349,15 @@ unsafe fn store(value: &Lanes, dst: *mut f32, width: usize) {
     }
 }
 
-/// Up to `LANES` values, the rest zero.
+/// Copies up to `LANES` values into `dst`, the rest zero. A slice copy: returning the lanes by
+/// value was compiled into eight scalar loads and stores.
 #[inline(always)]
-fn load(src: &[f32]) -> Lanes {
-    match <&Lanes>::try_from(src) {
-        Ok(whole) => *whole,
-        Err(_) => std::array::from_fn(|l| src.get(l).copied().unwrap_or(0.0)),
+fn load_into(dst: &mut Lanes, src: &[f32]) {
+    if src.len() >= LANES {
+        dst.copy_from_slice(&src[..LANES]);
+    } else {
+        dst[..src.len()].copy_from_slice(src);
+        dst[src.len()..].fill(0.0);
     }
 }
 
