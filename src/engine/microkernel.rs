@@ -11,6 +11,10 @@
 pub const MR: usize = 12;
 /// Columns of C one tile computes (one AVX-512 register, two AVX ones).
 pub const NR: usize = 16;
+/// Rows of half a tile: one AVX2 pass, and the AVX-512 variant for tiles with no more valid
+/// rows.
+#[cfg(target_arch = "x86_64")]
+const HALF: usize = MR / 2;
 
 /// A left operand read in place: element (i, k) lies at `ptr + i·row + k·col`.
 #[derive(Debug, Clone, Copy)]
@@ -150,10 +154,7 @@ unsafe fn prefetch_c(c: *mut f32, store: Store) {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{prefetch_c, Store, MR, NR};
-
-    /// Rows of the smaller variant, used when a tile has no more valid rows.
-    const HALF: usize = MR / 2;
+    use super::{prefetch_c, Store, HALF, MR, NR};
 
     /// One 16-wide accumulator per row: per step one load of B, a broadcast of A and an FMA
     /// per row. Tiles of at most `HALF` valid rows compute only those.
@@ -222,10 +223,7 @@ mod avx512 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{prefetch_c, write_back, Store, MR, NR};
-
-    /// Rows of one half.
-    const HALF: usize = MR / 2;
+    use super::{prefetch_c, write_back, Store, HALF, MR, NR};
 
     /// The tile as two halves of `HALF` rows (the second only when it has valid rows).
     #[target_feature(enable = "avx2,fma")]
