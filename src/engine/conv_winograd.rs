@@ -1,10 +1,11 @@
-//! Stride-1 3×3 convolution on the CPU in f32 by Winograd's F(2×2, 3×3) (Lavin & Gray, 2015):
-//! each 2×2 block of output pixels comes from a 4×4 patch of input, and in the transformed
-//! domain the 3×3 kernel becomes 16 pointwise weights, so the convolution is 16 independent
-//! products (transformed tiles × input channels by input channels × output channels) with 16
-//! multiplies per block and channel pair instead of 36: 2.25× fewer flops than im2col or shifted
-//! products. The transforms only add, subtract and halve, so the result stays within a few ulp
-//! of the direct sum (it is checked against candle's conv2d at 1e-3 relative, like the others).
+//! Stride-1 3×3 convolution on the CPU in f32 by Winograd's F(4×4, 3×3) (Lavin & Gray, 2015):
+//! each 4×4 block of output pixels comes from a 6×6 patch of input, and in the transformed
+//! domain the 3×3 kernel becomes 36 pointwise weights, so the convolution is 36 independent
+//! products (transformed tiles × input channels by input channels × output channels) with 36
+//! multiplies per block and channel pair instead of 144: 4× fewer flops than im2col or shifted
+//! products (F(2×2, 3×3), used before, saves 2.25×). The transforms' coefficients are small
+//! (interpolation points 0, ±1, ±2), so the result stays close to the direct sum (it is checked
+//! against candle's conv2d at 1e-3 relative, like the others).
 //!
 //! Tiles (of all images together) go in bands whose transformed inputs and products stay in the
 //! last-level cache; each band's input rows are copied channels last (as the shifted products do,
@@ -20,16 +21,23 @@ use rayon::prelude::*;
 use super::conv::Geometry;
 use super::conv_shifted::fill_line;
 use super::fastmath;
-use super::matmul::{accumulate as product, packed_len, with_panel_buffer};
+use super::matmul::{multiply, packed_len, with_panel_buffer};
 use super::microkernel::{SharedMut, NR};
 
-/// Values of a transformed 4×4 tile: the 16 independent products.
-const POINTS: usize = 16;
+/// Output pixels along each side of a tile.
+const TILE: usize = 4;
+/// Input pixels along each side of a tile's patch (TILE + 2).
+const PATCH: usize = 6;
+/// Values of a transformed 6×6 patch: the 36 independent products.
+const POINTS: usize = PATCH * PATCH;
 /// Channels transformed together, as one block of SIMD lanes.
 const LANES: usize = 8;
 /// Bytes of one group's transformed weights (they are rebuilt for each group of output channels,
-/// and the inputs transformed again, so groups are few: one up to 1280 → 1280 channels).
+/// and the inputs transformed again, so groups are few: three for 1280 → 1280 channels).
 const WEIGHT_GROUP_BYTES: usize = 112 << 20;
+/// Bytes of the output rows one tile row writes channels last before they go to the NCHW
+/// output: a chunk of channels at a time, so that they stay in the L2 cache.
+const OUTPUT_LINES_BYTES: usize = 512 << 10;
 /// Bytes of one band's transformed inputs and products together.
 const BAND_BYTES: usize = 24 << 20;
 /// Fewest tiles per band: fewer would stream the transformed weights from memory once per
@@ -41,7 +49,7 @@ type Lanes = [f32; LANES];
 thread_local! {
     /// A band's transformed inputs and products, reused from call to call.
     static BAND: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    /// The four padded input lines one row of tiles reads, or the output rows it writes.
+    /// The six padded input lines one row of tiles reads, or the output rows it writes.
     static LINES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
@@ -72,7 +80,7 @@ pub fn accumulate(
         || output.len() < b * cout * plane
     {
         candle_core::bail!(
-            "conv2d: Winograd F(2, 3) does not fit {cin}→{cout}, {}×{} k{} s{} p{pad}",
+            "conv2d: Winograd F(4, 3) does not fit {cin}→{cout}, {}×{} k{} s{} p{pad}",
             g.h,
             g.w,
             g.k,
@@ -83,8 +91,8 @@ pub fn accumulate(
         return Ok(());
     }
     let tiles = Tiles {
-        across: g.out_w.div_ceil(2),
-        down: g.out_h.div_ceil(2),
+        across: g.out_w.div_ceil(TILE),
+        down: g.out_h.div_ceil(TILE),
     };
     let group = output_group(cin, cout);
     let rows_total = b * tiles.down;
@@ -110,16 +118,24 @@ pub fn accumulate(
                     &mut products[..POINTS * count * n],
                 );
                 transform_inputs(input, g, &tiles, rows.clone(), inputs);
-                products.fill(0.0);
-                products
-                    .par_chunks_mut(count * n)
-                    .zip(inputs.par_chunks(count * cin))
-                    .zip(weights.par_chunks(panels))
-                    .try_for_each(|((c, a), u)| product(c, n, a, (count, cin, n), u))?;
+                // Point after point (each product runs in parallel), into rows interleaved
+                // tile by tile: the output transform then reads each tile's values in one run.
+                for (point, (a, u)) in inputs
+                    .chunks_exact(count * cin)
+                    .zip(weights.chunks_exact(panels))
+                    .enumerate()
+                {
+                    multiply(
+                        &mut products[point * n..],
+                        POINTS * n,
+                        a,
+                        (count, cin, n),
+                        u,
+                    )?;
+                }
                 let block = OutputBlock {
                     products,
                     channels: o0..o0 + n,
-                    count,
                     first_row: rows.start,
                 };
                 rows.into_par_iter()
@@ -140,7 +156,7 @@ fn output_group(cin: usize, cout: usize) -> usize {
     cout.div_ceil(groups).next_multiple_of(NR).min(cout)
 }
 
-/// How the output splits into 2×2 tiles (the last row and column may be half outside).
+/// How the output splits into 4×4 tiles (the last row and column may be partly outside).
 struct Tiles {
     across: usize,
     down: usize,
@@ -175,17 +191,15 @@ fastmath::vectorised! {
         for c in 0..cin {
             for j0 in (0..NR).step_by(LANES) {
                 let first = channels.start + p * NR + j0;
-                let g: [Lanes; 9] = std::array::from_fn(|t| {
-                    std::array::from_fn(|l| {
-                        let o = first + l;
-                        if o < channels.end {
-                            weight[(o * cin + c) * 9 + t]
-                        } else {
-                            0.0
-                        }
-                    })
-                });
-                let u = separable::<3, 4, 9, 16>(&g, kernel_1d);
+                // Plain loops: `array::from_fn`'s closures here were not inlined either.
+                let mut g = [[0f32; LANES]; 9];
+                for (l, o) in (first..channels.end.min(first + LANES)).enumerate() {
+                    let taps = &weight[(o * cin + c) * 9..][..9];
+                    for (t, tap) in taps.iter().enumerate() {
+                        g[t][l] = *tap;
+                    }
+                }
+                let u = separable::<3, 6, 9, 36>(&g, kernel_1d);
                 for (point, value) in u.iter().enumerate() {
                     // SAFETY: point ξ's operand is `size` values from ξ·size; panel p's values
                     // (c, j0..j0 + LANES) lie inside it. Tasks write disjoint panels.
@@ -216,7 +230,7 @@ fn transform_inputs(
 }
 
 fastmath::vectorised! {
-    /// Tile row `row`, the `local`-th of its band of `count` tiles: its four padded input lines
+    /// Tile row `row`, the `local`-th of its band of `count` tiles: its six padded input lines
     /// go channels last into `lines`, then each tile's transform into `dst`.
     #[allow(clippy::too_many_arguments)]
     fn input_row(
@@ -232,12 +246,12 @@ fastmath::vectorised! {
         let up = usize::from(g.upsample);
         let image_len = g.cin * (g.h >> up) * (g.w >> up);
         let cin = g.cin;
-        let line_len = (2 * tiles.across + 2) * cin;
+        let line_len = (TILE * tiles.across + 2) * cin;
         let (image, ty) = (row / tiles.down, row % tiles.down);
         let image = &input[image * image_len..(image + 1) * image_len];
-        lines.resize(4 * line_len, 0.0);
+        lines.resize(PATCH * line_len, 0.0);
         for (i, line) in lines.chunks_exact_mut(line_len).enumerate() {
-            fill_line(image, g, 2 * ty + i, line);
+            fill_line(image, g, TILE * ty + i, line);
         }
         for tx in 0..tiles.across {
             let tile = local * tiles.across + tx;
@@ -247,10 +261,11 @@ fastmath::vectorised! {
                 // without the kernel's target features (a fifth of a decode, in scalar code).
                 let mut d = [[0f32; LANES]; POINTS];
                 for (point, value) in d.iter_mut().enumerate() {
-                    let at = (point / 4) * line_len + (2 * tx + point % 4) * cin + c0;
+                    let (y, x) = (point / PATCH, point % PATCH);
+                    let at = y * line_len + (TILE * tx + x) * cin + c0;
                     load_into(value, &lines[at..at + width]);
                 }
-                let v = separable::<4, 4, 16, 16>(&d, input_1d);
+                let v = separable::<6, 6, 36, 36>(&d, input_1d);
                 for (point, value) in v.iter().enumerate() {
                     // SAFETY: point ξ's matrix is `count · cin` values from ξ·count·cin; this
                     // tile's row holds channels c0..c0 + width. Tasks write disjoint tile rows.
@@ -261,12 +276,11 @@ fastmath::vectorised! {
     }
 }
 
-/// One band's products, for output channels `channels`: `POINTS` matrices of `count` tiles ×
-/// `channels.len()`.
+/// One band's products, for output channels `channels`: for each of `count` tiles, `POINTS` runs
+/// of `channels.len()` values.
 struct OutputBlock<'a> {
     products: &'a [f32],
     channels: std::ops::Range<usize>,
-    count: usize,
     first_row: usize,
 }
 
@@ -280,8 +294,8 @@ impl OutputBlock<'_> {
 }
 
 fastmath::vectorised! {
-    /// [`OutputBlock::add_row`]: the tile row's two output rows of every channel go into
-    /// `lines` first, which are then added to the output row by row.
+    /// [`OutputBlock::add_row`]: a chunk of channels at a time, the tile row's four output rows
+    /// of each channel go into `lines` first, which are then added to the output row by row.
     fn output_row(
         block: &OutputBlock,
         g: &Geometry,
@@ -294,43 +308,104 @@ fastmath::vectorised! {
         let n = block.channels.len();
         let (image, ty) = (row / tiles.down, row % tiles.down);
         let plane = g.out_h * g.out_w;
-        let (y0, rows) = (2 * ty, 2.min(g.out_h - 2 * ty));
-        let span = 2 * tiles.across;
-        lines.resize(n * 2 * span, 0.0);
-        // Tile by tile, all channels: each point's products of a tile are `n` contiguous
-        // values (channel-block by channel-block, 16 strided streams missed the cache on
-        // nearly every load: two thirds of this function's time).
-        for tx in 0..tiles.across {
-            let tile = (row - block.first_row) * tiles.across + tx;
-            for c0 in (0..n).step_by(LANES) {
-                let width = LANES.min(n - c0);
-                let mut m = [[0f32; LANES]; POINTS];
-                for (point, value) in m.iter_mut().enumerate() {
-                    let at = (point * block.count + tile) * n + c0;
-                    load_into(value, &block.products[at..at + width]);
+        let (y0, rows) = (TILE * ty, TILE.min(g.out_h - TILE * ty));
+        let span = TILE * tiles.across;
+        // One cache line more than the four rows, so that channels do not fall on the same
+        // cache sets when the width is a power of two.
+        let pitch = TILE * span + 16;
+        let chunk = (OUTPUT_LINES_BYTES / (4 * pitch) / LANES * LANES).max(LANES);
+        lines.resize(chunk.min(n.next_multiple_of(LANES)) * pitch, 0.0);
+        for first in (0..n).step_by(chunk) {
+            let last = n.min(first + chunk);
+            // Tile by tile, then channel block by channel block: a tile's products are one run
+            // (channel-block-outer order, or one matrix per point, read tens of strided streams
+            // and missed the cache on nearly every load).
+            for tx in 0..tiles.across {
+                let tile = (row - block.first_row) * tiles.across + tx;
+                for c0 in (first..last).step_by(LANES) {
+                    let mut m = [[0f32; LANES]; POINTS];
+                    for (point, value) in m.iter_mut().enumerate() {
+                        let at = (tile * POINTS + point) * n + c0;
+                        load_into(value, &block.products[at..(at + LANES).min(at + last - c0)]);
+                    }
+                    let y = separable::<6, 4, 36, 16>(&m, output_1d);
+                    let at = (c0 - first) * pitch + TILE * tx;
+                    scatter_tile(&y, &mut lines[at..], pitch, span);
                 }
-                let y = separable::<4, 2, 16, 4>(&m, output_1d);
-                for l in 0..width {
-                    let pair = &mut lines[(c0 + l) * 2 * span..][..2 * span];
-                    pair[2 * tx] = y[0][l];
-                    pair[2 * tx + 1] = y[1][l];
-                    pair[span + 2 * tx] = y[2][l];
-                    pair[span + 2 * tx + 1] = y[3][l];
+            }
+            for (l, o) in block.channels.clone().enumerate().take(last).skip(first) {
+                for i in 0..rows {
+                    let src = &lines[(l - first) * pitch + i * span..][..g.out_w];
+                    // SAFETY: row y0 + i of channel o of this image lies inside the output;
+                    // tasks own disjoint tile rows.
+                    let dst = unsafe {
+                        let at = (image * cout + o) * plane + (y0 + i) * g.out_w;
+                        std::slice::from_raw_parts_mut(output.get().add(at), g.out_w)
+                    };
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d += s;
+                    }
                 }
             }
         }
-        for (l, o) in block.channels.clone().enumerate() {
-            for i in 0..rows {
-                let src = &lines[(2 * l + i) * span..][..g.out_w];
-                // SAFETY: row y0 + i of channel o of this image lies inside the output;
-                // tasks own disjoint tile rows.
-                let dst = unsafe {
-                    let at = (image * cout + o) * plane + (y0 + i) * g.out_w;
-                    std::slice::from_raw_parts_mut(output.get().add(at), g.out_w)
-                };
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d += s;
-                }
+    }
+}
+
+/// Writes a tile's 4×4 outputs `y` (row-major, a lane per channel) as runs of four pixels:
+/// channel l's row r at `dst[l·pitch + r·span..][..4]`. The lanes of channels past the last
+/// one are written too (`dst` has room for all eight).
+#[inline(always)]
+fn scatter_tile(y: &[Lanes; TILE * TILE], dst: &mut [f32], pitch: usize, span: usize) {
+    let needed = (LANES - 1) * pitch + (TILE - 1) * span + TILE;
+    let dst = &mut dst[..needed];
+    #[cfg(target_arch = "x86_64")]
+    if fastmath::has_avx2_fma() {
+        // SAFETY: `dst` holds every place written (checked by the slice above), and the CPU
+        // has AVX2.
+        unsafe { transpose::rows_of_four(y, dst.as_mut_ptr(), pitch, span) };
+        return;
+    }
+    for (point, value) in y.iter().enumerate() {
+        let (r, c) = (point / TILE, point % TILE);
+        for (l, v) in value.iter().enumerate() {
+            dst[l * pitch + r * span + c] = *v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod transpose {
+    use std::arch::x86_64::*;
+
+    use super::{Lanes, TILE};
+
+    /// [`super::scatter_tile`]: each output row's four pixel vectors transposed to eight runs of
+    /// four in registers.
+    ///
+    /// # Safety
+    /// `dst[l·pitch + r·span..][..4]` must be writable for `l < 8`, `r < 4`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn rows_of_four(y: &[Lanes; TILE * TILE], dst: *mut f32, pitch: usize, span: usize) {
+        for r in 0..TILE {
+            let a: [__m256; TILE] =
+                std::array::from_fn(|c| _mm256_loadu_ps(y[r * TILE + c].as_ptr()));
+            // Pairs, then quads: lanes 0–3 and 4–7 of u_k hold channels k and k + 4.
+            let t0 = _mm256_unpacklo_ps(a[0], a[1]);
+            let t1 = _mm256_unpackhi_ps(a[0], a[1]);
+            let t2 = _mm256_unpacklo_ps(a[2], a[3]);
+            let t3 = _mm256_unpackhi_ps(a[2], a[3]);
+            let u = [
+                _mm256_shuffle_ps::<0x44>(t0, t2),
+                _mm256_shuffle_ps::<0xEE>(t0, t2),
+                _mm256_shuffle_ps::<0x44>(t1, t3),
+                _mm256_shuffle_ps::<0xEE>(t1, t3),
+            ];
+            for (k, v) in u.into_iter().enumerate() {
+                _mm_storeu_ps(dst.add(k * pitch + r * span), _mm256_castps256_ps128(v));
+                _mm_storeu_ps(
+                    dst.add((k + 4) * pitch + r * span),
+                    _mm256_extractf128_ps::<1>(v),
+                );
             }
         }
     }
@@ -395,27 +470,54 @@ fn sub(a: Lanes, b: Lanes) -> Lanes {
 }
 
 #[inline(always)]
-fn halve(a: Lanes) -> Lanes {
-    std::array::from_fn(|l| 0.5 * a[l])
+fn scale(k: f32, a: Lanes) -> Lanes {
+    std::array::from_fn(|l| k * a[l])
 }
 
-/// Bᵀ of F(2, 3): a 4-value input run to its 4 transformed values.
+/// Bᵀ of F(4, 3): a 6-value input run to its 6 transformed values.
 #[inline(always)]
-fn input_1d([a0, a1, a2, a3]: [Lanes; 4]) -> [Lanes; 4] {
-    [sub(a0, a2), add(a1, a2), sub(a2, a1), sub(a1, a3)]
+fn input_1d([a0, a1, a2, a3, a4, a5]: [Lanes; 6]) -> [Lanes; 6] {
+    let even = sub(a4, scale(4.0, a2));
+    let odd = sub(scale(4.0, a1), a3);
+    let even2 = sub(a4, a2);
+    let odd2 = scale(2.0, sub(a1, a3));
+    [
+        add(sub(scale(4.0, a0), scale(5.0, a2)), a4),
+        sub(even, odd),
+        add(even, odd),
+        sub(even2, odd2),
+        add(even2, odd2),
+        add(sub(scale(4.0, a1), scale(5.0, a3)), a5),
+    ]
 }
 
-/// G of F(2, 3): 3 kernel taps to 4 transformed values.
+/// G of F(4, 3): 3 kernel taps to 6 transformed values.
 #[inline(always)]
-fn kernel_1d([g0, g1, g2]: [Lanes; 3]) -> [Lanes; 4] {
+fn kernel_1d([g0, g1, g2]: [Lanes; 3]) -> [Lanes; 6] {
     let outer = add(g0, g2);
-    [g0, halve(add(outer, g1)), halve(sub(outer, g1)), g2]
+    let wide = add(scale(1.0 / 24.0, g0), scale(1.0 / 6.0, g2));
+    let middle = scale(1.0 / 12.0, g1);
+    [
+        scale(0.25, g0),
+        scale(-1.0 / 6.0, add(outer, g1)),
+        scale(-1.0 / 6.0, sub(outer, g1)),
+        add(wide, middle),
+        sub(wide, middle),
+        g2,
+    ]
 }
 
-/// Aᵀ of F(2, 3): 4 transformed products to 2 outputs.
+/// Aᵀ of F(4, 3): 6 transformed products to 4 outputs.
 #[inline(always)]
-fn output_1d([m0, m1, m2, m3]: [Lanes; 4]) -> [Lanes; 2] {
-    [add(add(m0, m1), m2), sub(sub(m1, m2), m3)]
+fn output_1d([m0, m1, m2, m3, m4, m5]: [Lanes; 6]) -> [Lanes; 4] {
+    let (sum12, diff12) = (add(m1, m2), sub(m1, m2));
+    let (sum34, diff34) = (add(m3, m4), sub(m3, m4));
+    [
+        add(add(m0, sum12), sum34),
+        add(diff12, scale(2.0, diff34)),
+        add(sum12, scale(4.0, sum34)),
+        add(add(diff12, scale(8.0, diff34)), m5),
+    ]
 }
 
 #[cfg(test)]
@@ -447,7 +549,8 @@ mod tests {
     #[test]
     fn output_groups_are_whole_panels_within_the_bound() {
         assert_eq!(output_group(320, 320), 320);
-        assert_eq!(output_group(1280, 1280), 1280);
+        // 36 transformed values per weight: 1280 → 1280 takes three groups of 27 panels.
+        assert_eq!(output_group(1280, 1280), 432);
         for (cin, cout) in [(2560, 1280), (2000, 1000), (5000, 37)] {
             let group = output_group(cin, cout);
             assert!(

@@ -199,10 +199,34 @@ pub fn accumulate(
     out: &mut [f32],
     ldc: usize,
     a: &[f32],
-    (m, k, n): (usize, usize, usize),
+    dims: (usize, usize, usize),
     b: &[f32],
 ) -> Result<()> {
-    if m == 0 || n == 0 || k == 0 {
+    product(out, ldc, a, dims, b, false)
+}
+
+/// [`accumulate`] into an `out` whose old values are overwritten rather than added to (nothing
+/// needs zeroing first).
+pub fn multiply(
+    out: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    dims: (usize, usize, usize),
+    b: &[f32],
+) -> Result<()> {
+    product(out, ldc, a, dims, b, true)
+}
+
+/// [`accumulate`], or [`multiply`] when `overwrite`.
+fn product(
+    out: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    (m, k, n): (usize, usize, usize),
+    b: &[f32],
+    overwrite: bool,
+) -> Result<()> {
+    if m == 0 || n == 0 {
         return Ok(());
     }
     if a.len() < m * k || b.len() < packed_len(k, n) || out.len() < (m - 1) * ldc + n || ldc < n {
@@ -211,6 +235,14 @@ pub fn accumulate(
             a.len(),
             out.len()
         );
+    }
+    if k == 0 {
+        if overwrite {
+            out.chunks_mut(ldc)
+                .take(m)
+                .for_each(|row| row[..n].fill(0.0));
+        }
+        return Ok(());
     }
     let panels = n.div_ceil(NR);
     let group_panels = (SHARED_B_BYTES / (k * NR * 4)).clamp(1, panels);
@@ -245,7 +277,7 @@ pub fn accumulate(
                             ldc,
                             rows: MR.min(rows - g),
                             cols: NR.min(n - p * NR),
-                            accumulate: true,
+                            accumulate: !overwrite || pc > 0,
                         };
                         // SAFETY: the checks above keep rows i.. of `a` (kc values from pc),
                         // the panel slice (kc×NR values) and the C tile (rows i.., columns
@@ -300,6 +332,36 @@ mod tests {
                     (g - w).abs() < 1e-3 * w.abs().max(1.0),
                     "{m}×{k}×{n}: {g} vs {w}"
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// `multiply` overwrites what the rows held (NaN here, which any addition would keep), in
+    /// one k pass, several and none, and leaves the columns between n and ldc alone.
+    #[test]
+    fn multiply_overwrites_the_rows() -> Result<()> {
+        for (m, k, n) in [(5, 3, 17), (30, 1100, 40), (4, 0, 9)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+            let bt: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.2 - 0.6).collect();
+            let ldc = n + 2;
+            let mut got = vec![f32::NAN; m * ldc];
+            with_packed(&bt, (k, n), (1, k), |b| {
+                multiply(&mut got, ldc, &a, (m, k, n), b)
+            })?;
+            for i in 0..m {
+                for j in 0..ldc {
+                    let g = got[i * ldc + j];
+                    if j >= n {
+                        assert!(g.is_nan(), "{m}×{k}×{n}: ({i}, {j}) was written");
+                        continue;
+                    }
+                    let w: f32 = (0..k).map(|l| a[i * k + l] * bt[j * k + l]).sum();
+                    assert!(
+                        (g - w).abs() < 1e-3 * w.abs().max(1.0),
+                        "{m}×{k}×{n}: {g} vs {w}"
+                    );
+                }
             }
         }
         Ok(())
