@@ -8,7 +8,9 @@
 #
 # Environment: THREADS (default 2) for both sides; SHARED_BENCH (default ../shared/bench);
 # VRAMS, our residency modes (default "normal low": f32 weights like PyTorch's, then the weights
-# kept in f16 and widened per layer); DTYPES, PyTorch's compute dtypes (default "fp32 bf16"; set
+# kept in f16 and widened per layer); CPU_BF16 (default auto: where the CPU has AVX-512 BF16),
+# 1 or 0, adds a run of ours with `--vram low --cpu-bf16`; DTYPES, PyTorch's compute dtypes
+# (default "fp32 bf16"; set
 # DTYPES=fp32 where the CPU lacks AVX-512 BF16, since PyTorch's bf16 path is then very slow);
 # PIP_ARGS, e.g. "--index-url https://download.pytorch.org/whl/cpu" for the small CPU torch build.
 # The venv lives in target/bench-venv; results in target/bench-{ours-MODE,torch}.json.
@@ -41,12 +43,24 @@ fi
 
 (cd "$ROOT" && cargo build --release --quiet)
 
-OURS_JSONS=()
+# Our runs: each residency mode, then `--vram low --cpu-bf16` where asked for.
+RUNS=()
 for vram in $VRAMS; do
-    json=$ROOT/target/bench-ours-$vram.json
-    echo "== fooocus-rs ($OUR_PARTS, --vram $vram), $THREADS threads; load $(cut -d' ' -f1-3 /proc/loadavg)"
+    RUNS+=("$vram")
+done
+case "${CPU_BF16:-auto}" in
+    1) RUNS+=("low --cpu-bf16") ;;
+    auto) grep -qw avx512_bf16 /proc/cpuinfo && RUNS+=("low --cpu-bf16") ;;
+esac
+
+OURS_JSONS=()
+for run in "${RUNS[@]}"; do
+    read -r vram extra <<<"$run"
+    json=$ROOT/target/bench-ours-$vram${extra:+-bf16}.json
+    echo "== fooocus-rs ($OUR_PARTS, --vram $run), $THREADS threads; load $(cut -d' ' -f1-3 /proc/loadavg)"
+    # shellcheck disable=SC2086
     RAYON_NUM_THREADS=$THREADS "$ROOT/target/release/fooocus" bench \
-        --layouts "$ROOT/../shared/fixtures/layouts" --device cpu --vram "$vram" \
+        --layouts "$ROOT/../shared/fixtures/layouts" --device cpu --vram "$vram" $extra \
         --parts "$OUR_PARTS" --warmup 1 --repeats 1 --json >"$json"
     OURS_JSONS+=("$json")
 done

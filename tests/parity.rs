@@ -2,8 +2,9 @@
 //! (`FOOOCUS_FIXTURES`): tokenizer ids, CLIP-L and CLIP-G states, the pooled vector, the ADM
 //! vector, base and refiner UNets, VAE decode and encode, Fooocus prompt chunks and tiled decode.
 //! Text encoders and UNets run in every compute of `common::computes()` (by default the CPU in
-//! f32, with the fixtures' tolerance, and in f16, the GPU path, with our stated f16 tolerance);
-//! the VAE runs in f32 on `FOOOCUS_TEST_DEVICE`.
+//! f32, with the fixtures' tolerance; in f16, the GPU path, with our stated f16 tolerance; and
+//! the CPU in f32 with the UNet's linear layers multiplied in bf16, `--cpu-bf16`, with our stated
+//! bf16 tolerance); the VAE runs in f32 on `FOOOCUS_TEST_DEVICE`.
 
 mod common;
 
@@ -203,7 +204,7 @@ fn check_unet_in(file: &SdxlFile, reference: &str, c: &Compute) {
         .unwrap()
         .to_dtype(candle_core::DType::F32)
         .unwrap();
-    let (tol, label) = (c.module_tol(), c.label());
+    let (tol, label) = (c.unet_tol(), c.label());
     assert_close(
         &format!("{reference} eps ({label})"),
         &eps,
@@ -244,6 +245,38 @@ fn lean_unet_gives_the_same_eps() {
     let diff = common::max_abs(&(&lean - &widened).unwrap());
     assert_eq!(diff, 0.0, "lean and widened-at-load ε differ by {diff}");
     assert_close("lean UNet eps", &lean, &r.get("eps"), MODULE_TOL);
+}
+
+/// `--cpu-bf16` changes ε by a bf16 rounding's worth (not at all would mean the f32 path ran),
+/// within the bf16 tolerance of the reference.
+#[test]
+fn cpu_bf16_unet_multiplies_in_bf16() {
+    let r = Tensors::open("reference/unet_base.safetensors");
+    let eps = |bf16: bool| {
+        let mut file = base();
+        file.bf16_products = bf16;
+        let (unet, _) = file.unet(LoadMode::Real, &Device::Cpu).unwrap();
+        unet.forward(
+            &r.get("unet_input"),
+            &r.get("timestep"),
+            &r.get("context"),
+            &r.get("y"),
+        )
+        .unwrap()
+    };
+    let (bf16, f32) = (eps(true), eps(false));
+    let change = rel_err(&bf16, &f32);
+    println!("bf16 products change ε by {change:.3e} relative");
+    assert!(
+        change > 1e-5,
+        "bf16 products left ε as in f32 ({change:.3e})"
+    );
+    assert_close(
+        "bf16-products UNet eps",
+        &bf16,
+        &r.get("eps"),
+        common::BF16_MODULE_TOL,
+    );
 }
 
 #[test]

@@ -17,9 +17,10 @@ use candle_nn::VarBuilder;
 
 use crate::engine::checkpoint::{UNET_PREFIX, VAE_PREFIX};
 use crate::engine::clip::ClipTextModel;
-use crate::engine::config::{HeadDims, SdxlConfig};
+use crate::engine::config::{HeadDims, SdxlConfig, UnetConfig};
 use crate::engine::device::{describe, ComputeArgs};
 use crate::engine::kernels::set_own_kernels;
+use crate::engine::linear::with_bf16_products;
 use crate::engine::model::SdxlFile;
 use crate::engine::unet::UNet;
 use crate::engine::vae::Vae;
@@ -154,6 +155,8 @@ pub(crate) struct Networks<'a> {
     /// The dtype the text encoders' and UNet's random weights are kept in (f16 when lean, see
     /// `Placement::lean_weights`).
     weight_storage: DType,
+    /// Whether the UNets' linear layers multiply in bf16 (`Placement::bf16_products`).
+    bf16_products: bool,
 }
 
 impl Networks<'_> {
@@ -193,11 +196,7 @@ impl Networks<'_> {
     pub(crate) fn unet(&self) -> anyhow::Result<UNet> {
         match &self.source.file {
             Some(file) => Ok(file.unet(LoadMode::Real, &self.device)?.0),
-            None => Ok(UNet::load(
-                self.vb(self.weight_storage).pp(UNET_PREFIX),
-                &self.config().unet,
-                self.dtype,
-            )?),
+            None => Ok(self.random_unet(&self.config().unet)?),
         }
     }
 
@@ -208,13 +207,15 @@ impl Networks<'_> {
         };
         let unet = match file {
             Some(file) => file.unet(LoadMode::Real, &self.device)?.0,
-            None => UNet::load(
-                self.vb(self.weight_storage).pp(UNET_PREFIX),
-                &config.unet,
-                self.dtype,
-            )?,
+            None => self.random_unet(&config.unet)?,
         };
         Ok(Some((config.clone(), unet)))
+    }
+
+    /// A UNet of `config` with random weights, built as a checkpoint's would be.
+    fn random_unet(&self, config: &UnetConfig) -> candle_core::Result<UNet> {
+        let vb = self.vb(self.weight_storage).pp(UNET_PREFIX);
+        with_bf16_products(self.bf16_products, || UNet::load(vb, config, self.dtype))
     }
 
     pub(crate) fn vae(&self) -> anyhow::Result<Vae> {
@@ -312,10 +313,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let device = placement.device.clone();
     let dtype = args.compute.precision.dtype_on(&device);
     let lean = placement.lean_weights();
+    let bf16_products = placement.bf16_products();
     let refiner_file = source.refiner.as_mut().and_then(|(_, f)| f.as_mut());
     for file in source.file.iter_mut().chain(refiner_file) {
         file.precision = args.compute.precision;
         file.lean_weights = lean;
+        file.bf16_products = bf16_products;
     }
     let nets = Networks {
         source: &source,
@@ -326,6 +329,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         } else {
             dtype
         },
+        bf16_products,
     };
     let kernel_sets: &[bool] = if args.compare_candle {
         &[false, true]
@@ -363,11 +367,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     Ok(Report {
         source: source.label.clone(),
         device: format!(
-            "{} {}{} (VAE f32), --vram {}",
+            "{} {}{}{} (VAE f32), --vram {}",
             describe(&device),
             dtype.as_str(),
             if lean {
                 ", half-precision weights widened per layer"
+            } else {
+                ""
+            },
+            if bf16_products {
+                ", UNet linear layers in bf16"
             } else {
                 ""
             },

@@ -216,6 +216,8 @@ pub struct Placement {
     pub device: Device,
     pub precision: Precision,
     pub vram: Vram,
+    /// `--cpu-bf16`: the UNets' linear layers multiply in bf16 on the CPU.
+    pub cpu_bf16: bool,
 }
 
 impl Placement {
@@ -225,6 +227,7 @@ impl Placement {
             device: Device::Cpu,
             precision: Precision::Auto,
             vram: Vram::Normal,
+            cpu_bf16: false,
         }
     }
 
@@ -253,6 +256,11 @@ impl Placement {
     /// and widen them layer by layer (`--vram low` on the CPU).
     pub fn lean_weights(&self) -> bool {
         self.device.is_cpu() && self.vram == Vram::Low
+    }
+
+    /// Whether the UNets' linear layers multiply in bf16 (`--cpu-bf16`, on the CPU in f32).
+    pub fn bf16_products(&self) -> bool {
+        self.cpu_bf16 && self.device.is_cpu() && self.precision.dtype_on(&self.device) == DType::F32
     }
 }
 
@@ -343,6 +351,11 @@ pub struct ComputeArgs {
     /// and widened layer by layer).
     #[arg(long, default_value_t = Vram::Auto, value_name = "MODE")]
     pub vram: Vram,
+    /// On the CPU, multiply the UNets' linear layers (most of a step's work) in bf16, summing
+    /// in f32: about twice as fast where the CPU has AVX-512 BF16 (slower without), images
+    /// slightly different. Everything else stays f32.
+    #[arg(long)]
+    pub cpu_bf16: bool,
 }
 
 impl ComputeArgs {
@@ -353,6 +366,7 @@ impl ComputeArgs {
             vram: self.vram.resolve(&device),
             device,
             precision: self.precision,
+            cpu_bf16: self.cpu_bf16,
         })
     }
 }

@@ -68,6 +68,7 @@ pub fn inspect(path: impl AsRef<Path>, heads: HeadDims) -> Result<Inspection, En
         config: config.clone(),
         precision: Default::default(),
         lean_weights: false,
+        bf16_products: false,
     };
     let mut usages = Vec::new();
     for (name, usage) in file.usage() {

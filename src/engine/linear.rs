@@ -1,17 +1,40 @@
 //! Fully connected layers. On the CPU the transposed weight is packed once at load into the
 //! right-operand panels of `engine::matmul` (kept in its dtype: f16/bf16 under `--vram low`,
-//! widened per call), and in f32 one product multiplies all rows (leading dimensions flattened)
-//! by it, straight into an output pre-filled with the bias; candle_nn's `Linear` adds the bias
-//! in a second pass over the whole output. Other devices and dtypes use candle_nn's `Linear`,
-//! with the weights cast to the input's dtype.
+//! widened per call; or rounded to bf16 pairs for layers built inside [`with_bf16_products`],
+//! `--cpu-bf16`), and for f32 inputs one product multiplies all rows (leading dimensions
+//! flattened) by it, straight into an output pre-filled with the bias; candle_nn's `Linear` adds
+//! the bias in a second pass over the whole output. Other devices and dtypes use candle_nn's
+//! `Linear`, with the weights cast to the input's dtype.
+
+use std::cell::Cell;
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::kernels::{cpu_f32, own_kernels};
-use super::matmul::{accumulate, Panels};
+use super::matmul::Panels;
 
 const WHAT: &str = "linear fast path";
+
+thread_local! {
+    /// Whether layers built now on this thread multiply in bf16 (see [`with_bf16_products`]).
+    static BF16_PRODUCTS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `build` with the linear layers it makes on this thread multiplying in bf16 when `on`:
+/// their weights rounded to bf16 pairs at load, each input rounded as it comes, sums in f32.
+/// A scope rather than an argument, so that the networks' builders need not pass it down.
+pub fn with_bf16_products<R>(on: bool, build: impl FnOnce() -> R) -> R {
+    /// Puts the previous setting back, also when `build` unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BF16_PRODUCTS.set(self.0);
+        }
+    }
+    let _restore = Restore(BF16_PRODUCTS.replace(on));
+    build()
+}
 
 /// A linear layer `y = x·Wᵀ + b`, `W` being `[out, in]`.
 #[derive(Debug, Clone)]
@@ -42,9 +65,14 @@ pub fn linear_no_bias(input: usize, output: usize, vb: VarBuilder) -> Result<Lin
 
 impl Linear {
     /// A layer from a `[out, in]` weight and an optional `[out]` bias; on the CPU the weight is
-    /// packed now and the dense copy let go.
+    /// packed now (as bf16 pairs inside [`with_bf16_products`]) and the dense copy let go.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let weight = match Panels::of_transposed(&weight)? {
+        let packed = if BF16_PRODUCTS.get() {
+            Panels::pairs_of_transposed(&weight)?
+        } else {
+            Panels::of_transposed(&weight)?
+        };
+        let weight = match packed {
             Some(panels) => Weight::Packed(panels),
             None => Weight::Dense(weight),
         };
@@ -95,7 +123,7 @@ impl Linear {
         if m > 0 && out_dim > 0 && k > 0 {
             let (xs, xl) = x.storage_and_layout();
             let xd = cpu_f32(&xs, xl, WHAT)?;
-            panels.with_f32(|wt| accumulate(&mut out, out_dim, xd, (m, k, out_dim), wt))?;
+            panels.accumulate(&mut out, out_dim, xd, m)?;
         }
         dims.push(out_dim);
         Tensor::from_vec(out, dims, x.device())
@@ -163,6 +191,26 @@ mod tests {
             .max(0)?
             .to_scalar::<f32>()?;
         assert!(diff < 1e-5, "f16 weights: {diff}");
+        Ok(())
+    }
+
+    /// Layers built inside `with_bf16_products` keep bf16 pairs and come within bf16 rounding of
+    /// candle_nn's f32 layer (but not equal to it); outside the scope layers are f32 again.
+    #[test]
+    fn bf16_products_stay_within_bf16_rounding() -> Result<()> {
+        let dev = Device::Cpu;
+        let weight = Tensor::randn(0f32, 0.3, (33, 70), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, 33, &dev)?;
+        let ours = with_bf16_products(true, || Linear::new(weight.clone(), Some(bias.clone())))?;
+        assert_eq!(ours.weight_dtype(), DType::BF16);
+        let x = Tensor::randn(0f32, 1.0, (2, 9, 70), &dev)?;
+        let want = candle_nn::Linear::new(weight.clone(), Some(bias.clone())).forward(&x)?;
+        let got = ours.forward(&x)?;
+        let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
+        let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
+        assert!(diff > 0.0 && diff < 2e-2, "bf16 products: {diff}");
+        let after = Linear::new(weight, Some(bias))?;
+        assert_eq!(after.weight_dtype(), DType::F32);
         Ok(())
     }
 

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::kernels::widen;
 use super::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
+use super::microkernel_bf16::{self, pairs_of};
 
 /// Depth of one pass over a panel: a 256×16 slice (16 KiB) stays in L1.
 const KC: usize = 256;
@@ -30,6 +31,8 @@ const SHARED_B_BYTES: usize = 4 << 20;
 
 thread_local! {
     static PACKED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// A bf16 product's left operand rounded to pairs, reused from call to call.
+    static LEFT_PAIRS: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Values of the packed panels of a `k × n` right operand (columns padded to `NR`).
@@ -84,7 +87,8 @@ pub fn with_packed<R>(
 }
 
 /// The transpose of a `[n, k]` weight packed once as the `k × n` right operand, in the dtype the
-/// weight is kept in (f16/bf16 panels are widened per call, in one pass).
+/// weight is kept in (f16/bf16 panels are widened per call, in one pass), or rounded to bf16
+/// pairs for products in bf16.
 #[derive(Debug, Clone)]
 pub struct Panels {
     values: PanelValues,
@@ -97,6 +101,8 @@ enum PanelValues {
     F32(Arc<[f32]>),
     F16(Arc<[f16]>),
     BF16(Arc<[bf16]>),
+    /// bf16 pairs along k: per panel, `⌈k/2⌉` rows of `NR` words (see `engine::microkernel_bf16`).
+    Bf16Pairs(Arc<[u32]>),
 }
 
 impl Panels {
@@ -122,6 +128,36 @@ impl Panels {
         Ok(Some(Self { values, k, n }))
     }
 
+    /// [`Panels::of_transposed`], rounded to bf16 pairs for products in bf16 (any float dtype).
+    pub fn pairs_of_transposed(weight: &Tensor) -> Result<Option<Self>> {
+        let (n, k) = weight.dims2()?;
+        if !weight.device().is_cpu() || !weight.is_contiguous() {
+            return Ok(None);
+        }
+        let w = weight
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let kp = k.div_ceil(2);
+        let mut out = vec![0u32; packed_len(kp, n)];
+        if kp > 0 {
+            out.par_chunks_mut(kp * NR)
+                .enumerate()
+                .for_each(|(p, panel)| {
+                    for (j, row) in w.chunks_exact(k).skip(p * NR).take(NR).enumerate() {
+                        for (q, pair) in row.chunks(2).enumerate() {
+                            pairs_of(pair, &mut panel[q * NR + j..][..1]);
+                        }
+                    }
+                });
+        }
+        Ok(Some(Self {
+            values: PanelValues::Bf16Pairs(out.into()),
+            k,
+            n,
+        }))
+    }
+
     /// `(k, n)`: the inputs and outputs of the layer.
     pub fn dims(&self) -> (usize, usize) {
         (self.k, self.n)
@@ -132,17 +168,42 @@ impl Panels {
         match self.values {
             PanelValues::F32(_) => DType::F32,
             PanelValues::F16(_) => DType::F16,
-            PanelValues::BF16(_) => DType::BF16,
+            PanelValues::BF16(_) | PanelValues::Bf16Pairs(_) => DType::BF16,
         }
     }
 
-    /// Calls `f` with the panels in f32 (borrowed, or widened into this thread's buffer).
-    pub fn with_f32<R>(&self, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-        match &self.values {
-            PanelValues::F32(v) => f(v),
-            PanelValues::F16(v) => widen(v, f, |s, d| s.convert_to_f32_slice(d)),
-            PanelValues::BF16(v) => widen(v, f, |s, d| s.convert_to_f32_slice(d)),
+    /// `out[i] += x[i]·B` for the `m` rows of `x` (`m × k`, row-major; rows of `out` `ldc`
+    /// apart): in f32 with the panels as they are or widened, or with pair panels in bf16, `x`
+    /// rounded to pairs first.
+    pub fn accumulate(&self, out: &mut [f32], ldc: usize, x: &[f32], m: usize) -> Result<()> {
+        let (k, n) = (self.k, self.n);
+        if x.len() < m * k {
+            candle_core::bail!("matmul: {m} rows of {k} values in {} values", x.len());
         }
+        let dims = (m, k, n);
+        let b = match &self.values {
+            PanelValues::F32(v) => return accumulate(out, ldc, x, dims, v),
+            PanelValues::F16(v) => {
+                let convert = |s: &[f16], d: &mut [f32]| s.convert_to_f32_slice(d);
+                return widen(v, |wt| accumulate(out, ldc, x, dims, wt), convert);
+            }
+            PanelValues::BF16(v) => {
+                let convert = |s: &[bf16], d: &mut [f32]| s.convert_to_f32_slice(d);
+                return widen(v, |wt| accumulate(out, ldc, x, dims, wt), convert);
+            }
+            PanelValues::Bf16Pairs(b) => b,
+        };
+        let kp = k.div_ceil(2);
+        let mut left = LEFT_PAIRS.take();
+        left.resize(m * kp, 0);
+        if kp > 0 {
+            left.par_chunks_mut(kp)
+                .zip(x.par_chunks(k))
+                .for_each(|(dst, row)| pairs_of(row, dst));
+        }
+        let result = product_pairs(out, ldc, &left, (m, kp, n), b, false);
+        LEFT_PAIRS.set(left);
+        result
     }
 
     /// The weight `[n, k]` again, in the dtype it is kept in (for candle's ops).
@@ -155,6 +216,18 @@ impl Panels {
             }
             PanelValues::BF16(v) => {
                 Tensor::from_vec(unpack_rows(v, n, k, bf16::ZERO), (n, k), device)
+            }
+            PanelValues::Bf16Pairs(v) => {
+                let kp = k.div_ceil(2);
+                let mut rows = vec![bf16::ZERO; n * k];
+                for (row, dst) in rows.chunks_exact_mut(k.max(1)).take(n).enumerate() {
+                    let panel = &v[row / NR * kp * NR..];
+                    for (kk, value) in dst.iter_mut().enumerate() {
+                        let word = panel[kk / 2 * NR + row % NR];
+                        *value = bf16::from_bits((word >> (16 * (kk % 2))) as u16);
+                    }
+                }
+                Tensor::from_vec(rows, (n, k), device)
             }
         }
     }
@@ -226,15 +299,85 @@ fn product(
     b: &[f32],
     overwrite: bool,
 ) -> Result<()> {
+    check_operands((out.len(), ldc), a.len(), (m, k, n), b.len())?;
+    drive(out, ldc, (m, k, n), overwrite, |step, c, store| {
+        let lhs = Lhs {
+            ptr: a[step.row * k + step.depth..].as_ptr(),
+            row: k,
+            col: 1,
+        };
+        let panel = b[step.panel * k * NR + step.depth * NR..].as_ptr();
+        // SAFETY: `check_operands` keeps rows `step.row..` of `a` (kc values from
+        // `step.depth`) and the panel slice (kc × NR values) inside their slices; `drive`
+        // hands out C tiles inside `out`.
+        unsafe { tile(step.kc, lhs, panel, c, store, &[1.0; MR]) };
+    })
+}
+
+/// [`accumulate`] (or, with `overwrite`, [`multiply`]) in bf16: `a` is `m` rows of `kp` bf16
+/// pairs and `b` the pair panels of [`Panels::pairs_of_transposed`] (`kp` rows of `NR` pairs
+/// each); products are summed in f32 (`engine::microkernel_bf16`).
+fn product_pairs(
+    out: &mut [f32],
+    ldc: usize,
+    a: &[u32],
+    (m, kp, n): (usize, usize, usize),
+    b: &[u32],
+    overwrite: bool,
+) -> Result<()> {
+    check_operands((out.len(), ldc), a.len(), (m, kp, n), b.len())?;
+    drive(out, ldc, (m, kp, n), overwrite, |step, c, store| {
+        let last = store.rows.max(1) - 1;
+        let rows: [*const u32; MR] =
+            std::array::from_fn(|r| a[(step.row + r.min(last)) * kp + step.depth..].as_ptr());
+        let panel = b[step.panel * kp * NR + step.depth * NR..].as_ptr();
+        // SAFETY: as in `product`, with pairs for values.
+        unsafe { microkernel_bf16::tile(step.kc, rows, panel, c, store) };
+    })
+}
+
+/// Refuses operands too short for an `m × k` by `k × n` product into rows `ldc` apart (`k` in
+/// steps of the operands' 4-byte elements).
+fn check_operands(
+    (out_len, ldc): (usize, usize),
+    a_len: usize,
+    (m, k, n): (usize, usize, usize),
+    b_len: usize,
+) -> Result<()> {
+    if m > 0
+        && n > 0
+        && (a_len < m * k || b_len < packed_len(k, n) || out_len < (m - 1) * ldc + n || ldc < n)
+    {
+        candle_core::bail!(
+            "matmul: {m}×{k}·{k}×{n} does not fit its operands ({a_len} and {out_len} values, \
+             ldc {ldc})"
+        );
+    }
+    Ok(())
+}
+
+/// Where one tile of a product reads: C rows from `row` (up to `MR`), panel `panel`, depth
+/// steps `depth..depth + kc`.
+struct Step {
+    row: usize,
+    panel: usize,
+    depth: usize,
+    kc: usize,
+}
+
+/// Runs the blocked product loop of an `m × k` by `k × n` product into `out` (rows `ldc`
+/// apart; operands checked by the caller): rayon tasks take blocks of rows × panels and walk k
+/// in `KC` steps, calling `tile` for each tile with its C pointer and how to store it (the
+/// first step overwrites when `overwrite`).
+fn drive(
+    out: &mut [f32],
+    ldc: usize,
+    (m, k, n): (usize, usize, usize),
+    overwrite: bool,
+    tile: impl Fn(Step, *mut f32, Store) + Sync,
+) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
-    }
-    if a.len() < m * k || b.len() < packed_len(k, n) || out.len() < (m - 1) * ldc + n || ldc < n {
-        candle_core::bail!(
-            "matmul: {m}×{k}·{k}×{n} does not fit its operands ({} and {} values, ldc {ldc})",
-            a.len(),
-            out.len()
-        );
     }
     if k == 0 {
         if overwrite {
@@ -262,30 +405,30 @@ fn product(
                 .min(panels);
             let (r0, block_panels) = (row_block * MC, first_panel..end_panel);
             let rows = MC.min(m - r0);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                for p in block_panels.clone() {
-                    let panel = b[p * k * NR + pc * NR..].as_ptr();
+            for depth in (0..k).step_by(KC) {
+                let kc = KC.min(k - depth);
+                for panel in block_panels.clone() {
                     for g in (0..rows).step_by(MR) {
-                        let i = r0 + g;
-                        let lhs = Lhs {
-                            ptr: a[i * k + pc..].as_ptr(),
-                            row: k,
-                            col: 1,
-                        };
+                        let row = r0 + g;
                         let store = Store {
                             ldc,
                             rows: MR.min(rows - g),
-                            cols: NR.min(n - p * NR),
-                            accumulate: !overwrite || pc > 0,
+                            cols: NR.min(n - panel * NR),
+                            accumulate: !overwrite || depth > 0,
                         };
-                        // SAFETY: the checks above keep rows i.. of `a` (kc values from pc),
-                        // the panel slice (kc×NR values) and the C tile (rows i.., columns
-                        // p·NR..) inside their slices; tasks write disjoint tiles.
-                        unsafe {
-                            let c = dst.get().add(i * ldc + p * NR);
-                            tile(kc, lhs, panel, c, store, &[1.0; MR]);
-                        }
+                        // SAFETY: the caller checked that `out` holds m rows `ldc` apart of
+                        // n values; tasks write disjoint tiles.
+                        let c = unsafe { dst.get().add(row * ldc + panel * NR) };
+                        tile(
+                            Step {
+                                row,
+                                panel,
+                                depth,
+                                kc,
+                            },
+                            c,
+                            store,
+                        );
                     }
                 }
             }
@@ -367,8 +510,46 @@ mod tests {
         Ok(())
     }
 
-    /// Packed weights come back exactly as they were, in each dtype they are kept in; a
-    /// stride-0 placeholder is not packed.
+    /// Pair panels multiply the inputs rounded to bf16 by the weights rounded to bf16, summed in
+    /// f32 (odd k, and k over several depth passes), and give the weight back rounded to bf16.
+    #[test]
+    fn pair_panels_multiply_in_bf16() -> Result<()> {
+        use super::microkernel_bf16::to_bf16;
+        let dev = Device::Cpu;
+        let rounded = |v: f32| f64::from(bf16::from_bits(to_bf16(v)).to_f32());
+        for (m, k, n) in [(3, 7, 5), (30, 601, 40)] {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let Some(panels) = Panels::pairs_of_transposed(&w)? else {
+                panic!("{n}×{k} not packed");
+            };
+            assert_eq!((panels.dims(), panels.dtype()), ((k, n), DType::BF16));
+            let dense = panels.dense(&dev)?.to_dtype(DType::F32)?;
+            let want_dense = w.to_dtype(DType::BF16)?.to_dtype(DType::F32)?;
+            assert_eq!(dense.to_vec2::<f32>()?, want_dense.to_vec2::<f32>()?);
+            let wv = w.flatten_all()?.to_vec1::<f32>()?;
+            let mut got = vec![0.5f32; m * n];
+            panels.accumulate(&mut got, n, &x, m)?;
+            for i in 0..m {
+                for j in 0..n {
+                    let dot: f64 = (0..k)
+                        .map(|l| rounded(x[i * k + l]) * rounded(wv[j * k + l]))
+                        .sum();
+                    let (g, w) = (f64::from(got[i * n + j]), 0.5 + dot);
+                    assert!(
+                        (g - w).abs() < 1e-4 * w.abs().max(1.0),
+                        "{m}×{k}×{n}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Packed weights come back exactly as they were, in each dtype they are kept in, and
+    /// multiply as the f32 weight would; a stride-0 placeholder is not packed.
     #[test]
     fn panels_round_trip() -> Result<()> {
         let dev = Device::Cpu;
@@ -386,10 +567,17 @@ mod tests {
                     .max_all()?
                     .to_scalar::<f32>()?;
                 assert_eq!(diff, 0.0, "{n}×{k} {dtype:?}");
-                let widened = panels.with_f32(|v| Ok(v.to_vec()))?;
-                let f32_panels = Panels::of_transposed(&w.to_dtype(DType::F32)?)?;
-                let f32_values = f32_panels.map(|p| p.with_f32(|v| Ok(v.to_vec())));
-                assert_eq!(Some(widened), f32_values.transpose()?);
+                // Products with half-precision panels are those of the weight widened first.
+                let x = Tensor::randn(0f32, 1.0, (3, k), &dev)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let Some(f32_panels) = Panels::of_transposed(&w.to_dtype(DType::F32)?)? else {
+                    panic!("{n}×{k} f32 not packed");
+                };
+                let (mut got, mut want) = (vec![0f32; 3 * n], vec![0f32; 3 * n]);
+                panels.accumulate(&mut got, n, &x, 3)?;
+                f32_panels.accumulate(&mut want, n, &x, 3)?;
+                assert_eq!(got, want, "{n}×{k} {dtype:?} products");
             }
         }
         let placeholder = Tensor::zeros(1, DType::F32, &dev)?.broadcast_as((4, 3))?;

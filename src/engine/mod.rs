@@ -19,6 +19,7 @@ pub mod lora;
 pub mod matmul;
 pub mod memory;
 pub mod microkernel;
+pub mod microkernel_bf16;
 pub mod model;
 pub mod norm;
 pub mod preview;

@@ -11,6 +11,7 @@ use super::checkpoint::{Architecture, Checkpoint, UNET_PREFIX, VAE_PREFIX};
 use super::clip::ClipTextModel;
 use super::config::{ClipConfig, HeadDims, SdxlConfig};
 use super::device::Precision;
+use super::linear::with_bf16_products;
 use super::lora::{LoraFile, LoraReport, Patches};
 use super::unet::UNet;
 use super::vae::Vae;
@@ -27,6 +28,9 @@ pub struct SdxlFile {
     /// Keep the text encoders' and UNet's weights in the file's f16/bf16 and widen them layer by
     /// layer when they compute in f32 on the CPU (`Placement::lean_weights`).
     pub lean_weights: bool,
+    /// Multiply the UNet's linear layers in bf16 when it computes in f32 on the CPU
+    /// (`Placement::bf16_products`).
+    pub bf16_products: bool,
 }
 
 impl SdxlFile {
@@ -40,6 +44,7 @@ impl SdxlFile {
             config,
             precision: Precision::Auto,
             lean_weights: false,
+            bf16_products: false,
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
             let usage: Vec<Usage> = file
@@ -181,7 +186,10 @@ impl SdxlFile {
             mode,
             (compute, self.keeps_half(compute, device)),
             device,
-            |vb| UNet::load(vb, &self.config.unet, compute),
+            |vb| {
+                let bf16 = self.bf16_products && device.is_cpu() && compute == DType::F32;
+                with_bf16_products(bf16, || UNet::load(vb, &self.config.unet, compute))
+            },
         )
     }
 

@@ -159,6 +159,7 @@ impl Models {
         let mut file = SdxlFile::open(path, config.head_dims(path))?;
         file.precision = placement.precision;
         file.lean_weights = placement.lean_weights();
+        file.bf16_products = placement.bf16_products();
         Ok(file)
     }
 

@@ -173,10 +173,12 @@ pub const F16_MODULE_TOL: f32 = 1e-2;
 /// The same for bf16 (8 significant bits, unit roundoff 3.9e-3).
 pub const BF16_MODULE_TOL: f32 = 5e-2;
 
-/// One way the suites run the networks: a device and a precision.
+/// One way the suites run the networks: a device and a precision, and whether the UNet's linear
+/// layers multiply in bf16 (`--cpu-bf16`).
 pub struct Compute {
     pub device: Device,
     pub precision: fooocus::engine::device::Precision,
+    pub bf16_products: bool,
 }
 
 impl Compute {
@@ -184,12 +186,21 @@ impl Compute {
         self.precision.dtype_on(&self.device)
     }
 
-    /// The tolerance for text encoders and UNets in this precision.
+    /// The tolerance for text encoders (and UNets) in this precision.
     pub fn module_tol(&self) -> f32 {
         match self.dtype() {
             DType::F16 => F16_MODULE_TOL,
             DType::BF16 => BF16_MODULE_TOL,
             _ => MODULE_TOL,
+        }
+    }
+
+    /// The tolerance for UNets: the bf16 one where their linear layers multiply in bf16.
+    pub fn unet_tol(&self) -> f32 {
+        if self.bf16_products {
+            BF16_MODULE_TOL
+        } else {
+            self.module_tol()
         }
     }
 
@@ -199,6 +210,7 @@ impl Compute {
         mut file: fooocus::engine::model::SdxlFile,
     ) -> fooocus::engine::model::SdxlFile {
         file.precision = self.precision;
+        file.bf16_products = self.bf16_products;
         file
     }
 
@@ -209,9 +221,14 @@ impl Compute {
 
     pub fn label(&self) -> String {
         format!(
-            "{} {:?}",
+            "{} {:?}{}",
             fooocus::engine::device::describe(&self.device),
-            self.dtype()
+            self.dtype(),
+            if self.bf16_products {
+                ", bf16 products"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -229,22 +246,34 @@ impl Compute {
         Compute {
             device: Device::Cpu,
             precision: fooocus::engine::device::Precision::F32,
+            bf16_products: false,
         }
     }
 }
 
 /// The computes the parity suites run in: `FOOOCUS_TEST_DEVICE` (default `cpu`; e.g. `cuda`)
-/// in each of `FOOOCUS_TEST_PRECISIONS` (default `f32,f16`: the CPU path, and the half-precision
-/// path a GPU takes, checked here on the CPU).
+/// in each of `FOOOCUS_TEST_PRECISIONS` (default `f32,f16,cpu-bf16`: the CPU path, the
+/// half-precision path a GPU takes, checked here on the CPU, and the CPU path with the UNet's
+/// linear layers in bf16; `cpu-bf16` is f32 with those products in bf16).
 pub fn computes() -> Vec<Compute> {
     use fooocus::engine::device::Precision;
     let device = test_device();
-    let precisions = std::env::var("FOOOCUS_TEST_PRECISIONS").unwrap_or_else(|_| "f32,f16".into());
+    let precisions =
+        std::env::var("FOOOCUS_TEST_PRECISIONS").unwrap_or_else(|_| "f32,f16,cpu-bf16".into());
     precisions
         .split(',')
-        .map(|p| Compute {
-            device: device.clone(),
-            precision: p.trim().parse::<Precision>().unwrap(),
+        .map(|p| match p.trim() {
+            "cpu-bf16" => Compute {
+                device: device.clone(),
+                precision: Precision::F32,
+                bf16_products: true,
+            },
+            p => Compute {
+                device: device.clone(),
+                precision: p.parse::<Precision>().unwrap(),
+                bf16_products: false,
+            },
         })
+        .filter(|c| !c.bf16_products || c.device.is_cpu())
         .collect()
 }
