@@ -1,6 +1,6 @@
 //! `fooocus bench --tiny` runs on the tiny fixtures and reports every requested part as JSON, in
-//! f32, in f16 (the GPU path) and with lean weights, with the refiner in `generate256` (CI checks
-//! that the benchmark works, not how fast it is).
+//! f32, in f16 (the GPU path), with lean weights and with bf16 products, with the refiner in
+//! `generate256` (CI checks that the benchmark works, not how fast it is).
 
 mod common;
 
@@ -69,6 +69,20 @@ fn bench_runs_with_lean_weights() {
         report["device"],
         "cpu f32, half-precision weights widened per layer (VAE f32), --vram low"
     );
+}
+
+/// `--cpu-bf16` multiplies the UNet's linear layers in bf16 and says so; it has no effect where
+/// the networks do not compute in f32.
+#[test]
+fn bench_runs_with_bf16_products() {
+    let report = bench_json("unet128,generate256", &["--vram", "normal", "--cpu-bf16"]);
+    assert_eq!(
+        report["device"],
+        "cpu f32, UNet linear layers in bf16 (VAE f32), --vram normal"
+    );
+    let args = ["--vram", "normal", "--cpu-bf16", "--precision", "f16"];
+    let report = bench_json("unet128", &args);
+    assert_eq!(report["device"], "cpu f16 (VAE f32), --vram normal");
 }
 
 #[test]

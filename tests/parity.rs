@@ -221,24 +221,33 @@ fn check_unet_in(file: &SdxlFile, reference: &str, c: &Compute) {
     );
 }
 
+/// The base UNet's ε for the reference inputs `r` on the CPU, built from the file as `configure`
+/// leaves it, and the dtype its weights are kept in.
+fn base_unet_eps(r: &Tensors, configure: impl FnOnce(&mut SdxlFile)) -> (Tensor, DType) {
+    let mut file = base();
+    configure(&mut file);
+    let (unet, _) = file.unet(LoadMode::Real, &Device::Cpu).unwrap();
+    let eps = unet
+        .forward(
+            &r.get("unet_input"),
+            &r.get("timestep"),
+            &r.get("context"),
+            &r.get("y"),
+        )
+        .unwrap();
+    (eps, unet.weight_dtype())
+}
+
 /// Lean weights (kept in the file's f16, widened layer by layer: `--vram low` on the CPU) give
 /// exactly the ε of weights widened at load, and match the reference.
 #[test]
 fn lean_unet_gives_the_same_eps() {
     let r = Tensors::open("reference/unet_base.safetensors");
     let eps = |lean: bool| {
-        let mut file = base();
-        file.lean_weights = lean;
-        let (unet, _) = file.unet(LoadMode::Real, &Device::Cpu).unwrap();
+        let (eps, weights) = base_unet_eps(&r, |file| file.lean_weights = lean);
         let want = if lean { DType::F16 } else { DType::F32 };
-        assert_eq!(unet.weight_dtype(), want, "lean={lean}");
-        unet.forward(
-            &r.get("unet_input"),
-            &r.get("timestep"),
-            &r.get("context"),
-            &r.get("y"),
-        )
-        .unwrap()
+        assert_eq!(weights, want, "lean={lean}");
+        eps
     };
     let (lean, widened) = (eps(true), eps(false));
     assert_eq!(lean.dtype(), DType::F32);
@@ -252,18 +261,7 @@ fn lean_unet_gives_the_same_eps() {
 #[test]
 fn cpu_bf16_unet_multiplies_in_bf16() {
     let r = Tensors::open("reference/unet_base.safetensors");
-    let eps = |bf16: bool| {
-        let mut file = base();
-        file.bf16_products = bf16;
-        let (unet, _) = file.unet(LoadMode::Real, &Device::Cpu).unwrap();
-        unet.forward(
-            &r.get("unet_input"),
-            &r.get("timestep"),
-            &r.get("context"),
-            &r.get("y"),
-        )
-        .unwrap()
-    };
+    let eps = |bf16: bool| base_unet_eps(&r, |file| file.bf16_products = bf16).0;
     let (bf16, f32) = (eps(true), eps(false));
     let change = rel_err(&bf16, &f32);
     println!("bf16 products change ε by {change:.3e} relative");

@@ -201,7 +201,7 @@ impl Panels {
                 .zip(x.par_chunks(k))
                 .for_each(|(dst, row)| pairs_of(row, dst));
         }
-        let result = product_pairs(out, ldc, &left, (m, kp, n), b, false);
+        let result = accumulate_pairs(out, ldc, &left, m, b, (kp, n));
         LEFT_PAIRS.set(left);
         result
     }
@@ -314,19 +314,19 @@ fn product(
     })
 }
 
-/// [`accumulate`] (or, with `overwrite`, [`multiply`]) in bf16: `a` is `m` rows of `kp` bf16
-/// pairs and `b` the pair panels of [`Panels::pairs_of_transposed`] (`kp` rows of `NR` pairs
-/// each); products are summed in f32 (`engine::microkernel_bf16`).
-fn product_pairs(
+/// [`accumulate`] in bf16 for `m` rows of `kp` bf16 pairs `a` and the pair panels `b` of
+/// [`Panels::pairs_of_transposed`] (`kp` rows of `NR` pairs each); products are summed in f32
+/// (`engine::microkernel_bf16`).
+fn accumulate_pairs(
     out: &mut [f32],
     ldc: usize,
     a: &[u32],
-    (m, kp, n): (usize, usize, usize),
+    m: usize,
     b: &[u32],
-    overwrite: bool,
+    (kp, n): (usize, usize),
 ) -> Result<()> {
     check_operands((out.len(), ldc), a.len(), (m, kp, n), b.len())?;
-    drive(out, ldc, (m, kp, n), overwrite, |step, c, store| {
+    drive(out, ldc, (m, kp, n), false, |step, c, store| {
         let last = store.rows.max(1) - 1;
         let rows: [*const u32; MR] =
             std::array::from_fn(|r| a[(step.row + r.min(last)) * kp + step.depth..].as_ptr());
@@ -492,22 +492,47 @@ mod tests {
             with_packed(&bt, (k, n), (1, k), |b| {
                 multiply(&mut got, ldc, &a, (m, k, n), b)
             })?;
-            for i in 0..m {
-                for j in 0..ldc {
-                    let g = got[i * ldc + j];
-                    if j >= n {
-                        assert!(g.is_nan(), "{m}×{k}×{n}: ({i}, {j}) was written");
-                        continue;
-                    }
-                    let w: f32 = (0..k).map(|l| a[i * k + l] * bt[j * k + l]).sum();
-                    assert!(
-                        (g - w).abs() < 1e-3 * w.abs().max(1.0),
-                        "{m}×{k}×{n}: {g} vs {w}"
-                    );
-                }
+            for (i, row) in got.chunks_exact(ldc).enumerate() {
+                assert!(
+                    row[n..].iter().all(|v| v.is_nan()),
+                    "{m}×{k}×{n}: row {i} padding written"
+                );
             }
+            assert_products(
+                &got,
+                ldc,
+                (m, n),
+                1e-3,
+                &format!("{m}×{k}×{n}"),
+                |i, j| {
+                    (0..k)
+                        .map(|l| f64::from(a[i * k + l] * bt[j * k + l]))
+                        .sum()
+                },
+            );
         }
         Ok(())
+    }
+
+    /// Asserts that element (i, j) of the `m × n` rows `got` (`ldc` apart) is within `tol`
+    /// (relative, absolute below 1) of `want(i, j)`.
+    fn assert_products(
+        got: &[f32],
+        ldc: usize,
+        (m, n): (usize, usize),
+        tol: f64,
+        what: &str,
+        want: impl Fn(usize, usize) -> f64,
+    ) {
+        for i in 0..m {
+            for j in 0..n {
+                let (g, w) = (f64::from(got[i * ldc + j]), want(i, j));
+                assert!(
+                    (g - w).abs() < tol * w.abs().max(1.0),
+                    "{what} ({i}, {j}): {g} vs {w}"
+                );
+            }
+        }
     }
 
     /// Pair panels multiply the inputs rounded to bf16 by the weights rounded to bf16, summed in
@@ -532,18 +557,12 @@ mod tests {
             let wv = w.flatten_all()?.to_vec1::<f32>()?;
             let mut got = vec![0.5f32; m * n];
             panels.accumulate(&mut got, n, &x, m)?;
-            for i in 0..m {
-                for j in 0..n {
-                    let dot: f64 = (0..k)
-                        .map(|l| rounded(x[i * k + l]) * rounded(wv[j * k + l]))
-                        .sum();
-                    let (g, w) = (f64::from(got[i * n + j]), 0.5 + dot);
-                    assert!(
-                        (g - w).abs() < 1e-4 * w.abs().max(1.0),
-                        "{m}×{k}×{n}: {g} vs {w}"
-                    );
-                }
-            }
+            assert_products(&got, n, (m, n), 1e-4, &format!("{m}×{k}×{n}"), |i, j| {
+                let dot: f64 = (0..k)
+                    .map(|l| rounded(x[i * k + l]) * rounded(wv[j * k + l]))
+                    .sum();
+                0.5 + dot
+            });
         }
         Ok(())
     }
