@@ -362,12 +362,26 @@ impl ComputeArgs {
     /// Opens the device and returns the placement the flags describe.
     pub fn placement(&self) -> Result<Placement, DeviceError> {
         let device = open_device(self.device)?;
-        Ok(Placement {
+        let placement = Placement {
             vram: self.vram.resolve(&device),
             device,
             precision: self.precision,
             cpu_bf16: self.cpu_bf16,
-        })
+        };
+        if self.cpu_bf16 && !placement.bf16_products() {
+            tracing::warn!(
+                "--cpu-bf16 applies only to networks computing in f32 on the CPU; ignored on {} \
+                 with --precision {}",
+                describe(&placement.device),
+                self.precision
+            );
+        } else if placement.bf16_products() && !super::fastmath::has_avx512_bf16() {
+            tracing::warn!(
+                "this CPU lacks AVX-512 BF16: --cpu-bf16 falls back to plain code, slower than \
+                 f32 here; leave it off"
+            );
+        }
+        Ok(placement)
     }
 }
 

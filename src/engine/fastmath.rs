@@ -30,6 +30,20 @@ pub fn has_avx512() -> bool {
     }
 }
 
+/// Whether the CPU has AVX-512 F and AVX-512 BF16 (x86-64 only; cached by std).
+#[inline(always)]
+pub fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Defines a kernel `fn name(args) { body }` whose body is compiled for AVX2 + FMA too and runs
 /// that way where the CPU has both. Loops in the body, and the `#[inline(always)]` functions of
 /// this module they call, are vectorised 8 lanes wide. No fused multiply-add is introduced, so

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use super::kernels::widen;
 use super::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
-use super::microkernel_bf16::{self, pairs_of};
+use super::microkernel_bf16::{self, pair_word, pairs_of};
 
 /// Depth of one pass over a panel: a 256×16 slice (16 KiB) stays in L1.
 const KC: usize = 256;
@@ -146,7 +146,7 @@ impl Panels {
                 .for_each(|(p, panel)| {
                     for (j, row) in w.chunks_exact(k).skip(p * NR).take(NR).enumerate() {
                         for (q, pair) in row.chunks(2).enumerate() {
-                            pairs_of(pair, &mut panel[q * NR + j..][..1]);
+                            panel[q * NR + j] = pair_word(pair[0], pair.get(1).map_or(0.0, |v| *v));
                         }
                     }
                 });

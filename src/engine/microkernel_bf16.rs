@@ -30,31 +30,23 @@ fn widen(h: u32) -> f32 {
     f32::from_bits(h << 16)
 }
 
+/// The pair word of two values along k, `lo` (the even one) rounded to bf16 in the low half.
+#[inline(always)]
+pub fn pair_word(lo: f32, hi: f32) -> u32 {
+    u32::from(to_bf16(lo)) | u32::from(to_bf16(hi)) << 16
+}
+
 fastmath::vectorised! {
     /// `x` rounded to bf16 pairs into `dst`: `⌈len/2⌉` words, the even value in the low half, a
     /// zero after an odd last value.
     pub fn pairs_of(x: &[f32], dst: &mut [u32]) {
         let whole = x.len() / 2;
         for (d, pair) in dst.iter_mut().zip(x.chunks_exact(2)) {
-            *d = u32::from(to_bf16(pair[0])) | u32::from(to_bf16(pair[1])) << 16;
+            *d = pair_word(pair[0], pair[1]);
         }
         if let (Some(&last), Some(d)) = (x.get(2 * whole), dst.get_mut(whole)) {
-            *d = u32::from(to_bf16(last));
+            *d = pair_word(last, 0.0);
         }
-    }
-}
-
-/// Whether the CPU has AVX-512 BF16 (x86-64 only; cached by std).
-#[inline(always)]
-pub fn has_avx512_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
@@ -68,7 +60,7 @@ pub fn has_avx512_bf16() -> bool {
 #[inline]
 pub unsafe fn tile(kp: usize, rows: [*const u32; MR], b: *const u32, c: *mut f32, store: Store) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx512_bf16() {
+    if fastmath::has_avx512_bf16() {
         return avx512::tile(kp, rows, b, c, store);
     }
     portable(kp, rows, b, c, store)
@@ -175,7 +167,7 @@ mod tests {
         let kp = 41;
         let mut kernels: Vec<(&str, Kernel)> = vec![("portable", portable), ("dispatched", tile)];
         #[cfg(target_arch = "x86_64")]
-        if has_avx512_bf16() {
+        if fastmath::has_avx512_bf16() {
             kernels.push(("avx512_bf16", avx512::tile));
         }
         for (m, n) in [(MR, NR), (5, 13), (1, 1), (9, 16)] {
