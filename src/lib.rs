@@ -4,11 +4,16 @@
 //! engine (`engine`), the k-diffusion samplers (`sampling`) and, later, the Fooocus pipeline, worker, store and server.
 
 pub mod bench;
+pub mod cli;
 pub mod config;
-pub mod engine;
 pub mod hub;
+pub mod jobs;
+pub mod kernels;
+pub mod nets;
+pub mod nn;
 pub mod pipeline;
+pub mod runtime;
 pub mod sampling;
 pub mod server;
 pub mod store;
-pub mod worker;
+pub mod weights;

@@ -21,7 +21,7 @@ struct Cli {
     config: PathBuf,
     /// Flags of the server (no subcommand).
     #[command(flatten)]
-    serve: fooocus::server::cli::ServeArgs,
+    serve: fooocus::cli::serve::ServeArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -36,14 +36,14 @@ enum Command {
     /// Download the models a preset needs (resumable, verified).
     Download(commands::download::DownloadArgs),
     /// Serve the browser UI and the HTTP/WebSocket API (the default).
-    Serve(fooocus::server::cli::ServeArgs),
+    Serve(fooocus::cli::serve::ServeArgs),
     /// Time the networks (UNet step with CFG, text encoders, VAE decode, a generation): median
     /// seconds, peak RSS and load average.
     Bench(fooocus::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
-    fooocus::engine::memory::reuse_freed_memory();
+    fooocus::kernels::memory::reuse_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         Some(Command::Inspect(args)) => commands::inspect::run(args, &config),
         Some(Command::Generate(args)) => commands::generate::run(*args, config),
         Some(Command::Download(args)) => commands::download::run(args, &config),
-        Some(Command::Serve(args)) => fooocus::server::cli::serve(args, config),
-        None => fooocus::server::cli::serve(cli.serve, config),
+        Some(Command::Serve(args)) => fooocus::cli::serve::serve(args, config),
+        None => fooocus::cli::serve::serve(cli.serve, config),
     }
 }

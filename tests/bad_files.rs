@@ -8,12 +8,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use fooocus::engine::checkpoint::{Architecture, Checkpoint};
-use fooocus::engine::config::HeadDims;
-use fooocus::engine::inspect::inspect;
-use fooocus::engine::model::SdxlFile;
-use fooocus::engine::weights::LoadMode;
-use fooocus::engine::EngineError;
+use fooocus::nets::sdxl::file::SdxlFile;
+use fooocus::nets::sdxl::inspect::inspect;
+use fooocus::nets::sdxl::shapes::HeadDims;
+use fooocus::weights::backend::LoadMode;
+use fooocus::weights::checkpoint::{Architecture, Checkpoint};
+use fooocus::weights::ModelError;
 
 fn tiny_base() -> PathBuf {
     common::fixtures().join("sdxl_base.safetensors")
@@ -115,7 +115,7 @@ fn not_a_safetensors_file() {
     let missing = dir.path().join("absent.safetensors");
     assert!(matches!(
         Checkpoint::open(&missing),
-        Err(EngineError::Io { .. })
+        Err(ModelError::Io { .. })
     ));
 }
 

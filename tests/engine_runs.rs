@@ -9,13 +9,13 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{computes, fixtures, json, max_abs, rel_err, Compute, Tensors};
-use fooocus::engine::model::SdxlFile;
-use fooocus::engine::weights::LoadMode;
+use fooocus::nets::sdxl::file::SdxlFile;
 use fooocus::pipeline::denoiser::{pair_contexts, Adm, FooocusDenoiser, Stage};
 use fooocus::pipeline::guidance::Guidance;
 use fooocus::sampling::{
     DiscreteSchedule, ReplayNoise, SampleOutcome, Sampler, SamplerOptions, StepControl,
 };
+use fooocus::weights::backend::LoadMode;
 
 fn table() -> DiscreteSchedule {
     let s = Tensors::open("reference/schedule.safetensors");

@@ -7,13 +7,13 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use fooocus::config::{Config, LoraChoice, Preset};
-use fooocus::engine::device::{Placement, Vram};
 use fooocus::pipeline::meta::request_from_metadata;
 use fooocus::pipeline::models::Models;
 use fooocus::pipeline::plan::{plan, Plan};
 use fooocus::pipeline::request::GenerateRequest;
 use fooocus::pipeline::run::{run, RunContext, RunControl, RunEvent, RunOutcome};
 use fooocus::pipeline::styles::StyleLibrary;
+use fooocus::runtime::{Placement, Vram};
 use fooocus::store::{read_metadata, OutputStore};
 
 struct Setup {

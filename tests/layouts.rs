@@ -8,10 +8,10 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use fooocus::engine::checkpoint::Architecture;
-use fooocus::engine::config::HeadDims;
-use fooocus::engine::inspect::inspect;
-use fooocus::engine::model::SdxlFile;
+use fooocus::nets::sdxl::file::SdxlFile;
+use fooocus::nets::sdxl::inspect::inspect;
+use fooocus::nets::sdxl::shapes::HeadDims;
+use fooocus::weights::checkpoint::Architecture;
 
 /// Writes the layout `name` as a sparse safetensors file in `dir` and returns its path.
 fn sparse_file(dir: &Path, name: &str) -> PathBuf {

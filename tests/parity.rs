@@ -12,14 +12,14 @@ use candle_core::{DType, Device, Tensor};
 use common::{
     assert_close, computes, fixtures, json, rel_err, test_device, Compute, Tensors, MODULE_TOL,
 };
-use fooocus::engine::checkpoint::Architecture;
-use fooocus::engine::clip::ClipTextModel;
-use fooocus::engine::model::SdxlFile;
-use fooocus::engine::text::TextEncoders;
-use fooocus::engine::tiling::decode_tiled;
-use fooocus::engine::tokenizer::{ClipTokenizer, Pad};
-use fooocus::engine::unet::adm_vector;
-use fooocus::engine::weights::LoadMode;
+use fooocus::nets::sdxl::clip::ClipTextModel;
+use fooocus::nets::sdxl::file::SdxlFile;
+use fooocus::nets::sdxl::text::TextEncoders;
+use fooocus::nets::sdxl::tiling::decode_tiled;
+use fooocus::nets::sdxl::tokenizer::{ClipTokenizer, Pad};
+use fooocus::nets::sdxl::unet::adm_vector;
+use fooocus::weights::backend::LoadMode;
+use fooocus::weights::checkpoint::Architecture;
 
 fn base() -> SdxlFile {
     let file = SdxlFile::open(

@@ -15,16 +15,17 @@ use anyhow::{anyhow, Context};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
-use crate::engine::checkpoint::{UNET_PREFIX, VAE_PREFIX};
-use crate::engine::clip::ClipTextModel;
-use crate::engine::config::{HeadDims, SdxlConfig, UnetConfig};
-use crate::engine::device::{describe, ComputeArgs};
-use crate::engine::kernels::set_own_kernels;
-use crate::engine::linear::with_bf16_products;
-use crate::engine::model::SdxlFile;
-use crate::engine::unet::UNet;
-use crate::engine::vae::Vae;
-use crate::engine::weights::LoadMode;
+use crate::cli::ComputeArgs;
+use crate::nets::sdxl::clip::ClipTextModel;
+use crate::nets::sdxl::file::SdxlFile;
+use crate::nets::sdxl::shapes::{HeadDims, SdxlConfig, UnetConfig};
+use crate::nets::sdxl::unet::UNet;
+use crate::nets::sdxl::vae::Vae;
+use crate::nn::cpu::set_own_kernels;
+use crate::nn::linear::with_bf16_products;
+use crate::runtime::describe;
+use crate::weights::backend::LoadMode;
+use crate::weights::checkpoint::{UNET_PREFIX, VAE_PREFIX};
 use report::{load_average, peak_rss, reset_peak_rss, Measurement, Report};
 
 /// The default parts, in the order they run.
@@ -339,10 +340,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let mut measurements = Vec::new();
     for (part, name) in parts.iter().zip(&args.parts) {
         // What the previous part freed stays in glibc's heap (and the resident set) otherwise.
-        crate::engine::memory::release_freed();
+        crate::kernels::memory::release_freed();
         let mut work = workloads::prepare(*part, &nets, args)?;
         // Nor the dense weights that layers let go of once packed.
-        crate::engine::memory::release_freed();
+        crate::kernels::memory::release_freed();
         for &own in kernel_sets {
             set_own_kernels(own);
             let load_before = load_average();

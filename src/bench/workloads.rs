@@ -7,12 +7,11 @@
 use candle_core::{DType, Device, Module, Tensor};
 
 use super::{BenchArgs, Networks, Part};
-use crate::engine::checkpoint::Architecture;
-use crate::engine::clip::ClipTextModel;
-use crate::engine::config::SdxlConfig;
-use crate::engine::tiling::decode_tiled;
-use crate::engine::unet::{adm_vector, UNet};
-use crate::engine::vae::{Vae, VAE_FACTOR};
+use crate::nets::sdxl::clip::ClipTextModel;
+use crate::nets::sdxl::shapes::SdxlConfig;
+use crate::nets::sdxl::tiling::decode_tiled;
+use crate::nets::sdxl::unet::{adm_vector, UNet};
+use crate::nets::sdxl::vae::{Vae, VAE_FACTOR};
 use crate::pipeline::conditioning::{
     consistent_time_ids, id_rows, refiner_context, refiner_time_ids, REFINER_NEGATIVE_AESTHETIC,
     REFINER_POSITIVE_AESTHETIC,
@@ -23,6 +22,7 @@ use crate::sampling::{
     DiscreteSchedule, SampleOutcome, Sampler, SamplerOptions, Scheduler, SdeSolver, SeededNoise,
     StepControl,
 };
+use crate::weights::checkpoint::Architecture;
 
 /// A prepared part: each call runs it once.
 pub type Work = Box<dyn FnMut() -> anyhow::Result<()>>;
@@ -91,24 +91,21 @@ fn op(part: Part, dev: &Device) -> anyhow::Result<Work> {
     let image = || Tensor::randn(0f32, 1.0, (1, 128, 512, 512), dev);
     Ok(match part {
         Part::Conv512 => {
-            let (layer, x) = (crate::engine::conv::conv(vb, 128, 128, 3, 1, 1)?, image()?);
+            let (layer, x) = (crate::nn::conv::conv(vb, 128, 128, 3, 1, 1)?, image()?);
             Box::new(move || {
                 layer.forward(&x)?;
                 Ok(())
             })
         }
         Part::Norm512 => {
-            let (layer, x) = (
-                crate::engine::norm::group_norm(32, 128, 1e-6, vb)?,
-                image()?,
-            );
+            let (layer, x) = (crate::nn::norm::group_norm(32, 128, 1e-6, vb)?, image()?);
             Box::new(move || {
                 layer.forward_act(&x, true)?;
                 Ok(())
             })
         }
         Part::Linear => {
-            let layer = crate::engine::linear::linear(640, 5120, vb)?;
+            let layer = crate::nn::linear::linear(640, 5120, vb)?;
             let x = Tensor::randn(0f32, 1.0, (2, 4096, 640), dev)?;
             Box::new(move || {
                 layer.forward(&x)?;
@@ -119,7 +116,7 @@ fn op(part: Part, dev: &Device) -> anyhow::Result<Work> {
             let qkv = || Tensor::randn(0f32, 1.0, (2, 4096, 640), dev);
             let (q, k, v) = (qkv()?, qkv()?, qkv()?);
             Box::new(move || {
-                crate::engine::attention::multi_head(&q, &k, &v, 10, false)?;
+                crate::nn::attention::multi_head(&q, &k, &v, 10, false)?;
                 Ok(())
             })
         }

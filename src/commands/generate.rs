@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use fooocus::cli::ComputeArgs;
 use fooocus::config::{Config, LoraChoice};
-use fooocus::engine::device::ComputeArgs;
 use fooocus::pipeline::models::Models;
 use fooocus::pipeline::plan::plan;
 use fooocus::pipeline::request::GenerateRequest;

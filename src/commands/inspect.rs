@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use fooocus::config::{Config, ModelKind};
-use fooocus::engine::config::HeadDims;
-use fooocus::engine::inspect::inspect;
+use fooocus::nets::sdxl::inspect::inspect;
+use fooocus::nets::sdxl::shapes::HeadDims;
 
 #[derive(Args)]
 pub struct InspectArgs {

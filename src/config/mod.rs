@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::engine::config::HeadDims;
-pub use preset::{LoraChoice, Preset, DEFAULT_PRESET};
+pub use preset::{LoraChoice, Preset, DEFAULT_PRESET, DEFAULT_STYLES};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -70,11 +69,11 @@ pub struct HeadDimsConfig {
 
 impl Default for HeadDimsConfig {
     fn default() -> Self {
-        let d = HeadDims::default();
+        // SDXL's own head size; other values only for checkpoints that differ.
         Self {
-            clip_l: d.clip_l,
-            clip_g: d.clip_g,
-            unet: d.unet,
+            clip_l: 64,
+            clip_g: 64,
+            unet: 64,
         }
     }
 }
@@ -129,17 +128,12 @@ impl Config {
     }
 
     /// Head sizes for the model file `path` (by file name), 64 unless configured.
-    pub fn head_dims(&self, path: &Path) -> HeadDims {
+    pub fn head_dims(&self, path: &Path) -> HeadDimsConfig {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let d = self.head_dims.get(&name).copied().unwrap_or_default();
-        HeadDims {
-            clip_l: d.clip_l,
-            clip_g: d.clip_g,
-            unet: d.unet,
-        }
+        self.head_dims.get(&name).copied().unwrap_or_default()
     }
 
     /// The folders holding models of `kind`.

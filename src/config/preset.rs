@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::styles::DEFAULT_STYLES;
+/// The styles a default preset selects: our cinematic look plus the negative-only quality
+/// booster (one positive workload, like Fooocus' defaults without prompt expansion).
+pub const DEFAULT_STYLES: [&str; 2] = ["Base: Cinematic", "Base: Quality Boost"];
 
 /// The preset used when none is chosen.
 pub const DEFAULT_PRESET: &str = "default";

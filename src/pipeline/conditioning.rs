@@ -1,8 +1,17 @@
-//! SDXL size conditioning as Fooocus builds it: the base model's time ids (emphasized by the ADM
-//! scalers, or consistent), the refiner's ids with the aesthetic score, and the refiner's context
-//! and switch step derived from the base's.
+//! The conditioning stages of one image as Fooocus builds them: the base model's time ids
+//! (emphasized by the ADM scalers, or consistent), the refiner's ids with the aesthetic score, the
+//! refiner's context and switch step derived from the base's, and from them the base and refiner
+//! [`Stage`]s the denoiser runs.
 
-use candle_core::{Result, Tensor, D};
+use std::cell::RefCell;
+
+use candle_core::{Device, Result, Tensor, D};
+
+use super::denoiser::{pair_contexts, Adm, Stage, UnetRef};
+use super::plan::AdmScalers;
+use super::unets::{UnetSwap, BASE, REFINER};
+use crate::nets::sdxl::text::TextConditioning;
+use crate::nets::sdxl::unet::adm_vector;
 
 /// Aesthetic score of the refiner's positive conditioning.
 pub const REFINER_POSITIVE_AESTHETIC: f64 = 6.0;
@@ -41,7 +50,7 @@ pub fn refiner_time_ids(h: usize, w: usize, aesthetic: f64) -> [f64; 5] {
 }
 
 /// `[rows, n]` f32 tensor of id rows.
-pub fn id_rows<const N: usize>(rows: &[[f64; N]], device: &candle_core::Device) -> Result<Tensor> {
+pub fn id_rows<const N: usize>(rows: &[[f64; N]], device: &Device) -> Result<Tensor> {
     let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
     Tensor::from_vec(flat, (rows.len(), N), device)
 }
@@ -56,6 +65,79 @@ pub fn refiner_context(base_context: &Tensor, clip_g_width: usize) -> Result<Ten
         );
     };
     base_context.narrow(D::Minus1, start, clip_g_width)
+}
+
+/// One image's prompts, encoded, as the UNets read them: `context` `[2, T, C]` (positive and
+/// negative, padded to the same length) and `pooled` `[2, P]`, on the UNets' device.
+pub struct PairedText {
+    pub context: Tensor,
+    pub pooled: Tensor,
+}
+
+impl PairedText {
+    /// Pairs the positive and negative conditioning (the text encoders may have run on the CPU,
+    /// `--vram low`) and moves them to `device`.
+    pub fn new(pos: &TextConditioning, neg: &TextConditioning, device: &Device) -> Result<Self> {
+        Ok(Self {
+            context: pair_contexts(&pos.context, &neg.context)?.to_device(device)?,
+            pooled: Tensor::cat(&[&pos.pooled, &neg.pooled], 0)?.to_device(device)?,
+        })
+    }
+}
+
+/// The base stage of an `h × w` image: the paired context and negative ADM guidance (emphasized
+/// ids until `adm.end`, consistent ones after), `id_dim` being the base UNet's time-id width.
+pub fn base_stage<'a>(
+    unets: &'a RefCell<UnetSwap>,
+    text: &PairedText,
+    (h, w): (usize, usize),
+    adm: &AdmScalers,
+    id_dim: usize,
+) -> Result<Stage<'a>> {
+    let device = text.context.device();
+    let emphasized = id_rows(
+        &[
+            base_time_ids(h, w, adm.positive),
+            base_time_ids(h, w, adm.negative),
+        ],
+        device,
+    )?;
+    let consistent = id_rows(
+        &[consistent_time_ids(h, w), consistent_time_ids(h, w)],
+        device,
+    )?;
+    Ok(Stage {
+        unet: UnetRef::Swapped(unets, BASE),
+        context: text.context.clone(),
+        adm: Adm::switched(
+            adm_vector(&text.pooled, &emphasized, id_dim)?,
+            adm_vector(&text.pooled, &consistent, id_dim)?,
+            adm.end,
+        ),
+    })
+}
+
+/// The refiner stage of an `h × w` image: the CLIP-G part of the base context (`clip_g_width`
+/// features) and fixed ids with the aesthetic scores, `id_dim` the refiner's time-id width.
+pub fn refiner_stage<'a>(
+    unets: &'a RefCell<UnetSwap>,
+    text: &PairedText,
+    (h, w): (usize, usize),
+    clip_g_width: usize,
+    id_dim: usize,
+) -> Result<Stage<'a>> {
+    let ids = id_rows(
+        &[
+            refiner_time_ids(h, w, REFINER_POSITIVE_AESTHETIC),
+            refiner_time_ids(h, w, REFINER_NEGATIVE_AESTHETIC),
+        ],
+        text.context.device(),
+    )?;
+    Ok(Stage {
+        unet: UnetRef::Swapped(unets, REFINER),
+        context: refiner_context(&text.context, clip_g_width)?,
+        adm: Adm::Fixed(adm_vector(&text.pooled, &ids, id_dim)?),
+    })
 }
 
 /// The step after whose model call the refiner takes over: round_half_even(steps · switch).

@@ -10,7 +10,7 @@ use candle_core::{Result, Tensor};
 
 use super::guidance::{Guidance, LAST_TIMESTEP};
 use super::unets::UnetSwap;
-use crate::engine::unet::UNet;
+use crate::nets::sdxl::unet::UNet;
 use crate::sampling::{Denoiser, DiscreteSchedule};
 
 /// The ADM (`y`) rows of one model, `[2, adm]` (row 0 positive, row 1 negative).

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 
 use candle_core::{Result, Tensor};
 
-use crate::engine::text::{TextConditioning, TextEncoders};
-use crate::engine::tokenizer::ClipTokenizer;
-use crate::engine::EngineError;
+use crate::nets::sdxl::text::{TextConditioning, TextEncoders};
+use crate::nets::sdxl::tokenizer::ClipTokenizer;
+use crate::weights::ModelError;
 
 /// Most encodings kept (each ~0.6 MB at full size); past it the cache starts over, so a long
 /// server session with wildcards cannot grow without bound.
@@ -43,7 +43,7 @@ impl EncodeCache {
         workloads: &[String],
         pooled_count: usize,
         clip_skip: usize,
-    ) -> std::result::Result<TextConditioning, EngineError> {
+    ) -> std::result::Result<TextConditioning, ModelError> {
         let mut parts = Vec::with_capacity(workloads.len());
         for text in workloads {
             let key = (text.clone(), clip_skip);

@@ -3,16 +3,16 @@
 use super::plan::RequestError;
 use super::styles::StyleError;
 use super::wildcards::WildcardError;
-use crate::engine::EngineError;
 use crate::sampling::SamplingError;
 use crate::store::StoreError;
+use crate::weights::ModelError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
     Request(#[from] RequestError),
     #[error(transparent)]
-    Engine(#[from] EngineError),
+    Engine(#[from] ModelError),
     #[error(transparent)]
     Sampling(#[from] SamplingError),
     #[error(transparent)]

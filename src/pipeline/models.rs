@@ -13,15 +13,16 @@ use super::encode::EncodeCache;
 use super::plan::Plan;
 use super::unets::{UnetSwap, BASE, REFINER};
 use crate::config::Config;
-use crate::engine::checkpoint::Architecture;
-use crate::engine::clip::ClipTextModel;
-use crate::engine::device::Placement;
-use crate::engine::lora::{LoraFile, LoraReport};
-use crate::engine::model::{SdxlFile, SdxlWithLoras};
-use crate::engine::tokenizer::ClipTokenizer;
-use crate::engine::vae::Vae;
-use crate::engine::weights::LoadMode;
-use crate::engine::EngineError;
+use crate::nets::sdxl::clip::ClipTextModel;
+use crate::nets::sdxl::file::{SdxlFile, SdxlWithLoras};
+use crate::nets::sdxl::shapes::HeadDims;
+use crate::nets::sdxl::tokenizer::ClipTokenizer;
+use crate::nets::sdxl::vae::Vae;
+use crate::runtime::Placement;
+use crate::weights::backend::LoadMode;
+use crate::weights::checkpoint::Architecture;
+use crate::weights::lora::{LoraFile, LoraReport};
+use crate::weights::ModelError;
 
 /// Which file with which LoRAs (strengths as bit patterns, so keys compare exactly).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +97,7 @@ impl Models {
         plan: &Plan,
         config: &Config,
         on_stage: &mut dyn FnMut(String),
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), ModelError> {
         let tokenizer_path = &config.paths.tokenizer;
         if self.tokenizer.as_ref().map(|(p, _)| p) != Some(tokenizer_path) {
             self.tokenizer = Some((
@@ -148,15 +149,21 @@ impl Models {
         Ok(())
     }
 
-    fn lora_files(loras: &[(PathBuf, u64)]) -> Result<Vec<(Arc<LoraFile>, f64)>, EngineError> {
+    fn lora_files(loras: &[(PathBuf, u64)]) -> Result<Vec<(Arc<LoraFile>, f64)>, ModelError> {
         loras
             .iter()
             .map(|(p, w)| Ok((Arc::new(LoraFile::open(p)?), f64::from_bits(*w))))
             .collect()
     }
 
-    fn open(placement: &Placement, path: &Path, config: &Config) -> Result<SdxlFile, EngineError> {
-        let mut file = SdxlFile::open(path, config.head_dims(path))?;
+    fn open(placement: &Placement, path: &Path, config: &Config) -> Result<SdxlFile, ModelError> {
+        let heads = config.head_dims(path);
+        let heads = HeadDims {
+            clip_l: heads.clip_l,
+            clip_g: heads.clip_g,
+            unet: heads.unet,
+        };
+        let mut file = SdxlFile::open(path, heads)?;
         file.precision = placement.precision;
         file.lean_weights = placement.lean_weights();
         file.bf16_products = placement.bf16_products();
@@ -168,14 +175,14 @@ impl Models {
         placement: &Placement,
         key: ModelKey,
         config: &Config,
-    ) -> Result<(Base, SdxlWithLoras), EngineError> {
+    ) -> Result<(Base, SdxlWithLoras), ModelError> {
         let file = Self::open(placement, &key.path, config)?;
         file.require(Architecture::SdxlBase)?;
         let (patched, lora_reports) = file.with_loras(&Self::lora_files(&key.loras)?);
         let text = patched.clone().with_precision(placement.text_precision());
         let text_device = placement.text_device();
         let Some((clip_l, _)) = text.clip_l(LoadMode::Real, &text_device)? else {
-            return Err(EngineError::Internal("an SDXL base without CLIP-L".into()));
+            return Err(ModelError::Internal("an SDXL base without CLIP-L".into()));
         };
         let (clip_g, _) = text.clip_g(LoadMode::Real, &text_device)?;
         let (vae, _) = file.vae(LoadMode::Real, &placement.device)?;
@@ -194,7 +201,7 @@ impl Models {
         placement: &Placement,
         key: ModelKey,
         config: &Config,
-    ) -> Result<(Refiner, SdxlWithLoras), EngineError> {
+    ) -> Result<(Refiner, SdxlWithLoras), ModelError> {
         let file = Self::open(placement, &key.path, config)?;
         file.require(Architecture::SdxlRefiner)?;
         let (patched, _) = file.with_loras(&Self::lora_files(&key.loras)?);

@@ -5,14 +5,16 @@
 use std::path::PathBuf;
 
 use crate::config::{Config, LoraChoice, ModelKind, Preset};
-use crate::engine::checkpoint::{Architecture, Checkpoint};
 use crate::pipeline::conditioning::switch_step;
 use crate::pipeline::guidance::Guidance;
-use crate::pipeline::request::{parse_aspect_ratio, GenerateRequest, Performance, ASPECT_RATIOS};
+use crate::pipeline::request::{
+    parse_aspect_ratio, FastMode, GenerateRequest, Performance, ASPECT_RATIOS,
+};
 use crate::pipeline::styles::StyleLibrary;
 use crate::pipeline::wildcards::Wildcards;
 use crate::sampling::{Sampler, Scheduler};
 use crate::store::OutputFormat;
+use crate::weights::checkpoint::{Architecture, Checkpoint};
 
 /// Seeds run from 0 to 2⁶³ − 1, as in Fooocus.
 pub const SEED_MODULUS: u64 = 1 << 63;
@@ -63,9 +65,19 @@ pub struct RefinerPlan {
     pub switch_step: usize,
 }
 
+/// What a run makes of its images. Each input-image feature (vary, upscale, inpaint) adds a
+/// task here and its step in `run`, rather than a branch through the whole pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Task {
+    /// From noise, with the prompt alone.
+    #[default]
+    TextToImage,
+}
+
 /// Everything a run needs, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
+    pub task: Task,
     pub prompt: String,
     pub negative_prompt: String,
     pub styles: Vec<String>,
@@ -119,31 +131,8 @@ pub fn plan(
         .map_err(|e| bad("styles", e.to_string()))?;
 
     let (width, height) = size(r, preset)?;
-    let image_number = r.image_number.unwrap_or(preset.image_number);
-    if !(1..=MAX_IMAGES).contains(&image_number) {
-        return Err(bad(
-            "image_number",
-            format!("{image_number} images: ask for 1 to {MAX_IMAGES}"),
-        ));
-    }
-    let seed = r
-        .seed
-        .unwrap_or_else(|| rand::random::<u64>() % SEED_MODULUS);
-    let seeds = (0..u64::from(image_number))
-        .map(|i| (seed % SEED_MODULUS + i) % SEED_MODULUS)
-        .collect();
-
-    let mut wildcards = Wildcards::new(&config.paths.wildcards);
-    let negative_prompt = r
-        .negative_prompt
-        .clone()
-        .unwrap_or_else(|| preset.negative_prompt.clone());
-    wildcards
-        .check(&r.prompt)
-        .map_err(|e| bad("prompt", e.to_string()))?;
-    wildcards
-        .check(&negative_prompt)
-        .map_err(|e| bad("negative_prompt", e.to_string()))?;
+    let seeds = seeds(r, preset)?;
+    let negative_prompt = prompts(r, preset, config)?;
 
     let base_name = r
         .base_model
@@ -155,20 +144,105 @@ pub fn plan(
     let base_model = checkpoint("base_model", &base_name, base_path, Architecture::SdxlBase)?;
 
     let perf_steps = performance.steps();
-    let steps = match r.steps {
-        Some(s) if s == 0 || s > MAX_STEPS => {
-            return Err(bad("steps", format!("{s} steps: use 1 to {MAX_STEPS}")))
-        }
-        Some(s) => s as usize,
-        None => perf_steps,
-    };
-
+    let steps = steps(r, perf_steps)?;
     let fast = performance.fast();
     let refiner = match fast {
         Some(_) => None,
         None => refiner(r, preset, config, &base_model, perf_steps, steps)?,
     };
+    let loras = loras(r, preset, config, performance)?;
+    let Tuning {
+        guidance,
+        adm,
+        sampler,
+        scheduler,
+    } = tuning(r, preset, fast)?;
 
+    let clip_skip = r.clip_skip.unwrap_or(preset.clip_skip);
+    if !(1..=12).contains(&clip_skip) {
+        return Err(bad("clip_skip", format!("{clip_skip}: use 1 to 12")));
+    }
+    let output_format: OutputFormat = r
+        .output_format
+        .as_deref()
+        .unwrap_or(&preset.output_format)
+        .parse()
+        .map_err(|e: String| bad("output_format", e))?;
+
+    Ok(Plan {
+        task: Task::TextToImage,
+        prompt: r.prompt.clone(),
+        negative_prompt,
+        styles: style_names,
+        performance,
+        width,
+        height,
+        seeds,
+        base_model,
+        refiner,
+        loras,
+        steps,
+        sampler,
+        scheduler,
+        guidance,
+        adm,
+        clip_skip,
+        output_format,
+        save_metadata: r.save_metadata.unwrap_or(preset.save_metadata),
+    })
+}
+
+/// One seed per image: `seed + i` (wrapped), a random seed when none is given.
+fn seeds(r: &GenerateRequest, preset: &Preset) -> Result<Vec<u64>, RequestError> {
+    let image_number = r.image_number.unwrap_or(preset.image_number);
+    if !(1..=MAX_IMAGES).contains(&image_number) {
+        return Err(bad(
+            "image_number",
+            format!("{image_number} images: ask for 1 to {MAX_IMAGES}"),
+        ));
+    }
+    let seed = r
+        .seed
+        .unwrap_or_else(|| rand::random::<u64>() % SEED_MODULUS);
+    Ok((0..u64::from(image_number))
+        .map(|i| (seed % SEED_MODULUS + i) % SEED_MODULUS)
+        .collect())
+}
+
+/// Checks the wildcards of the prompt and the negative prompt; returns the negative prompt.
+fn prompts(r: &GenerateRequest, preset: &Preset, config: &Config) -> Result<String, RequestError> {
+    let mut wildcards = Wildcards::new(&config.paths.wildcards);
+    let negative_prompt = r
+        .negative_prompt
+        .clone()
+        .unwrap_or_else(|| preset.negative_prompt.clone());
+    wildcards
+        .check(&r.prompt)
+        .map_err(|e| bad("prompt", e.to_string()))?;
+    wildcards
+        .check(&negative_prompt)
+        .map_err(|e| bad("negative_prompt", e.to_string()))?;
+    Ok(negative_prompt)
+}
+
+/// The steps asked for, else the performance's.
+fn steps(r: &GenerateRequest, perf_steps: usize) -> Result<usize, RequestError> {
+    match r.steps {
+        Some(s) if s == 0 || s > MAX_STEPS => {
+            Err(bad("steps", format!("{s} steps: use 1 to {MAX_STEPS}")))
+        }
+        Some(s) => Ok(s as usize),
+        None => Ok(perf_steps),
+    }
+}
+
+/// The LoRAs asked for (else the preset's), and the fast mode's own LoRA last.
+fn loras(
+    r: &GenerateRequest,
+    preset: &Preset,
+    config: &Config,
+    performance: Performance,
+) -> Result<Vec<(ModelRef, f64)>, RequestError> {
     let mut loras = Vec::new();
     let chosen = r.loras.clone().unwrap_or_else(|| preset.loras.clone());
     if chosen.len() > MAX_LORAS {
@@ -180,7 +254,7 @@ pub fn plan(
     for LoraChoice { name, weight } in &chosen {
         loras.push((lora(config, name)?, in_range("loras", *weight, -2.0, 2.0)?));
     }
-    if let Some(mode) = fast {
+    if let Some(mode) = performance.fast() {
         let model = lora(config, mode.lora).map_err(|e| {
             bad(
                 "performance",
@@ -189,7 +263,22 @@ pub fn plan(
         })?;
         loras.push((model, mode.lora_weight));
     }
+    Ok(loras)
+}
 
+/// Guidance, ADM scalers, sampler and scheduler: a fast mode forces its own.
+struct Tuning {
+    guidance: Guidance,
+    adm: AdmScalers,
+    sampler: Sampler,
+    scheduler: Scheduler,
+}
+
+fn tuning(
+    r: &GenerateRequest,
+    preset: &Preset,
+    fast: Option<FastMode>,
+) -> Result<Tuning, RequestError> {
     let number = |field, value: Option<f64>, default: f64, lo, hi| {
         in_range(field, value.unwrap_or(default), lo, hi)
     };
@@ -251,37 +340,11 @@ pub fn plan(
             end: 0.0,
         };
     }
-
-    let clip_skip = r.clip_skip.unwrap_or(preset.clip_skip);
-    if !(1..=12).contains(&clip_skip) {
-        return Err(bad("clip_skip", format!("{clip_skip}: use 1 to 12")));
-    }
-    let output_format: OutputFormat = r
-        .output_format
-        .as_deref()
-        .unwrap_or(&preset.output_format)
-        .parse()
-        .map_err(|e: String| bad("output_format", e))?;
-
-    Ok(Plan {
-        prompt: r.prompt.clone(),
-        negative_prompt,
-        styles: style_names,
-        performance,
-        width,
-        height,
-        seeds,
-        base_model,
-        refiner,
-        loras,
-        steps,
-        sampler,
-        scheduler,
+    Ok(Tuning {
         guidance,
         adm,
-        clip_skip,
-        output_format,
-        save_metadata: r.save_metadata.unwrap_or(preset.save_metadata),
+        sampler,
+        scheduler,
     })
 }
 

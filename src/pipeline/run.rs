@@ -6,25 +6,20 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 
-use super::conditioning::{
-    base_time_ids, consistent_time_ids, id_rows, refiner_context, refiner_time_ids,
-    REFINER_NEGATIVE_AESTHETIC, REFINER_POSITIVE_AESTHETIC,
-};
-use super::denoiser::{pair_contexts, Adm, FooocusDenoiser, Stage, UnetRef};
+use super::conditioning::{base_stage, refiner_stage, PairedText};
+use super::denoiser::FooocusDenoiser;
 use super::error::PipelineError;
 use super::meta::metadata;
 use super::models::{Loaded, Models};
 use super::plan::Plan;
-use super::styles::{PromptLines, StyleLibrary};
-use super::unets::{BASE, REFINER};
+use super::styles::{PromptLines, StyleLibrary, Workloads};
 use super::wildcards::{apply_arrays, Wildcards};
 use crate::config::Config;
-use crate::engine::text::TextEncoders;
-use crate::engine::unet::adm_vector;
-use crate::engine::vae::VAE_FACTOR;
+use crate::nets::sdxl::text::TextEncoders;
+use crate::nets::sdxl::vae::{Vae, VAE_FACTOR};
 use crate::sampling::{
     calculate_sigmas, DiscreteSchedule, SampleOutcome, SamplerOptions, SeededNoise, StepControl,
     TorchGenerator,
@@ -122,61 +117,189 @@ pub fn run(
 ) -> Result<RunOutcome, PipelineError> {
     models.prepare(plan, ctx.config, &mut |s| on_event(RunEvent::Stage(s)))?;
     let device = models.device().clone();
-    let Some(Loaded {
-        tokenizer,
-        base,
-        refiner,
-        unets,
-        cache,
-    }) = models.loaded()
-    else {
+    let Some(mut loaded) = models.loaded() else {
         return Err(PipelineError::Other("the models are not loaded".into()));
     };
     let table = DiscreteSchedule::sdxl();
     let sigmas = calculate_sigmas(&table, plan.scheduler, plan.steps, 1.0, plan.sampler)?;
-    let (h, w) = (plan.height as usize, plan.width as usize);
-    let latent_shape = (1, 4, h / VAE_FACTOR, w / VAE_FACTOR);
-    let encoders = TextEncoders {
-        clip_l: Some(&base.clip_l),
-        clip_g: &base.clip_g,
+    let schedule = Schedule {
+        table: &table,
+        sigmas: &sigmas,
     };
     let mut wildcards = Wildcards::new(&ctx.config.paths.wildcards);
     let mut outcome = RunOutcome::default();
-    let images = plan.seeds.len();
-    let skip_negative = plan.guidance.cfg == 1.0;
-
     for (index, &seed) in plan.seeds.iter().enumerate() {
         if ctx.control.stopped() {
             outcome.stopped = true;
             break;
         }
+        let image = ImageJob { plan, index, seed };
+        let end = image.run(
+            &mut loaded,
+            &device,
+            schedule,
+            &mut wildcards,
+            ctx,
+            on_event,
+        )?;
+        match end {
+            ImageEnd::Saved(result) => outcome.images.push(*result),
+            ImageEnd::Skipped => outcome.skipped.push(index),
+            ImageEnd::Stopped => {
+                outcome.stopped = true;
+                break;
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// The sampling schedule every image of a run shares.
+#[derive(Clone, Copy)]
+struct Schedule<'a> {
+    table: &'a DiscreteSchedule,
+    sigmas: &'a [f32],
+}
+
+/// How one image ended.
+enum ImageEnd {
+    Saved(Box<ImageResult>),
+    Skipped,
+    Stopped,
+}
+
+/// One image of a plan: its index and seed.
+struct ImageJob<'p> {
+    plan: &'p Plan,
+    index: usize,
+    seed: u64,
+}
+
+impl ImageJob<'_> {
+    /// Prompts → conditioning → sampling → decode → save.
+    fn run(
+        &self,
+        loaded: &mut Loaded<'_>,
+        device: &Device,
+        schedule: Schedule<'_>,
+        wildcards: &mut Wildcards,
+        ctx: &RunContext<'_>,
+        on_event: &mut dyn FnMut(RunEvent<'_>),
+    ) -> Result<ImageEnd, PipelineError> {
+        let (plan, index, seed) = (self.plan, self.index, self.seed);
+        let images = plan.seeds.len();
         on_event(RunEvent::Stage(format!(
             "Preparing image {}/{images}",
             index + 1
         )));
-        let mut rng = TorchGenerator::new(seed);
-        let prompt = apply_arrays(&wildcards.apply(&plan.prompt, &mut rng)?, index);
+        let prompts = self.prompts(wildcards, ctx.styles)?;
+        on_event(RunEvent::Stage(format!(
+            "Encoding prompts of image {}/{images}",
+            index + 1
+        )));
+        let text = self.encode(loaded, &prompts.workloads, device)?;
+        let size = (plan.height as usize, plan.width as usize);
+        let base = loaded.base;
+        let base_stage = base_stage(
+            loaded.unets,
+            &text,
+            size,
+            &plan.adm,
+            base.file.config.time_id_dim,
+        )?;
+        let mut denoiser = FooocusDenoiser::new(base_stage, schedule.table, plan.guidance);
+        if let (Some(r), Some(refiner)) = (&plan.refiner, loaded.refiner) {
+            let config = &refiner.file.config;
+            let stage = refiner_stage(
+                loaded.unets,
+                &text,
+                size,
+                config.clip_g.hidden,
+                config.time_id_dim,
+            )?;
+            let switch_sigma = schedule.sigmas.get(r.switch_step).copied().unwrap_or(0.0);
+            denoiser = denoiser.with_refiner(stage, f64::from(switch_sigma));
+        }
+        let Some(latent) = self.sample(&mut denoiser, schedule, device, ctx, on_event)? else {
+            return Ok(if ctx.control.stopped() {
+                ImageEnd::Stopped
+            } else {
+                ImageEnd::Skipped
+            });
+        };
+        check_finite(
+            &latent,
+            "sampled latent",
+            base.file.precision.dtype_on(device),
+        )?;
+        let evaluations = Evaluations {
+            base: denoiser.evaluations[0],
+            refiner: denoiser.evaluations[1],
+        };
+        on_event(RunEvent::Stage(format!(
+            "Saving image {}/{images}",
+            index + 1
+        )));
+        let saved = self.decode_and_save(&latent, &base.vae, &prompts, ctx.store)?;
+        on_event(RunEvent::Saved {
+            index,
+            seed,
+            image: &saved,
+        });
+        Ok(ImageEnd::Saved(Box::new(ImageResult {
+            index,
+            seed,
+            saved,
+            evaluations,
+        })))
+    }
+
+    /// The image's prompts after wildcards and arrays, and its style workloads.
+    fn prompts(
+        &self,
+        wildcards: &mut Wildcards,
+        styles: &StyleLibrary,
+    ) -> Result<Prompts, PipelineError> {
+        let plan = self.plan;
+        let mut rng = TorchGenerator::new(self.seed);
+        let prompt = apply_arrays(&wildcards.apply(&plan.prompt, &mut rng)?, self.index);
         let negative = wildcards.apply(&plan.negative_prompt, &mut rng)?;
-        let mut style_rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
-        let workloads = ctx.styles.workloads(
+        let mut style_rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(self.seed);
+        let workloads = styles.workloads(
             &plan.styles,
             &PromptLines::parse(&prompt),
             &PromptLines::parse(&negative),
             &mut style_rng,
         )?;
+        Ok(Prompts {
+            prompt,
+            negative,
+            workloads,
+        })
+    }
 
-        on_event(RunEvent::Stage(format!(
-            "Encoding prompts of image {}/{images}",
-            index + 1
-        )));
+    /// Encodes the positive and negative workloads (the negative is the positive again at CFG 1,
+    /// where its pass is skipped) and pairs them on `device`.
+    fn encode(
+        &self,
+        loaded: &mut Loaded<'_>,
+        workloads: &Workloads,
+        device: &Device,
+    ) -> Result<PairedText, PipelineError> {
+        let clip_skip = self.plan.clip_skip;
+        let encoders = TextEncoders {
+            clip_l: Some(&loaded.base.clip_l),
+            clip_g: &loaded.base.clip_g,
+        };
+        let (cache, tokenizer) = (&mut *loaded.cache, loaded.tokenizer);
         let pos = cache.encode(
             &encoders,
             tokenizer,
             &workloads.positive,
             workloads.k_pos,
-            plan.clip_skip,
+            clip_skip,
         )?;
-        let neg = if skip_negative {
+        let neg = if self.plan.guidance.cfg == 1.0 {
             pos.clone()
         } else {
             cache.encode(
@@ -184,61 +307,35 @@ pub fn run(
                 tokenizer,
                 &workloads.negative,
                 usize::MAX,
-                plan.clip_skip,
+                clip_skip,
             )?
         };
-        // The text encoders may run on the CPU (`--vram low`).
-        let context = pair_contexts(&pos.context, &neg.context)?.to_device(&device)?;
-        let pooled = Tensor::cat(&[&pos.pooled, &neg.pooled], 0)?.to_device(&device)?;
-        let id_dim = base.file.config.time_id_dim;
-        let emphasized = id_rows(
-            &[
-                base_time_ids(h, w, plan.adm.positive),
-                base_time_ids(h, w, plan.adm.negative),
-            ],
-            &device,
-        )?;
-        let consistent = id_rows(
-            &[consistent_time_ids(h, w), consistent_time_ids(h, w)],
-            &device,
-        )?;
-        let base_stage = Stage {
-            unet: UnetRef::Swapped(unets, BASE),
-            context: context.clone(),
-            adm: Adm::switched(
-                adm_vector(&pooled, &emphasized, id_dim)?,
-                adm_vector(&pooled, &consistent, id_dim)?,
-                plan.adm.end,
-            ),
-        };
-        let mut denoiser = FooocusDenoiser::new(base_stage, &table, plan.guidance);
-        if let (Some(r), Some(refiner)) = (&plan.refiner, refiner) {
-            let ids = id_rows(
-                &[
-                    refiner_time_ids(h, w, REFINER_POSITIVE_AESTHETIC),
-                    refiner_time_ids(h, w, REFINER_NEGATIVE_AESTHETIC),
-                ],
-                &device,
-            )?;
-            let stage = Stage {
-                unet: UnetRef::Swapped(unets, REFINER),
-                context: refiner_context(&context, refiner.file.config.clip_g.hidden)?,
-                adm: Adm::Fixed(adm_vector(&pooled, &ids, refiner.file.config.time_id_dim)?),
-            };
-            let switch_sigma = sigmas.get(r.switch_step).copied().unwrap_or(0.0);
-            denoiser = denoiser.with_refiner(stage, f64::from(switch_sigma));
-        }
+        Ok(PairedText::new(&pos, &neg, device)?)
+    }
 
-        let mut noise = SeededNoise::new(seed, latent_shape, &device);
+    /// Samples from the image's seed; `None` when Stop or Skip ended it.
+    fn sample(
+        &self,
+        denoiser: &mut FooocusDenoiser<'_>,
+        schedule: Schedule<'_>,
+        device: &Device,
+        ctx: &RunContext<'_>,
+        on_event: &mut dyn FnMut(RunEvent<'_>),
+    ) -> Result<Option<Tensor>, PipelineError> {
+        let plan = self.plan;
+        let (h, w) = (plan.height as usize, plan.width as usize);
+        let latent_shape = (1, 4, h / VAE_FACTOR, w / VAE_FACTOR);
+        let mut noise = SeededNoise::new(self.seed, latent_shape, device);
+        let sigmas = schedule.sigmas;
         let x = start_latent(
             noise.randn()?,
             sigmas.first().copied().unwrap_or(0.0),
-            &table,
+            schedule.table,
         )?;
-        let steps = sigmas.len().saturating_sub(1);
+        let (steps, images) = (sigmas.len().saturating_sub(1), plan.seeds.len());
         let mut callback = |state: &crate::sampling::StepState<'_>| {
             on_event(RunEvent::Step {
-                image: index,
+                image: self.index,
                 images,
                 step: state.step,
                 steps,
@@ -252,59 +349,44 @@ pub fn run(
         };
         let result = plan.sampler.sample(
             SamplerOptions::default(),
-            &mut denoiser,
+            denoiser,
             &mut noise,
             x,
-            &sigmas,
+            sigmas,
             &mut callback,
         )?;
-        let latent = match result {
-            SampleOutcome::Finished(latent) => latent,
-            SampleOutcome::Stopped { .. } => {
-                if ctx.control.stopped() {
-                    outcome.stopped = true;
-                    break;
-                }
-                outcome.skipped.push(index);
-                continue;
-            }
-        };
-        check_finite(
-            &latent,
-            "sampled latent",
-            base.file.precision.dtype_on(&device),
-        )?;
-        let evaluations = Evaluations {
-            base: denoiser.evaluations[0],
-            refiner: denoiser.evaluations[1],
-        };
-        on_event(RunEvent::Stage(format!(
-            "Saving image {}/{images}",
-            index + 1
-        )));
-        let decoded = base.vae.decode(&latent)?;
+        Ok(match result {
+            SampleOutcome::Finished(latent) => Some(latent),
+            SampleOutcome::Stopped { .. } => None,
+        })
+    }
+
+    /// Decodes `latent` with the base VAE and saves it with the image's metadata.
+    fn decode_and_save(
+        &self,
+        latent: &Tensor,
+        vae: &Vae,
+        prompts: &Prompts,
+        store: &OutputStore,
+    ) -> Result<SavedImage, PipelineError> {
+        let decoded = vae.decode(latent)?;
         check_finite(&decoded, "decoded image", DType::F32)?;
         let image = to_rgb(&decoded)?;
-        let meta = metadata(plan, seed, &prompt, &negative);
+        let meta = metadata(self.plan, self.seed, &prompts.prompt, &prompts.negative);
         let options = EncodeOptions {
-            format: plan.output_format,
-            embed_metadata: plan.save_metadata,
+            format: self.plan.output_format,
+            embed_metadata: self.plan.save_metadata,
             ..Default::default()
         };
-        let saved = ctx.store.save(&image, &meta, &options)?;
-        on_event(RunEvent::Saved {
-            index,
-            seed,
-            image: &saved,
-        });
-        outcome.images.push(ImageResult {
-            index,
-            seed,
-            saved,
-            evaluations,
-        });
+        Ok(store.save(&image, &meta, &options)?)
     }
-    Ok(outcome)
+}
+
+/// One image's prompts after wildcards and arrays, and the style workloads made of them.
+struct Prompts {
+    prompt: String,
+    negative: String,
+    workloads: Workloads,
 }
 
 /// Refuses a tensor holding NaN or infinity (a black or noisy image otherwise): half precision

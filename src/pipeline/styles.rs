@@ -24,10 +24,6 @@ pub const PROMPT_PLACEHOLDER: &str = "{prompt}";
 /// The pseudo-style that picks one real style at random, per image, from the caller's RNG.
 pub const RANDOM_STYLE: &str = "Random Style";
 
-/// The styles a default preset selects: our cinematic look plus the negative-only quality
-/// booster (one positive workload, like Fooocus' defaults without prompt expansion).
-pub const DEFAULT_STYLES: [&str; 2] = ["Base: Cinematic", "Base: Quality Boost"];
-
 /// How many close matches an unknown-style error lists.
 const MAX_SUGGESTIONS: usize = 5;
 
@@ -544,7 +540,7 @@ mod tests {
         assert!(library.len() >= 100, "only {} styles", library.len());
         let unique: HashSet<String> = library.iter().map(|s| s.name.to_lowercase()).collect();
         assert_eq!(unique.len(), library.len());
-        for name in DEFAULT_STYLES {
+        for name in crate::config::DEFAULT_STYLES {
             assert!(library.find(name).is_some(), "default style {name} missing");
         }
         assert!(library.find("Base: Crisp Detail").is_some());

@@ -4,10 +4,10 @@
 
 use candle_core::Device;
 
-use crate::engine::model::SdxlWithLoras;
-use crate::engine::unet::UNet;
-use crate::engine::weights::LoadMode;
-use crate::engine::EngineError;
+use crate::nets::sdxl::file::SdxlWithLoras;
+use crate::nets::sdxl::unet::UNet;
+use crate::weights::backend::LoadMode;
+use crate::weights::ModelError;
 
 /// Index of the base model's UNet.
 pub const BASE: usize = 0;
@@ -50,7 +50,7 @@ impl UnetSwap {
     }
 
     /// Checks that `model`'s UNet can be built, without reading its weights.
-    pub fn check(&self, model: usize) -> Result<(), EngineError> {
+    pub fn check(&self, model: usize) -> Result<(), ModelError> {
         match self.slots.get(model).and_then(|s| s.source.as_ref()) {
             Some(source) => source.unet(LoadMode::Meta, &self.device).map(|_| ()),
             None => Err(missing(model)),
@@ -58,7 +58,7 @@ impl UnetSwap {
     }
 
     /// `model`'s UNet, built first if needed (after dropping the other one, unless both stay).
-    pub fn get(&mut self, model: usize) -> Result<&UNet, EngineError> {
+    pub fn get(&mut self, model: usize) -> Result<&UNet, ModelError> {
         if model >= self.slots.len() {
             return Err(missing(model));
         }
@@ -69,7 +69,7 @@ impl UnetSwap {
                         slot.built = None;
                     }
                 }
-                crate::engine::memory::release_freed();
+                crate::kernels::memory::release_freed();
             }
             let Some(source) = &self.slots[model].source else {
                 return Err(missing(model));
@@ -90,7 +90,7 @@ impl UnetSwap {
     }
 }
 
-fn missing(model: usize) -> EngineError {
+fn missing(model: usize) -> ModelError {
     let name = if model == BASE { "base" } else { "refiner" };
-    EngineError::Internal(format!("no {name} model is loaded"))
+    ModelError::Internal(format!("no {name} model is loaded"))
 }

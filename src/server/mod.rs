@@ -2,17 +2,17 @@
 //! saved images; optional basic authentication; a body limit; the worker behind it all. Every
 //! URL the page uses is relative, so the app works unchanged under a path prefix.
 //!
-//! * [`api`]: JSON handlers; [`options`]: options and health; [`ws`]: events and previews;
-//! * [`files`]: the page and saved images; [`error`]: API errors;
-//! * [`auth`]: basic authentication; [`security`]: requests other web sites make are refused;
-//! * [`cli`]: `fooocus` with no subcommand (flags, start, open the browser, Ctrl+C).
+//! * [`fooocus`]: the page's own JSON API (one folder per API dialect), typed replies;
+//! * [`ws`]: events and previews; [`files`]: the page and saved images; [`error`]: API errors;
+//! * [`auth`]: basic authentication; [`security`]: requests other web sites make are refused.
+//!
+//! Knows nothing of tensors or sampling: it validates requests into plans (off the async
+//! runtime, since planning reads model folders and checkpoint headers) and hands them to `jobs`.
 
-pub mod api;
 pub mod auth;
-pub mod cli;
 pub mod error;
 pub mod files;
-pub mod options;
+pub mod fooocus;
 pub mod security;
 pub mod ws;
 
@@ -27,12 +27,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::config::{Config, Preset};
-use crate::engine::device::Placement;
 use crate::hub::background::{self, statuses, Downloads};
 use crate::hub::{builtin_catalog, missing, HubClient};
+use crate::jobs::{Worker, WorkerSetup};
 use crate::pipeline::styles::StyleLibrary;
+use crate::runtime::Placement;
 use crate::store::OutputStore;
-use crate::worker::{Worker, WorkerSetup};
 pub use auth::{Accounts, Credentials};
 
 /// Default port, as the original.
@@ -81,14 +81,14 @@ pub fn router(state: SharedState, auth: Option<Accounts>, body_limit: usize, lan
         .route("/", get(files::index))
         .route("/app.js", get(files::app_js))
         .route("/app.css", get(files::app_css))
-        .route("/api/generate", post(api::generate))
-        .route("/api/jobs/{id}", get(api::job))
-        .route("/api/jobs/{id}/stop", post(api::stop))
-        .route("/api/jobs/{id}/skip", post(api::skip))
-        .route("/api/queue", get(api::queue))
-        .route("/api/options", get(api::options))
-        .route("/api/history", get(api::history))
-        .route("/api/health", get(api::health))
+        .route("/api/generate", post(fooocus::api::generate))
+        .route("/api/jobs/{id}", get(fooocus::api::job))
+        .route("/api/jobs/{id}/stop", post(fooocus::api::stop))
+        .route("/api/jobs/{id}/skip", post(fooocus::api::skip))
+        .route("/api/queue", get(fooocus::api::queue))
+        .route("/api/options", get(fooocus::api::options))
+        .route("/api/history", get(fooocus::api::history))
+        .route("/api/health", get(fooocus::api::health))
         .route("/outputs/{*path}", get(files::output))
         .route("/ws", get(ws::handler))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -3,7 +3,7 @@
 //! never events (up to the broadcast buffer, after which it gets a `lagged` notice); the worker
 //! never waits for a socket.
 //!
-//! [`Event`]: crate::worker::Event
+//! [`Event`]: crate::jobs::Event
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
 use super::SharedState;
-use crate::worker::{Event, PreviewFrame};
+use crate::jobs::{Event, PreviewFrame};
 
 /// The handshake (a foreign page's handshake never gets here: see [`super::security`]).
 pub async fn handler(State(state): State<SharedState>, upgrade: WebSocketUpgrade) -> Response {

@@ -20,12 +20,14 @@ use super::naming::{date_folder, image_file_name, resolve_output_path};
 const NAME_TRIES: u32 = 100;
 
 /// A saved image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SavedImage {
     /// Where it lies on disk.
     pub path: PathBuf,
     /// Its path relative to the output root, `/`-separated: `YYYY-MM-DD/<file>`.
     pub relative: String,
+    /// The metadata embedded in the file; `None` when it was saved without.
+    pub metadata: Option<Box<ImageMetadata>>,
 }
 
 /// Encodes `image` and writes it to exactly `path` (atomically; the folder must exist). The
@@ -118,6 +120,7 @@ impl OutputStore {
         save_image_file(&path, image, &meta, options)?;
         tracing::info!("saved {}", path.display());
 
+        let embedded = options.embed_metadata.then(|| Box::new(meta.clone()));
         if self.write_log {
             let entry = LogEntry {
                 file: name.clone(),
@@ -130,6 +133,7 @@ impl OutputStore {
         Ok(SavedImage {
             path,
             relative: format!("{date}/{name}"),
+            metadata: embedded,
         })
     }
 

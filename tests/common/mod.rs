@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use fooocus::engine::config::HeadDims;
+use fooocus::nets::sdxl::shapes::HeadDims;
 
 /// The tiny-sdxl fixture folder: `FOOOCUS_FIXTURES`, or `../shared/fixtures/tiny-sdxl`.
 pub fn fixtures() -> PathBuf {
@@ -177,7 +177,7 @@ pub const BF16_MODULE_TOL: f32 = 5e-2;
 /// layers multiply in bf16 (`--cpu-bf16`).
 pub struct Compute {
     pub device: Device,
-    pub precision: fooocus::engine::device::Precision,
+    pub precision: fooocus::runtime::Precision,
     pub bf16_products: bool,
 }
 
@@ -207,8 +207,8 @@ impl Compute {
     /// `file`, building its text encoders and UNet in this precision.
     pub fn file(
         &self,
-        mut file: fooocus::engine::model::SdxlFile,
-    ) -> fooocus::engine::model::SdxlFile {
+        mut file: fooocus::nets::sdxl::file::SdxlFile,
+    ) -> fooocus::nets::sdxl::file::SdxlFile {
         file.precision = self.precision;
         file.bf16_products = self.bf16_products;
         file
@@ -222,7 +222,7 @@ impl Compute {
     pub fn label(&self) -> String {
         format!(
             "{} {:?}{}",
-            fooocus::engine::device::describe(&self.device),
+            fooocus::runtime::describe(&self.device),
             self.dtype(),
             if self.bf16_products {
                 ", bf16 products"
@@ -235,7 +235,7 @@ impl Compute {
 
 /// The device of `FOOOCUS_TEST_DEVICE` (default `cpu`).
 pub fn test_device() -> Device {
-    use fooocus::engine::device::{open_device, DeviceChoice};
+    use fooocus::runtime::{open_device, DeviceChoice};
     let name = std::env::var("FOOOCUS_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
     open_device(name.parse::<DeviceChoice>().unwrap()).unwrap()
 }
@@ -245,7 +245,7 @@ impl Compute {
     pub fn cpu_f32() -> Compute {
         Compute {
             device: Device::Cpu,
-            precision: fooocus::engine::device::Precision::F32,
+            precision: fooocus::runtime::Precision::F32,
             bf16_products: false,
         }
     }
@@ -256,7 +256,7 @@ impl Compute {
 /// half-precision path a GPU takes, checked here on the CPU, and the CPU path with the UNet's
 /// linear layers in bf16; `cpu-bf16` is f32 with those products in bf16).
 pub fn computes() -> Vec<Compute> {
-    use fooocus::engine::device::Precision;
+    use fooocus::runtime::Precision;
     let device = test_device();
     let precisions =
         std::env::var("FOOOCUS_TEST_PRECISIONS").unwrap_or_else(|_| "f32,f16,cpu-bf16".into());

@@ -89,17 +89,17 @@ fn guidance_function_on_every_call() {
 #[test]
 fn fooocus_base_and_refiner_run_from_the_seed() {
     use candle_core::{Device, Tensor};
-    use fooocus::engine::model::SdxlFile;
-    use fooocus::engine::text::TextEncoders;
-    use fooocus::engine::tokenizer::ClipTokenizer;
-    use fooocus::engine::unet::adm_vector;
-    use fooocus::engine::weights::LoadMode;
+    use fooocus::nets::sdxl::file::SdxlFile;
+    use fooocus::nets::sdxl::text::TextEncoders;
+    use fooocus::nets::sdxl::tokenizer::ClipTokenizer;
+    use fooocus::nets::sdxl::unet::adm_vector;
     use fooocus::pipeline::conditioning::*;
     use fooocus::pipeline::denoiser::{pair_contexts, Adm, FooocusDenoiser, Stage};
     use fooocus::sampling::{
         DiscreteSchedule, ReplayNoise, SampleOutcome, Sampler, SamplerOptions, Scheduler,
         SeededNoise, StepControl,
     };
+    use fooocus::weights::backend::LoadMode;
 
     let spec = json("fooocus/fooocus.json");
     let s = &spec["sampling"];

@@ -6,10 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use fooocus::engine::lora::{LoraFile, LoraReport};
-use fooocus::engine::model::{SdxlFile, SdxlWithLoras};
-use fooocus::engine::unet::adm_vector;
-use fooocus::engine::weights::LoadMode;
+use fooocus::nets::sdxl::file::{SdxlFile, SdxlWithLoras};
+use fooocus::nets::sdxl::unet::adm_vector;
+use fooocus::weights::backend::LoadMode;
+use fooocus::weights::lora::{LoraFile, LoraReport};
 
 use crate::common::{assert_close, fixtures, json, Tensors};
 

@@ -2,10 +2,10 @@
 //! concatenated context and the pooled vector of the first chunk.
 
 use candle_core::{Device, Tensor};
-use fooocus::engine::model::SdxlFile;
-use fooocus::engine::text::TextEncoders;
-use fooocus::engine::tokenizer::{ClipTokenizer, Pad};
-use fooocus::engine::weights::LoadMode;
+use fooocus::nets::sdxl::file::SdxlFile;
+use fooocus::nets::sdxl::text::TextEncoders;
+use fooocus::nets::sdxl::tokenizer::{ClipTokenizer, Pad};
+use fooocus::weights::backend::LoadMode;
 
 use crate::common::{assert_close, fixtures, json, Tensors};
 

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use fooocus::config::Preset;
-use fooocus::engine::device::Placement;
 use fooocus::pipeline::styles::StyleLibrary;
+use fooocus::runtime::Placement;
 use fooocus::server::{start, Accounts, RunningServer, ServerOptions};
 
 pub struct TestServer {

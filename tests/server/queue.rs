@@ -1,11 +1,11 @@
 //! The queue: jobs complete in order, a failing job does not stop the next, a full queue
-//! answers 503 and a queued job can be stopped before it starts.
+//! answers 503, a queued job can be stopped before it starts, and a stopped job frees its place.
 
 use std::time::Instant;
 
 use serde_json::json;
 
-use crate::client::{connect, follow, post_json, request};
+use crate::client::{connect, follow, get, post_json, request, wait_job};
 use crate::{serve, Spec};
 
 /// How many jobs the order test queues (each a real 1-step 512² generation).
@@ -122,5 +122,89 @@ async fn a_full_queue_answers_503_and_queued_jobs_can_be_stopped() {
         assert_eq!(status["state"], "stopped", "never started: {status}");
         assert!(status["images"].as_array().unwrap().is_empty());
     }
+    server.server.shutdown().await.unwrap();
+}
+
+/// Fill the queue, stop every queued job, submit again: the new jobs are accepted (stopped jobs
+/// no longer hold places), `/api/queue` lists exactly the running job and the new ones in order,
+/// and that is what the worker runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopped_queued_jobs_free_their_places() {
+    let server = serve(Spec {
+        queue: 2,
+        ..Spec::default()
+    })
+    .await;
+    let addr = server.addr();
+    let mut ws = connect(addr).await;
+    let long = json!({
+        "prompt": "a long job", "width": 512, "height": 512, "steps": 60, "image_number": 4,
+        "seed": 1,
+    });
+    let id = |answer: crate::client::Response| {
+        assert_eq!(answer.status, 200, "{:?}", answer.json());
+        answer.json()["job_id"].as_u64().unwrap()
+    };
+    let running = id(post_json(addr, "/api/generate", &long).await);
+    follow(&mut ws, running, |e| e["type"] == "progress").await;
+    for _ in 0..2 {
+        let waiting = id(post_json(addr, "/api/generate", &long).await);
+        let r = request(addr, "POST", &format!("/api/jobs/{waiting}/stop"), &[], b"").await;
+        assert_eq!(r.json()["applied"], true);
+    }
+    let fresh = [
+        id(post_json(addr, "/api/generate", &cheap("fresh one".into())).await),
+        id(post_json(addr, "/api/generate", &cheap("fresh two".into())).await),
+    ];
+    let full = post_json(addr, "/api/generate", &cheap("one too many".into())).await;
+    assert_eq!(full.status, 503, "two places, two fresh jobs");
+
+    let queue = get(addr, "/api/queue").await.json();
+    let listed: Vec<(u64, String)> = queue["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["job_id"].as_u64().unwrap(),
+                j["state"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (running, "running".into()),
+            (fresh[0], "queued".into()),
+            (fresh[1], "queued".into()),
+        ]
+    );
+
+    // The worker runs exactly those, in that order.
+    request(addr, "POST", &format!("/api/jobs/{running}/stop"), &[], b"").await;
+    let mut started = Vec::new();
+    let deadline = std::time::Duration::from_secs(300);
+    while started.len() < 2 {
+        use futures_util::StreamExt;
+        let message = tokio::time::timeout(deadline, ws.next())
+            .await
+            .expect("no event within 300 s")
+            .expect("the socket closed")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if event["type"] == "started" {
+                started.push(event["job_id"].as_u64().unwrap());
+            }
+        }
+    }
+    assert_eq!(started, fresh);
+    for job in fresh {
+        assert_eq!(wait_job(addr, job).await["state"], "done");
+    }
+    assert!(get(addr, "/api/queue").await.json()["jobs"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     server.server.shutdown().await.unwrap();
 }

@@ -1,0 +1,239 @@
+//! The jobs: one owner of the queue and the one thread that owns the models (and so the GPU).
+//! Clients submit validated plans and get a job id at once; the table ([`table`]) holds every
+//! job's state and, in a [`store::QueueStore`], the waiting jobs' order and plans: the thread
+//! takes the next job from there (woken by a condvar), so what `queue()` shows is what runs. The
+//! thread runs one job at a time, broadcasts [`Event`]s and keeps only the newest
+//! [`PreviewFrame`], encoded on a thread of its own (a slow listener never holds the models up).
+//! A job that fails (or panics) is reported and the next one runs; loaded models and merged LoRAs
+//! stay cached between jobs.
+//!
+//! Knows nothing of HTTP or sockets: the server turns these events and statuses into replies.
+
+pub mod events;
+mod preview;
+pub mod store;
+pub mod table;
+mod thread;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use tokio::sync::{broadcast, watch};
+
+pub use events::{Event, JobId, JobImage, PreviewFrame};
+pub use table::{JobState, JobStatus, Progress};
+
+use crate::config::Config;
+use crate::pipeline::plan::Plan;
+use crate::pipeline::run::RunControl;
+use crate::pipeline::styles::StyleLibrary;
+use crate::runtime::Placement;
+use crate::store::OutputStore;
+use store::{MemoryQueue, QueueStore};
+use table::{JobRecord, JobTable};
+
+/// How many events a listener may fall behind before it misses some.
+const EVENT_BUFFER: usize = 4096;
+
+/// Why a job was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the queue is full ({0} jobs waiting): wait for a job to finish, or stop one, and submit again")]
+    QueueFull(usize),
+    #[error("the worker has stopped (it is shutting down): restart fooocus")]
+    Closed,
+}
+
+/// What the worker needs besides the jobs.
+pub struct WorkerSetup {
+    pub config: Arc<Config>,
+    pub styles: Arc<StyleLibrary>,
+    pub store: Arc<OutputStore>,
+    /// Where the models run and what stays resident.
+    pub placement: Placement,
+    /// Jobs that may wait in the queue (besides the running one).
+    pub capacity: usize,
+}
+
+/// State shared by the handle and the thread.
+pub(crate) struct Shared {
+    pub jobs: Mutex<JobTable>,
+    /// Signalled when a job is queued or the table is closed.
+    pub wake: Condvar,
+    pub events: broadcast::Sender<Event>,
+    pub previews: preview::PreviewEncoder,
+}
+
+impl Shared {
+    pub fn jobs(&self) -> MutexGuard<'_, JobTable> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Broadcasts `event`; nobody listening is fine.
+    pub fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+}
+
+/// The handle to the worker thread; cheap to share behind an `Arc`.
+pub struct Worker {
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+    capacity: usize,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Worker {
+    /// Starts the thread, with the waiting jobs kept in memory.
+    pub fn start(setup: WorkerSetup) -> std::io::Result<Self> {
+        Self::start_with(setup, Box::new(MemoryQueue::default()))
+    }
+
+    /// Starts the thread with the waiting jobs kept in `waiting`.
+    pub fn start_with(setup: WorkerSetup, waiting: Box<dyn QueueStore>) -> std::io::Result<Self> {
+        let capacity = setup.capacity.max(1);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let shared = Arc::new(Shared {
+            jobs: Mutex::new(JobTable::new(waiting)),
+            wake: Condvar::new(),
+            events,
+            previews: preview::PreviewEncoder::start()?,
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("fooocus-worker".into())
+            .spawn(move || thread::run(thread_shared, setup))?;
+        Ok(Worker {
+            shared,
+            next_id: AtomicU64::new(1),
+            capacity,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues `plan`: its id and how many jobs are ahead of it.
+    pub fn submit(&self, plan: Plan) -> Result<(JobId, usize), SubmitError> {
+        let mut jobs = self.shared.jobs();
+        if jobs.closed {
+            return Err(SubmitError::Closed);
+        }
+        if jobs.waiting.len() >= self.capacity {
+            return Err(SubmitError::QueueFull(self.capacity));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let position = jobs.ahead();
+        let status = JobStatus {
+            job_id: id,
+            state: JobState::Queued,
+            position: Some(position),
+            prompt: plan.prompt.clone(),
+            progress: Progress::default(),
+            images: Vec::new(),
+            skipped: Vec::new(),
+            error: None,
+        };
+        let control = Arc::new(RunControl::default());
+        jobs.records.insert(id, JobRecord { status, control });
+        jobs.waiting.push(id, plan);
+        jobs.prune();
+        // Announced while the table is still locked: the thread announces `started` only after
+        // taking the lock, so every listener sees `queued` first.
+        self.shared.emit(Event::Queued {
+            job_id: id,
+            position,
+        });
+        drop(jobs);
+        self.shared.wake.notify_all();
+        Ok((id, position))
+    }
+
+    /// The status of job `id`, if it is known.
+    pub fn status(&self, id: JobId) -> Option<JobStatus> {
+        self.shared.jobs().status(id)
+    }
+
+    /// The running job (first) and the queued ones, in the order they will run.
+    pub fn queue(&self) -> Vec<JobStatus> {
+        let jobs = self.shared.jobs();
+        jobs.running
+            .into_iter()
+            .chain(jobs.waiting.ids())
+            .filter_map(|id| jobs.status(id))
+            .collect()
+    }
+
+    /// Stops job `id`: a running job ends after the current step, a queued one leaves the queue
+    /// and never starts. `None` when the job is unknown; `Some(false)` when it had already
+    /// finished.
+    pub fn stop(&self, id: JobId) -> Option<bool> {
+        let mut jobs = self.shared.jobs();
+        let record = jobs.records.get(&id)?;
+        let state = record.status.state;
+        record.control.stop();
+        match state {
+            JobState::Running => Some(true),
+            JobState::Queued => {
+                jobs.waiting.remove(id);
+                let images = match jobs.get_mut(id) {
+                    Some(status) => {
+                        status.state = JobState::Stopped;
+                        status.images.clone()
+                    }
+                    None => Vec::new(),
+                };
+                drop(jobs);
+                self.shared.emit(Event::Stopped { job_id: id, images });
+                Some(true)
+            }
+            _ => Some(false),
+        }
+    }
+
+    /// Skips the current image of job `id` (when it is running). `None` when unknown.
+    pub fn skip(&self, id: JobId) -> Option<bool> {
+        let jobs = self.shared.jobs();
+        let record = jobs.records.get(&id)?;
+        if record.status.state == JobState::Running {
+            record.control.skip();
+            Some(true)
+        } else {
+            Some(false)
+        }
+    }
+
+    /// A new listener for the events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// A listener for the newest preview frame.
+    pub fn previews(&self) -> watch::Receiver<Option<Arc<PreviewFrame>>> {
+        self.shared.previews.subscribe()
+    }
+
+    /// Closes the queue, stops the running and queued jobs and waits for the thread.
+    pub fn shutdown(&self) {
+        let ids = {
+            let mut jobs = self.shared.jobs();
+            jobs.closed = true;
+            for record in jobs.records.values() {
+                record.control.stop();
+            }
+            jobs.waiting.ids()
+        };
+        self.shared.wake.notify_all();
+        for id in ids {
+            self.stop(id);
+        }
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,186 @@
+//! The worker thread's loop: takes the next waiting job from the table, runs the pipeline with
+//! the shared models, turns run events into job events, previews and job-table updates, and
+//! survives a failed or panicking job.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use super::events::{percent, progress_text, Event, JobId, JobImage};
+use super::table::JobState;
+use super::{Shared, WorkerSetup};
+use crate::pipeline::models::Models;
+use crate::pipeline::plan::Plan;
+use crate::pipeline::run::{run as run_plan, RunContext, RunControl, RunEvent, RunOutcome};
+use crate::pipeline::PipelineError;
+
+/// A job taken from the queue.
+struct Taken {
+    id: JobId,
+    plan: Plan,
+    control: Arc<RunControl>,
+}
+
+/// Runs jobs until the table is closed.
+pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup) {
+    let mut models = Models::new(setup.placement.clone());
+    while let Some(job) = next_job(&shared) {
+        let control = job.control;
+        shared.emit(Event::Started { job_id: job.id });
+        tracing::info!("job {} started: {:?}", job.id, job.plan.prompt);
+
+        let ctx = RunContext {
+            config: &setup.config,
+            styles: &setup.styles,
+            store: &setup.store,
+            control: &control,
+        };
+        let mut on_event = |event: RunEvent<'_>| on_run_event(&shared, job.id, event);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            run_plan(&job.plan, &mut models, &ctx, &mut on_event)
+        }));
+        let result = match result {
+            Ok(result) => result,
+            Err(panic) => {
+                // The models may be half-built: start from scratch for the next job.
+                models = Models::new(setup.placement.clone());
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(PipelineError::Other(format!(
+                    "internal error ({what}); please report it"
+                )))
+            }
+        };
+        finish(&shared, job.id, result);
+        // What the job's tensors freed would stay resident while the server waits.
+        crate::kernels::memory::release_freed();
+    }
+}
+
+/// Waits for the first waiting job and marks it running; `None` once the table is closed.
+fn next_job(shared: &Shared) -> Option<Taken> {
+    let mut jobs = shared.jobs();
+    loop {
+        if jobs.closed {
+            return None;
+        }
+        if let Some((id, plan)) = jobs.waiting.pop() {
+            let Some(record) = jobs.records.get_mut(&id) else {
+                continue;
+            };
+            record.status.state = JobState::Running;
+            let control = record.control.clone();
+            jobs.running = Some(id);
+            return Some(Taken { id, plan, control });
+        }
+        jobs = shared.wake.wait(jobs).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// Records the end of job `id` and tells the listeners.
+fn finish(shared: &Shared, id: u64, result: Result<RunOutcome, PipelineError>) {
+    let mut skipped = Vec::new();
+    let event = {
+        let mut jobs = shared.jobs();
+        jobs.running = None;
+        let Some(status) = jobs.get_mut(id) else {
+            return;
+        };
+        match result {
+            Ok(outcome) => {
+                status.skipped = outcome.skipped.clone();
+                skipped = outcome.skipped;
+                if outcome.stopped {
+                    status.state = JobState::Stopped;
+                    Event::Stopped {
+                        job_id: id,
+                        images: status.images.clone(),
+                    }
+                } else {
+                    status.state = JobState::Done;
+                    status.progress.percent = 100;
+                    Event::Done {
+                        job_id: id,
+                        images: status.images.clone(),
+                    }
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!("job {id} failed: {message}");
+                status.state = JobState::Failed;
+                status.error = Some(message.clone());
+                Event::Failed {
+                    job_id: id,
+                    message,
+                }
+            }
+        }
+    };
+    for index in skipped {
+        shared.emit(Event::Skipped { job_id: id, index });
+    }
+    shared.emit(event);
+}
+
+/// One run event → job table, broadcast and preview.
+fn on_run_event(shared: &Shared, id: u64, event: RunEvent<'_>) {
+    match event {
+        RunEvent::Stage(text) => {
+            if let Some(status) = shared.jobs().get_mut(id) {
+                status.progress.text = text.clone();
+            }
+            shared.emit(Event::Stage { job_id: id, text });
+        }
+        RunEvent::Step {
+            image,
+            images,
+            step,
+            steps,
+            denoised,
+        } => {
+            let (image, step) = (image + 1, step + 1);
+            let text = progress_text(step, steps, image, images);
+            let percent = percent(step, steps, image, images);
+            if let Some(status) = shared.jobs().get_mut(id) {
+                status.progress = super::table::Progress {
+                    image,
+                    images,
+                    step,
+                    steps,
+                    percent,
+                    text: text.clone(),
+                };
+            }
+            shared.emit(Event::Progress {
+                job_id: id,
+                image,
+                images,
+                step,
+                steps,
+                percent,
+                text,
+            });
+            shared.previews.offer(id, image, step, denoised);
+        }
+        RunEvent::Saved { index, seed, image } => {
+            let job_image = JobImage {
+                index,
+                seed,
+                url: format!("outputs/{}", image.relative),
+                path: image.relative.clone(),
+            };
+            let parameters = image.metadata.clone();
+            if let Some(status) = shared.jobs().get_mut(id) {
+                status.images.push(job_image.clone());
+            }
+            shared.emit(Event::Image {
+                job_id: id,
+                image: job_image,
+                parameters,
+            });
+        }
+    }
+}

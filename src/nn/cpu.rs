@@ -1,0 +1,88 @@
+//! Where the layers meet our kernels: the process-wide switch between them and candle's own ops
+//! (on by default; `fooocus bench --compare-candle` turns it off to time the candle path in the
+//! same run), a tensor's f32 data as a slice, half-precision weights widened to f32
+//! (`kernels::widen`), and kernel errors as candle errors.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{CpuStorage, Result, Storage, Tensor};
+use half::slice::HalfFloatSliceExt;
+
+use crate::kernels::widen::widen;
+use crate::kernels::KernelError;
+
+impl From<KernelError> for candle_core::Error {
+    fn from(e: KernelError) -> Self {
+        candle_core::Error::Msg(e.to_string())
+    }
+}
+
+static OWN_KERNELS: AtomicBool = AtomicBool::new(true);
+
+/// Whether our CPU kernels run (convolution, linear, attention, norms, softmax, activations).
+pub fn own_kernels() -> bool {
+    OWN_KERNELS.load(Ordering::Relaxed)
+}
+
+/// Turns our kernels on or off (candle's ops then run instead).
+pub fn set_own_kernels(on: bool) {
+    OWN_KERNELS.store(on, Ordering::Relaxed);
+}
+
+/// The contiguous f32 data of a CPU tensor's storage, for our kernels; `what` names the kernel in
+/// the error.
+pub fn cpu_f32<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = storage else {
+        candle_core::bail!("{what} expects an f32 CPU tensor");
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{what} expects a contiguous tensor"),
+    }
+}
+
+/// Calls `f` with the values of the contiguous CPU tensor `t` as f32: borrowed when `t` is f32,
+/// else (f16, bf16) converted into this thread's reusable buffer (a nested call gets a buffer of
+/// its own).
+pub fn with_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{what} expects a contiguous tensor");
+    };
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("{what} expects a CPU tensor");
+    };
+    match cpu {
+        CpuStorage::F32(data) => f(&data[start..end]),
+        CpuStorage::F16(data) => widen(&data[start..end], f, |s, d| s.convert_to_f32_slice(d)),
+        CpuStorage::BF16(data) => widen(&data[start..end], f, |s, d| s.convert_to_f32_slice(d)),
+        _ => candle_core::bail!("{what} expects f32, f16 or bf16 weights"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// f16 and bf16 tensors widen to exactly their f32 values; f32 passes through.
+    #[test]
+    fn widens_half_precision_exactly() -> Result<()> {
+        let x = Tensor::randn(0f32, 3.0, (3, 70_000), &Device::Cpu)?;
+        for dtype in [DType::F32, DType::F16, DType::BF16] {
+            let stored = x.to_dtype(dtype)?;
+            let want = stored
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let got = with_f32(&stored, "test", |v| Ok(v.to_vec()))?;
+            assert_eq!(got, want, "{dtype:?}");
+        }
+        Ok(())
+    }
+}

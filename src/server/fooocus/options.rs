@@ -1,0 +1,125 @@
+//! What the page builds itself from (`GET /api/options`: defaults, vocabularies, models) and
+//! `GET /api/health` (which files of the preset are missing, and how their downloads go).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::ModelKind;
+use crate::hub::{builtin_catalog, missing};
+use crate::pipeline::request::{aspect_label, Performance, ASPECT_RATIOS};
+use crate::runtime::describe;
+use crate::sampling::{Sampler, Scheduler};
+use crate::server::AppState;
+
+/// An SDXL resolution: `value` for requests, `label` `W×H | a:b` for people.
+#[derive(Debug, Serialize)]
+pub struct AspectOption {
+    pub value: String,
+    pub label: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The 26 SDXL resolutions with their labels.
+pub fn aspect_options() -> Vec<AspectOption> {
+    ASPECT_RATIOS
+        .iter()
+        .map(|&(w, h)| {
+            let g = gcd(w, h).max(1);
+            AspectOption {
+                value: aspect_label((w, h)),
+                label: format!("{} | {}:{}", aspect_label((w, h)), w / g, h / g),
+                width: w,
+                height: h,
+            }
+        })
+        .collect()
+}
+
+/// The body of `GET /api/options`.
+pub fn options(state: &AppState) -> Value {
+    let models: Vec<String> = state
+        .config
+        .list_models(ModelKind::Checkpoint)
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    let loras: Vec<String> = state
+        .config
+        .list_models(ModelKind::Lora)
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    json!({
+        "preset": state.preset_name,
+        "defaults": state.preset,
+        "styles": state.styles.names(),
+        "aspect_ratios": aspect_options(),
+        "performance": Performance::ALL.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        "samplers": Sampler::names(),
+        "schedulers": Scheduler::names(),
+        "models": models,
+        "loras": loras,
+        "presets": state.config.presets.keys().collect::<Vec<_>>(),
+        "output_formats": ["png", "jpeg", "webp"],
+    })
+}
+
+/// The body of `GET /api/health`: the files the preset lacks right now (the model folders are
+/// scanned on each call, so a file put in place shows at once) with their download state.
+pub fn health(state: &AppState) -> Value {
+    let needed = missing(&state.config, &state.preset, &builtin_catalog());
+    let downloads = state
+        .downloads
+        .lock()
+        .map(|d| d.clone())
+        .unwrap_or_default();
+    let missing: Vec<Value> = needed
+        .iter()
+        .map(|n| {
+            let status = downloads.iter().find(|d| d.name == n.name);
+            json!({
+                "name": n.name,
+                "dest": n.dest.display().to_string(),
+                "downloadable": n.entry.is_some(),
+                "downloaded": status.map_or(0, |s| s.downloaded),
+                "total": status.map_or(0, |s| s.total),
+                "error": status.and_then(|s| s.error.clone()),
+            })
+        })
+        .collect();
+    json!({
+        "ok": missing.is_empty(),
+        "preset": state.preset_name,
+        "missing_models": missing,
+        "device": describe(&state.device),
+        "queue": state.worker.queue().len(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aspect_labels_carry_the_ratio() {
+        let all = aspect_options();
+        assert_eq!(all.len(), 26);
+        let default = all.iter().find(|a| a.value == "1152×896").unwrap();
+        assert_eq!(default.label, "1152×896 | 9:7");
+        let square = all
+            .iter()
+            .find(|a| a.width == 1024 && a.height == 1024)
+            .unwrap();
+        assert_eq!(square.label, "1024×1024 | 1:1");
+    }
+}

@@ -1,0 +1,14 @@
+//! Weight files and how networks are built from them: memory-mapped safetensors checkpoints with
+//! architecture detection and clear refusals (`checkpoint`), the candle `VarBuilder` backend that
+//! reports every missing tensor at once and can build "on paper" without reading data
+//! (`backend`), and kohya LoRA patches merged as weights are read (`lora`).
+//!
+//! Knows nothing of what the networks compute, of Fooocus or of HTTP: a network family under
+//! `nets/` names its tensors and shapes, this room finds and reads them.
+
+pub mod backend;
+pub mod checkpoint;
+mod error;
+pub mod lora;
+
+pub use error::ModelError;
