@@ -1,7 +1,12 @@
 //! fooocus-rs: Fooocus rebuilt in Rust.
 //!
-//! The library holds everything the `fooocus` binary does: the configuration (`config`), the SDXL
-//! engine (`engine`), the k-diffusion samplers (`sampling`) and, later, the Fooocus pipeline, worker, store and server.
+//! The library holds everything the `fooocus` binary does. The tree reads as the data path, edges
+//! at the top, arithmetic at the bottom (`docs/ARCHITECTURE.md` draws it):
+//! `cli` and `server` (HTTP, the page's API) → `jobs` (the queue and the model-owning thread) →
+//! `pipeline` (Fooocus semantics) → `sampling` (k-diffusion) and `nets` (SDXL's networks) →
+//! `weights` (checkpoints, LoRAs) and `nn` (layers) → `kernels` (raw-slice CPU compute), with
+//! `runtime` (device, precision, placement), `store` (outputs), `hub` (downloads) and `config`
+//! beside them. `bench` times the networks.
 
 pub mod bench;
 pub mod cli;

@@ -390,7 +390,7 @@ fn weighted_tokens_follow_the_fooocus_rule() {
 /// Tiled decoding stays close to the one-piece decode. With random tiny weights every tile's
 /// GroupNorm statistics and mid-block attention differ from the whole image's far more than with
 /// trained weights, so the stated tolerance is loose (0.25 of max|image| at the worst pixel, 0.03
-/// on average); placement and blending themselves are checked exactly in `engine::tiling`.
+/// on average); placement and blending themselves are checked exactly in `nets::sdxl::tiling`.
 #[test]
 fn tiled_decode_stays_close_to_untiled() {
     let device = test_device();

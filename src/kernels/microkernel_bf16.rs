@@ -125,7 +125,7 @@ mod avx512 {
             } else {
                 (1 << store.cols) - 1
             };
-            // A loop of constant length, so that `acc` stays in registers (see `engine::microkernel`).
+            // A loop of constant length, so that `acc` stays in registers (see `kernels::microkernel`).
             for (i, sum) in acc.iter().enumerate() {
                 if i >= store.rows {
                     continue;

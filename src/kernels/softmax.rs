@@ -1,4 +1,4 @@
-//! The row softmax of the fused CPU attention kernel (`engine::attention_cpu`): a max pass and one
+//! The row softmax of the fused CPU attention kernel (`kernels::attention`): a max pass and one
 //! exp-and-sum pass per row, the division left to the caller. With AVX2 + FMA the exp runs as
 //! intrinsics (Cephes' polynomial in fused multiply-adds, specialised to the softmax's
 //! non-positive arguments): it is a fifth of the attention's time at 4096 keys. Elsewhere

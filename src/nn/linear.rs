@@ -1,5 +1,5 @@
 //! Fully connected layers. On the CPU the transposed weight is packed once at load into the
-//! right-operand panels of `engine::matmul` (kept in its dtype: f16/bf16 under `--vram low`,
+//! right-operand panels of `kernels::matmul` (kept in its dtype: f16/bf16 under `--vram low`,
 //! widened per call; or rounded to bf16 pairs for layers built inside [`with_bf16_products`],
 //! `--cpu-bf16`), and for f32 inputs one product multiplies all rows (leading dimensions
 //! flattened) by it, straight into an output pre-filled with the bias; candle_nn's `Linear` adds
@@ -45,7 +45,7 @@ pub struct Linear {
 
 #[derive(Debug, Clone)]
 enum Weight {
-    /// On the CPU: Wᵀ packed once for `engine::matmul`, in the dtype the weight is kept in.
+    /// On the CPU: Wᵀ packed once for `kernels::matmul`, in the dtype the weight is kept in.
     Packed(Panels),
     /// Elsewhere (and placeholders that are never run): `[out, in]` as loaded.
     Dense(Tensor),

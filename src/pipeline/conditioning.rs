@@ -8,10 +8,18 @@ use std::cell::RefCell;
 use candle_core::{Device, Result, Tensor, D};
 
 use super::denoiser::{pair_contexts, Adm, Stage, UnetRef};
-use super::plan::AdmScalers;
 use super::unets::{UnetSwap, BASE, REFINER};
 use crate::nets::sdxl::text::TextConditioning;
 use crate::nets::sdxl::unet::adm_vector;
+
+/// The scalers of negative ADM guidance: the positive and negative rows' original sizes are
+/// scaled by `positive` and `negative` until the fraction `end` of the steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdmScalers {
+    pub positive: f64,
+    pub negative: f64,
+    pub end: f64,
+}
 
 /// Aesthetic score of the refiner's positive conditioning.
 pub const REFINER_POSITIVE_AESTHETIC: f64 = 6.0;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::config::{Config, LoraChoice, ModelKind, Preset};
-use crate::pipeline::conditioning::switch_step;
+use crate::pipeline::conditioning::{switch_step, AdmScalers};
 use crate::pipeline::guidance::Guidance;
 use crate::pipeline::request::{
     parse_aspect_ratio, FastMode, GenerateRequest, Performance, ASPECT_RATIOS,
@@ -45,14 +45,6 @@ fn bad(field: &'static str, message: impl Into<String>) -> RequestError {
 pub struct ModelRef {
     pub name: String,
     pub path: PathBuf,
-}
-
-/// ADM scalers of negative ADM guidance.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdmScalers {
-    pub positive: f64,
-    pub negative: f64,
-    pub end: f64,
 }
 
 /// The refiner and where it takes over.

@@ -2,7 +2,7 @@
 //! single-file names, records which ones a network used, collects every missing or mis-shaped
 //! tensor (so one error can name them all), and can build a network "on paper" (stride-0 zero
 //! tensors, no data read) to count parameters of a 7 GB file without touching its weights.
-//! Weights that LoRAs update are merged as they are read (see `engine::lora`).
+//! Weights that LoRAs update are merged as they are read (see `weights::lora`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::client::{connect, follow, get, post_json, request, wait_job};
-use crate::{serve, Spec};
+use crate::client::{connect, follow, get, post_json, request, wait_job, Ws};
+use crate::{serve, Spec, TestServer};
 
 /// How many jobs the order test queues (each a real 1-step 512² generation).
 const ORDERED_JOBS: usize = 20;
@@ -75,8 +75,9 @@ async fn queued_jobs_run_in_order_and_a_failure_does_not_stop_the_next() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_full_queue_answers_503_and_queued_jobs_can_be_stopped() {
+/// A server with two places in its queue, a socket on its events, the request of a long job (4
+/// images of 60 steps) and the id of one such job, running.
+async fn busy_server() -> (TestServer, Ws, serde_json::Value, u64) {
     let server = serve(Spec {
         queue: 2,
         ..Spec::default()
@@ -88,10 +89,17 @@ async fn a_full_queue_answers_503_and_queued_jobs_can_be_stopped() {
         "prompt": "a long job", "width": 512, "height": 512, "steps": 60, "image_number": 4,
         "seed": 1,
     });
-    let first = post_json(addr, "/api/generate", &long).await.json()["job_id"]
+    let running = post_json(addr, "/api/generate", &long).await.json()["job_id"]
         .as_u64()
         .unwrap();
-    follow(&mut ws, first, |e| e["type"] == "progress").await;
+    follow(&mut ws, running, |e| e["type"] == "progress").await;
+    (server, ws, long, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_answers_503_and_queued_jobs_can_be_stopped() {
+    let (server, mut ws, long, first) = busy_server().await;
+    let addr = server.addr();
     let mut waiting = Vec::new();
     for _ in 0..2 {
         let answer = post_json(addr, "/api/generate", &long).await;
@@ -130,23 +138,12 @@ async fn a_full_queue_answers_503_and_queued_jobs_can_be_stopped() {
 /// and that is what the worker runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stopped_queued_jobs_free_their_places() {
-    let server = serve(Spec {
-        queue: 2,
-        ..Spec::default()
-    })
-    .await;
+    let (server, mut ws, long, running) = busy_server().await;
     let addr = server.addr();
-    let mut ws = connect(addr).await;
-    let long = json!({
-        "prompt": "a long job", "width": 512, "height": 512, "steps": 60, "image_number": 4,
-        "seed": 1,
-    });
     let id = |answer: crate::client::Response| {
         assert_eq!(answer.status, 200, "{:?}", answer.json());
         answer.json()["job_id"].as_u64().unwrap()
     };
-    let running = id(post_json(addr, "/api/generate", &long).await);
-    follow(&mut ws, running, |e| e["type"] == "progress").await;
     for _ in 0..2 {
         let waiting = id(post_json(addr, "/api/generate", &long).await);
         let r = request(addr, "POST", &format!("/api/jobs/{waiting}/stop"), &[], b"").await;

@@ -10,7 +10,7 @@
 //! Tiles (of all images together) go in bands whose transformed inputs and products stay in the
 //! last-level cache; each band's input rows are copied channels last (as the shifted products do,
 //! a folded upsample included), so every transform works on runs of consecutive channels. The
-//! weights are transformed per call straight into the packed panels of `engine::matmul`, in
+//! weights are transformed per call straight into the packed panels of `kernels::matmul`, in
 //! groups of output channels that bound that buffer.
 
 use std::cell::Cell;
