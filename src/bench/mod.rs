@@ -21,8 +21,7 @@ use crate::nets::sdxl::file::SdxlFile;
 use crate::nets::sdxl::shapes::{HeadDims, SdxlConfig, UnetConfig};
 use crate::nets::sdxl::unet::UNet;
 use crate::nets::sdxl::vae::Vae;
-use crate::nn::cpu::set_own_kernels;
-use crate::nn::linear::with_bf16_products;
+use crate::nn::{Builder, Kernels};
 use crate::runtime::describe;
 use crate::weights::backend::LoadMode;
 use crate::weights::checkpoint::{UNET_PREFIX, VAE_PREFIX};
@@ -156,17 +155,30 @@ pub(crate) struct Networks<'a> {
     /// The dtype the text encoders' and UNet's random weights are kept in (f16 when lean, see
     /// `Placement::lean_weights`).
     weight_storage: DType,
-    /// Whether the UNets' linear layers multiply in bf16 (`Placement::bf16_products`).
-    bf16_products: bool,
+    /// Our kernels or candle's; `bf16_products` applies to the UNets' linear layers only
+    /// (`Placement::bf16_products`).
+    kernels: Kernels,
 }
 
 impl Networks<'_> {
-    fn vb(&self, dtype: DType) -> VarBuilder<'static> {
-        VarBuilder::from_backend(
+    /// Random weights kept in `dtype`, built with our kernels or candle's (no bf16 products).
+    fn vb(&self, dtype: DType) -> Builder<'static> {
+        let vars = VarBuilder::from_backend(
             Box::new(random::RandomBackend { seed: 0 }),
             dtype,
             self.device.clone(),
+        );
+        Builder::new(
+            vars,
+            Kernels {
+                bf16_products: false,
+                ..self.kernels
+            },
         )
+    }
+
+    pub(crate) fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     pub(crate) fn config(&self) -> &SdxlConfig {
@@ -216,7 +228,7 @@ impl Networks<'_> {
     /// A UNet of `config` with random weights, built as a checkpoint's would be.
     fn random_unet(&self, config: &UnetConfig) -> candle_core::Result<UNet> {
         let vb = self.vb(self.weight_storage).pp(UNET_PREFIX);
-        with_bf16_products(self.bf16_products, || UNet::load(vb, config, self.dtype))
+        UNet::load(vb.with_kernels(self.kernels), config, self.dtype)
     }
 
     pub(crate) fn vae(&self) -> anyhow::Result<Vae> {
@@ -315,55 +327,39 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let dtype = args.compute.precision.dtype_on(&device);
     let lean = placement.lean_weights();
     let bf16_products = placement.bf16_products();
-    let refiner_file = source.refiner.as_mut().and_then(|(_, f)| f.as_mut());
-    for file in source.file.iter_mut().chain(refiner_file) {
-        file.precision = args.compute.precision;
-        file.lean_weights = lean;
-        file.bf16_products = bf16_products;
-    }
-    let nets = Networks {
-        source: &source,
-        device: device.clone(),
-        dtype,
-        weight_storage: if lean && dtype == DType::F32 {
-            DType::F16
-        } else {
-            dtype
-        },
-        bf16_products,
-    };
     let kernel_sets: &[bool] = if args.compare_candle {
         &[false, true]
     } else {
         &[true]
     };
+    let weight_storage = if lean && dtype == DType::F32 {
+        DType::F16
+    } else {
+        dtype
+    };
     let mut measurements = Vec::new();
     for (part, name) in parts.iter().zip(&args.parts) {
-        // What the previous part freed stays in glibc's heap (and the resident set) otherwise.
-        crate::kernels::memory::release_freed();
-        let mut work = workloads::prepare(*part, &nets, args)?;
-        // Nor the dense weights that layers let go of once packed.
-        crate::kernels::memory::release_freed();
         for &own in kernel_sets {
-            set_own_kernels(own);
-            let load_before = load_average();
-            let rss_reset = reset_peak_rss();
-            let (median_s, samples_s) = report::time(args.warmup, args.repeats, &mut work)?;
-            measurements.push(Measurement {
-                part: name.clone(),
-                kernels: if own { "ours" } else { "candle" },
-                median_s,
-                samples_s,
-                peak_rss_bytes: peak_rss(),
-                rss_reset,
-                load_before,
-            });
+            let refiner_file = source.refiner.as_mut().and_then(|(_, f)| f.as_mut());
+            for file in source.file.iter_mut().chain(refiner_file) {
+                file.precision = args.compute.precision;
+                file.lean_weights = lean;
+                file.bf16_products = bf16_products;
+                file.own_kernels = own;
+            }
+            let nets = Networks {
+                source: &source,
+                device: device.clone(),
+                dtype,
+                weight_storage,
+                kernels: Kernels { own, bf16_products },
+            };
+            measurements.push(measure(*part, name, &nets, args)?);
         }
-        set_own_kernels(true);
     }
     let lean = match &source.file {
         Some(file) => file.keeps_half(dtype, &device),
-        None => nets.weight_storage != dtype,
+        None => weight_storage != dtype,
     };
     Ok(Report {
         source: source.label.clone(),
@@ -386,6 +382,32 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         threads: rayon::current_num_threads(),
         measurements,
         load_after: load_average(),
+    })
+}
+
+/// Times `part` on `nets`: the networks it needs are built first and dropped after.
+fn measure(
+    part: Part,
+    name: &str,
+    nets: &Networks,
+    args: &BenchArgs,
+) -> anyhow::Result<Measurement> {
+    // What the previous part freed stays in glibc's heap (and the resident set) otherwise.
+    crate::kernels::memory::release_freed();
+    let mut work = workloads::prepare(part, nets, args)?;
+    // Nor the dense weights that layers let go of once packed.
+    crate::kernels::memory::release_freed();
+    let load_before = load_average();
+    let rss_reset = reset_peak_rss();
+    let (median_s, samples_s) = report::time(args.warmup, args.repeats, &mut work)?;
+    Ok(Measurement {
+        part: name.to_string(),
+        kernels: if nets.kernels.own { "ours" } else { "candle" },
+        median_s,
+        samples_s,
+        peak_rss_bytes: peak_rss(),
+        rss_reset,
+        load_before,
     })
 }
 

@@ -12,6 +12,7 @@ use crate::nets::sdxl::shapes::SdxlConfig;
 use crate::nets::sdxl::tiling::decode_tiled;
 use crate::nets::sdxl::unet::{adm_vector, UNet};
 use crate::nets::sdxl::vae::{Vae, VAE_FACTOR};
+use crate::nn::{Builder, Kernels};
 use crate::pipeline::conditioning::{
     consistent_time_ids, id_rows, refiner_context, refiner_time_ids, REFINER_NEGATIVE_AESTHETIC,
     REFINER_POSITIVE_AESTHETIC,
@@ -36,7 +37,13 @@ pub fn prepare(part: Part, nets: &Networks, args: &BenchArgs) -> anyhow::Result<
     let dev = nets.device().clone();
     let side = |px: usize| px / VAE_FACTOR;
     let mut work: Work = match part {
-        Part::Conv512 | Part::Norm512 | Part::Linear | Part::Attention => op(part, &dev)?,
+        Part::Conv512 | Part::Norm512 | Part::Linear | Part::Attention => {
+            let kernels = Kernels {
+                bf16_products: false,
+                ..nets.kernels()
+            };
+            op(part, &dev, kernels)?
+        }
         Part::Text => {
             let (l, g) = nets.clips()?;
             let ids = prompt_ids(&dev)?;
@@ -81,12 +88,13 @@ pub fn prepare(part: Part, nets: &Networks, args: &BenchArgs) -> anyhow::Result<
 /// Single layers of the kinds the networks spend most time in: a 3×3 convolution and GroupNorm +
 /// SiLU at the VAE's last level of a 512² decode, the UNet's widest linear layer and its
 /// self-attention at 1024².
-fn op(part: Part, dev: &Device) -> anyhow::Result<Work> {
-    let vb = candle_nn::VarBuilder::from_backend(
+fn op(part: Part, dev: &Device, kernels: Kernels) -> anyhow::Result<Work> {
+    let vars = candle_nn::VarBuilder::from_backend(
         Box::new(super::random::RandomBackend { seed: 1 }),
         DType::F32,
         dev.clone(),
     );
+    let vb = Builder::new(vars, kernels);
     // The VAE's last level has 128 channels.
     let image = || Tensor::randn(0f32, 1.0, (1, 128, 512, 512), dev);
     Ok(match part {
@@ -116,7 +124,7 @@ fn op(part: Part, dev: &Device) -> anyhow::Result<Work> {
             let qkv = || Tensor::randn(0f32, 1.0, (2, 4096, 640), dev);
             let (q, k, v) = (qkv()?, qkv()?, qkv()?);
             Box::new(move || {
-                crate::nn::attention::multi_head(&q, &k, &v, 10, false)?;
+                crate::nn::attention::multi_head(kernels, &q, &k, &v, 10, false)?;
                 Ok(())
             })
         }

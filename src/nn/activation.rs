@@ -4,12 +4,13 @@
 //! devices and dtypes use candle's ops.
 
 use crate::kernels::activation;
-use crate::nn::cpu::{cpu_f32, own_kernels};
-use candle_core::{DType, Result, Tensor, D};
+use crate::nn::cpu::cpu_f32;
+use crate::nn::Kernels;
+use candle_core::{Result, Tensor, D};
 
 /// Exact (erf) GELU.
-pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    if own_path(x) {
+pub fn gelu(kernels: Kernels, x: &Tensor) -> Result<Tensor> {
+    if kernels.own_for(x) {
         map(x, activation::gelu)
     } else {
         x.gelu_erf()
@@ -17,8 +18,8 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 }
 
 /// `x · sigmoid(1.702 x)`, CLIP-L's activation.
-pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
-    if own_path(x) {
+pub fn quick_gelu(kernels: Kernels, x: &Tensor) -> Result<Tensor> {
+    if kernels.own_for(x) {
         map(x, activation::quick_gelu)
     } else {
         x * candle_nn::ops::sigmoid(&(x * 1.702)?)?
@@ -26,13 +27,13 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Splits the last axis in two halves (value, gate) and returns `value · gelu(gate)` (GEGLU).
-pub fn geglu(x: &Tensor) -> Result<Tensor> {
+pub fn geglu(kernels: Kernels, x: &Tensor) -> Result<Tensor> {
     let width = x.dim(D::Minus1)?;
     let half = width / 2;
-    if !own_path(x) || half == 0 || width % 2 != 0 {
+    if !kernels.own_for(x) || half == 0 || width % 2 != 0 {
         let value = x.narrow(D::Minus1, 0, half)?;
         let gate = x.narrow(D::Minus1, half, half)?;
-        return value * gelu(&gate)?;
+        return value * gelu(kernels, &gate)?;
     }
     let x = x.contiguous()?;
     let rows = x.elem_count() / width;
@@ -45,10 +46,6 @@ pub fn geglu(x: &Tensor) -> Result<Tensor> {
         *last = half;
     }
     Tensor::from_vec(out, dims, x.device())
-}
-
-fn own_path(x: &Tensor) -> bool {
-    own_kernels() && x.device().is_cpu() && x.dtype() == DType::F32
 }
 
 /// `kernel` applied to an f32 CPU tensor in parallel slices.
@@ -74,13 +71,14 @@ mod tests {
     #[test]
     fn fused_kernels_match_candle() -> Result<()> {
         let x = (Tensor::randn(0f32, 3.0, (3, 5, 2 * 4100), &Device::Cpu)? + 0.5)?;
-        assert!(max_diff(&gelu(&x)?, &x.gelu_erf()?)? < 2e-6);
+        let ours = Kernels::default();
+        assert!(max_diff(&gelu(ours, &x)?, &x.gelu_erf()?)? < 2e-6);
         let quick = (&x * candle_nn::ops::sigmoid(&(&x * 1.702)?)?)?;
-        assert!(max_diff(&quick_gelu(&x)?, &quick)? < 2e-6);
+        assert!(max_diff(&quick_gelu(ours, &x)?, &quick)? < 2e-6);
         let half = 4100;
         let want =
             (x.narrow(D::Minus1, 0, half)? * x.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
-        let got = geglu(&x)?;
+        let got = geglu(ours, &x)?;
         assert_eq!(got.dims(), &[3, 5, half]);
         assert!(max_diff(&got, &want)? < 1e-5);
         Ok(())

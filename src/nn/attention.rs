@@ -6,6 +6,7 @@
 use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
 
 use crate::kernels::attention::{attention, Operand, OutputOrder, Sizes, Strides};
+use crate::nn::Kernels;
 
 /// Largest number of score elements (batch·heads·queries·keys) computed at once.
 const SCORE_BUDGET: usize = 1 << 24;
@@ -13,6 +14,7 @@ const SCORE_BUDGET: usize = 1 << 24;
 /// Multi-head attention on `[B, T, H·d]` inputs, returning `[B, Tq, H·d]`. With `causal`, query
 /// `i` sees keys `0..=i` only (text encoders).
 pub fn multi_head(
+    kernels: Kernels,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -30,7 +32,7 @@ pub fn multi_head(
         t.reshape((b, len, heads, d))?.transpose(1, 2)
     };
     let (q, k, v) = (split(q, tq)?, split(k, tk)?, split(v, tk)?);
-    if fused_on_cpu(&q) {
+    if fused_on_cpu(kernels, &q) {
         let out = fused(&q, &k, &v, causal, OutputOrder::TokensMajor)?;
         return out.transpose(1, 2)?.reshape((b, tq, width));
     }
@@ -39,16 +41,22 @@ pub fn multi_head(
 }
 
 /// Attention on `[B, H, T, d]` tensors of any strides, returned contiguous in the input dtype.
-pub fn heads_attention(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> Result<Tensor> {
-    if fused_on_cpu(q) {
+pub fn heads_attention(
+    kernels: Kernels,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    causal: bool,
+) -> Result<Tensor> {
+    if fused_on_cpu(kernels, q) {
         return fused(q, k, v, causal, OutputOrder::HeadsMajor);
     }
     chunked(q, k, v, causal)
 }
 
 /// Whether the fused CPU kernel runs (with our kernels on, on the CPU, in any dtype).
-fn fused_on_cpu(q: &Tensor) -> bool {
-    crate::nn::cpu::own_kernels() && q.device().is_cpu()
+fn fused_on_cpu(kernels: Kernels, q: &Tensor) -> bool {
+    kernels.own && q.device().is_cpu()
 }
 
 /// The fused CPU kernel in f32, the result cast back to the input dtype.
@@ -198,7 +206,7 @@ mod tests {
             let heads = fused(&qh, &kh, &vh, causal, OutputOrder::HeadsMajor)?;
             assert!(heads.is_contiguous());
             assert!(max_diff(&heads, &want)? < 1e-5, "{tq}×{tk} heads-major");
-            let tokens = multi_head(&q, &k, &v, 3, causal)?;
+            let tokens = multi_head(Kernels::default(), &q, &k, &v, 3, causal)?;
             let want_tokens = want.transpose(1, 2)?.reshape((2, tq, 24))?;
             assert!(
                 max_diff(&tokens, &want_tokens)? < 1e-5,
@@ -209,7 +217,8 @@ mod tests {
         let raw = Tensor::randn(0f32, 1.0, (1, 1, 16, 90), &dev)?;
         let t = raw.transpose(2, 3)?;
         let want = chunked(&t.contiguous()?, &t.contiguous()?, &t.contiguous()?, false)?;
-        assert!(max_diff(&heads_attention(&t, &t, &t, false)?, &want)? < 1e-5);
+        let fused = heads_attention(Kernels::default(), &t, &t, &t, false)?;
+        assert!(max_diff(&fused, &want)? < 1e-5);
         Ok(())
     }
 
@@ -218,6 +227,7 @@ mod tests {
     fn fused_keeps_the_dtype() -> Result<()> {
         let q = Tensor::randn(0f32, 1.0, (1, 2, 5, 4), &Device::Cpu)?;
         let got = heads_attention(
+            Kernels::default(),
             &q.to_dtype(DType::F16)?,
             &q.to_dtype(DType::F16)?,
             &q.to_dtype(DType::F16)?,

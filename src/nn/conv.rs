@@ -5,10 +5,11 @@
 //! kept in f16/bf16 are widened to f32 first. Other devices and dtypes use candle.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig};
 
 use crate::kernels::conv::{convolve, Geometry};
 use crate::nn::cpu::{cpu_f32, with_f32};
+use crate::nn::{Builder, Kernels};
 
 const WHAT: &str = "conv2d fast path";
 
@@ -16,6 +17,7 @@ const WHAT: &str = "conv2d fast path";
 #[derive(Debug, Clone)]
 pub struct Conv {
     inner: Conv2d,
+    kernels: Kernels,
     kernel: usize,
     stride: usize,
     padding: usize,
@@ -23,7 +25,7 @@ pub struct Conv {
 
 /// Loads a `kernel`×`kernel` convolution with bias from `vb`.
 pub fn conv(
-    vb: VarBuilder,
+    vb: Builder,
     cin: usize,
     cout: usize,
     kernel: usize,
@@ -36,7 +38,8 @@ pub fn conv(
         ..Default::default()
     };
     Ok(Conv {
-        inner: candle_nn::conv2d(cin, cout, kernel, cfg, vb)?,
+        inner: candle_nn::conv2d(cin, cout, kernel, cfg, vb.vars())?,
+        kernels: vb.kernels(),
         kernel,
         stride,
         padding,
@@ -80,9 +83,7 @@ impl Conv {
     }
 
     fn own_path(&self, x: &Tensor) -> bool {
-        crate::nn::cpu::own_kernels()
-            && x.device().is_cpu()
-            && x.dtype() == DType::F32
+        self.kernels.own_for(x)
             && matches!(
                 self.inner.weight().dtype(),
                 DType::F32 | DType::F16 | DType::BF16
@@ -157,6 +158,7 @@ mod tests {
         };
         let ours = Conv {
             inner: Conv2d::new(weight, Some(bias), cfg),
+            kernels: Kernels::default(),
             kernel: 3,
             stride,
             padding: 1,
@@ -199,6 +201,7 @@ mod tests {
             let bias = Tensor::randn(0f32, 1.0, cout, &dev)?;
             let ours = Conv {
                 inner: Conv2d::new(weight, Some(bias), Conv2dConfig::default()),
+                kernels: Kernels::default(),
                 kernel: 1,
                 stride: 1,
                 padding: 0,

@@ -1,9 +1,5 @@
-//! Where the layers meet our kernels: the process-wide switch between them and candle's own ops
-//! (on by default; `fooocus bench --compare-candle` turns it off to time the candle path in the
-//! same run), a tensor's f32 data as a slice, half-precision weights widened to f32
-//! (`kernels::widen`), and kernel errors as candle errors.
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//! Where the layers meet our kernels: a tensor's f32 data as a slice, half-precision weights
+//! widened to f32 (`kernels::widen`), and kernel errors as candle errors.
 
 use candle_core::{CpuStorage, Result, Storage, Tensor};
 use half::slice::HalfFloatSliceExt;
@@ -15,18 +11,6 @@ impl From<KernelError> for candle_core::Error {
     fn from(e: KernelError) -> Self {
         candle_core::Error::Msg(e.to_string())
     }
-}
-
-static OWN_KERNELS: AtomicBool = AtomicBool::new(true);
-
-/// Whether our CPU kernels run (convolution, linear, attention, norms, softmax, activations).
-pub fn own_kernels() -> bool {
-    OWN_KERNELS.load(Ordering::Relaxed)
-}
-
-/// Turns our kernels on or off (candle's ops then run instead).
-pub fn set_own_kernels(on: bool) {
-    OWN_KERNELS.store(on, Ordering::Relaxed);
 }
 
 /// The contiguous f32 data of a CPU tensor's storage, for our kernels; `what` names the kernel in

@@ -1,46 +1,25 @@
 //! Fully connected layers. On the CPU the transposed weight is packed once at load into the
 //! right-operand panels of `kernels::matmul` (kept in its dtype: f16/bf16 under `--vram low`,
-//! widened per call; or rounded to bf16 pairs for layers built inside [`with_bf16_products`],
+//! widened per call; or rounded to bf16 pairs when the builder's [`Kernels`] say so,
 //! `--cpu-bf16`), and for f32 inputs one product multiplies all rows (leading dimensions
 //! flattened) by it, straight into an output pre-filled with the bias; candle_nn's `Linear` adds
 //! the bias in a second pass over the whole output. Other devices and dtypes use candle_nn's
 //! `Linear`, with the weights cast to the input's dtype.
 
-use std::cell::Cell;
-
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::VarBuilder;
 
-use crate::nn::cpu::{cpu_f32, own_kernels};
+use crate::nn::cpu::cpu_f32;
 use crate::nn::panels::Panels;
+use crate::nn::{Builder, Kernels};
 
 const WHAT: &str = "linear fast path";
-
-thread_local! {
-    /// Whether layers built now on this thread multiply in bf16 (see [`with_bf16_products`]).
-    static BF16_PRODUCTS: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `build` with the linear layers it makes on this thread multiplying in bf16 when `on`:
-/// their weights rounded to bf16 pairs at load, each input rounded as it comes, sums in f32.
-/// A scope rather than an argument, so that the networks' builders need not pass it down.
-pub fn with_bf16_products<R>(on: bool, build: impl FnOnce() -> R) -> R {
-    /// Puts the previous setting back, also when `build` unwinds.
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            BF16_PRODUCTS.set(self.0);
-        }
-    }
-    let _restore = Restore(BF16_PRODUCTS.replace(on));
-    build()
-}
 
 /// A linear layer `y = x·Wᵀ + b`, `W` being `[out, in]`.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Weight,
     bias: Option<Tensor>,
+    kernels: Kernels,
 }
 
 #[derive(Debug, Clone)]
@@ -52,22 +31,22 @@ enum Weight {
 }
 
 /// Loads `weight` `[out, in]` and `bias` `[out]` from `vb`.
-pub fn linear(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
-    let inner = candle_nn::linear(input, output, vb)?;
-    Linear::new(inner.weight().clone(), inner.bias().cloned())
+pub fn linear(input: usize, output: usize, vb: Builder) -> Result<Linear> {
+    let inner = candle_nn::linear(input, output, vb.vars())?;
+    Linear::new(inner.weight().clone(), inner.bias().cloned(), vb.kernels())
 }
 
 /// Loads `weight` `[out, in]` from `vb`, without bias.
-pub fn linear_no_bias(input: usize, output: usize, vb: VarBuilder) -> Result<Linear> {
-    let inner = candle_nn::linear_no_bias(input, output, vb)?;
-    Linear::new(inner.weight().clone(), None)
+pub fn linear_no_bias(input: usize, output: usize, vb: Builder) -> Result<Linear> {
+    let inner = candle_nn::linear_no_bias(input, output, vb.vars())?;
+    Linear::new(inner.weight().clone(), None, vb.kernels())
 }
 
 impl Linear {
     /// A layer from a `[out, in]` weight and an optional `[out]` bias; on the CPU the weight is
-    /// packed now (as bf16 pairs inside [`with_bf16_products`]) and the dense copy let go.
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let packed = if BF16_PRODUCTS.get() {
+    /// packed now (as bf16 pairs when `kernels.bf16_products`) and the dense copy let go.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, kernels: Kernels) -> Result<Self> {
+        let packed = if kernels.bf16_products {
             Panels::pairs_of_transposed(&weight)?
         } else {
             Panels::of_transposed(&weight)?
@@ -76,7 +55,11 @@ impl Linear {
             Some(panels) => Weight::Packed(panels),
             None => Weight::Dense(weight),
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            kernels,
+        })
     }
 
     /// The dtype the weight is kept in.
@@ -133,12 +116,7 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match &self.weight {
-            Weight::Packed(panels)
-                if own_kernels()
-                    && x.device().is_cpu()
-                    && x.dtype() == DType::F32
-                    && x.rank() >= 1 =>
-            {
+            Weight::Packed(panels) if self.kernels.own_for(x) && x.rank() >= 1 => {
                 self.forward_packed(panels, x)
             }
             // candle's path (`--compare-candle`, f16/bf16 compute on the CPU) gets the dense
@@ -162,7 +140,11 @@ mod tests {
         let bias = Tensor::randn(0f32, 1.0, 7, &dev)?;
         for with_bias in [false, true] {
             let inner = candle_nn::Linear::new(weight.clone(), with_bias.then(|| bias.clone()));
-            let ours = Linear::new(weight.clone(), with_bias.then(|| bias.clone()))?;
+            let ours = Linear::new(
+                weight.clone(),
+                with_bias.then(|| bias.clone()),
+                Kernels::default(),
+            )?;
             for shape in [vec![3, 5], vec![2, 4, 5], vec![2, 3, 2, 5]] {
                 let x = Tensor::randn(0f32, 1.0, shape.as_slice(), &dev)?;
                 let (got, want) = (ours.forward(&x)?, inner.forward(&x)?);
@@ -179,6 +161,7 @@ mod tests {
         let half = Linear::new(
             weight.to_dtype(DType::F16)?,
             Some(bias.to_dtype(DType::F16)?),
+            Kernels::default(),
         )?;
         let widened = candle_nn::Linear::new(
             weight.to_dtype(DType::F16)?.to_dtype(DType::F32)?,
@@ -194,14 +177,18 @@ mod tests {
         Ok(())
     }
 
-    /// Layers built inside `with_bf16_products` keep bf16 pairs and come within bf16 rounding of
-    /// candle_nn's f32 layer (but not equal to it); outside the scope layers are f32 again.
+    /// Layers built with bf16 products keep bf16 pairs and come within bf16 rounding of
+    /// candle_nn's f32 layer (but not equal to it); layers built without are f32.
     #[test]
     fn bf16_products_stay_within_bf16_rounding() -> Result<()> {
         let dev = Device::Cpu;
         let weight = Tensor::randn(0f32, 0.3, (33, 70), &dev)?;
         let bias = Tensor::randn(0f32, 1.0, 33, &dev)?;
-        let ours = with_bf16_products(true, || Linear::new(weight.clone(), Some(bias.clone())))?;
+        let bf16 = Kernels {
+            bf16_products: true,
+            ..Kernels::default()
+        };
+        let ours = Linear::new(weight.clone(), Some(bias.clone()), bf16)?;
         assert_eq!(ours.weight_dtype(), DType::BF16);
         let x = Tensor::randn(0f32, 1.0, (2, 9, 70), &dev)?;
         let want = candle_nn::Linear::new(weight.clone(), Some(bias.clone())).forward(&x)?;
@@ -209,7 +196,7 @@ mod tests {
         let scale = want.abs()?.max_all()?.to_scalar::<f32>()?;
         let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()? / scale;
         assert!(diff > 0.0 && diff < 2e-2, "bf16 products: {diff}");
-        let after = Linear::new(weight, Some(bias))?;
+        let after = Linear::new(weight, Some(bias), Kernels::default())?;
         assert_eq!(after.weight_dtype(), DType::F32);
         Ok(())
     }
@@ -220,8 +207,14 @@ mod tests {
         let dev = Device::Cpu;
         let weight = Tensor::randn(0f32, 0.3, (19, 6), &dev)?;
         let bias = Tensor::randn(0f32, 1.0, 19, &dev)?;
-        let ours = Linear::new(weight.clone(), Some(bias.clone()))?;
+        let ours = Linear::new(weight.clone(), Some(bias.clone()), Kernels::default())?;
         assert!(matches!(ours.weight, Weight::Packed(_)));
+        let candles = Kernels {
+            own: false,
+            ..Kernels::default()
+        };
+        let theirs = Linear::new(weight.clone(), Some(bias.clone()), candles)?;
+        assert!(matches!(theirs.weight, Weight::Packed(_)));
         let x = Tensor::randn(0f32, 1.0, (3, 6), &dev)?;
         let want = candle_nn::Linear::new(weight, Some(bias)).forward(&x)?;
         let half = ours
@@ -229,10 +222,7 @@ mod tests {
             .to_dtype(DType::F32)?;
         let max_diff = |t: Tensor| -> Result<f32> { (t - &want)?.abs()?.max_all()?.to_scalar() };
         assert!(max_diff(half)? < 2e-2);
-        crate::nn::cpu::set_own_kernels(false);
-        let candle = ours.forward(&x);
-        crate::nn::cpu::set_own_kernels(true);
-        assert!(max_diff(candle?)? < 1e-5);
+        assert!(max_diff(theirs.forward(&x)?)? < 1e-5);
         Ok(())
     }
 }

@@ -5,8 +5,8 @@
 
 use crate::kernels::norm::{group_norm as fused_group_norm, GroupShape};
 use crate::nn::cpu::cpu_f32;
+use crate::nn::{Builder, Kernels};
 use candle_core::{DType, Module, Result, Shape, Tensor};
-use candle_nn::VarBuilder;
 
 const WHAT: &str = "fused GroupNorm";
 
@@ -17,10 +17,11 @@ pub struct GroupNorm {
     bias: Tensor,
     groups: usize,
     eps: f64,
+    kernels: Kernels,
 }
 
 /// Loads `weight` and `bias` (`[channels]`) from `vb`.
-pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
+pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: Builder) -> Result<GroupNorm> {
     let weight = vb.get(channels, "weight")?;
     let bias = vb.get(channels, "bias")?;
     Ok(GroupNorm {
@@ -28,16 +29,14 @@ pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> R
         bias,
         groups,
         eps,
+        kernels: vb.kernels(),
     })
 }
 
 impl GroupNorm {
     /// Normalises `x` `[B, C, …]`; with `silu`, applies `x·σ(x)` to the result.
     pub fn forward_act(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
-        let fused = crate::nn::cpu::own_kernels()
-            && x.device().is_cpu()
-            && x.dtype() == DType::F32
-            && x.rank() >= 3;
+        let fused = self.kernels.own_for(x) && x.rank() >= 3;
         if !fused {
             let inner = candle_nn::GroupNorm::new(
                 self.weight.to_dtype(x.dtype())?,
@@ -82,7 +81,7 @@ impl GroupNorm {
 pub fn layer_norm(
     channels: usize,
     eps: f64,
-    vb: VarBuilder,
+    vb: Builder,
     dtype: DType,
 ) -> Result<candle_nn::LayerNorm> {
     let weight = vb.get(channels, "weight")?.to_dtype(dtype)?;
@@ -114,6 +113,7 @@ mod tests {
             bias,
             groups: 4,
             eps: 1e-5,
+            kernels: Kernels::default(),
         };
         for silu in [false, true] {
             let reference = inner.forward(&x)?;

@@ -1,7 +1,8 @@
 //! Weight files and how networks are built from them: memory-mapped safetensors checkpoints with
 //! architecture detection and clear refusals (`checkpoint`), the candle `VarBuilder` backend that
 //! reports every missing tensor at once and can build "on paper" without reading data
-//! (`backend`), and kohya LoRA patches merged as weights are read (`lora`).
+//! (`backend`), kohya LoRA patches merged as weights are read (`lora`), and the trait by which
+//! a network says how it is inferred and built (`network`).
 //!
 //! Knows nothing of what the networks compute, of Fooocus or of HTTP: a network family under
 //! `nets/` names its tensors and shapes, this room finds and reads them.
@@ -10,5 +11,6 @@ pub mod backend;
 pub mod checkpoint;
 mod error;
 pub mod lora;
+pub mod network;
 
 pub use error::ModelError;

@@ -5,13 +5,17 @@
 
 use candle_core::DType;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{embedding, Embedding, LayerNorm, VarBuilder};
+use candle_nn::{embedding, Embedding, LayerNorm};
 
-use crate::nets::sdxl::shapes::{ClipConfig, ClipFlavor};
+use crate::nets::sdxl::shapes::{infer_clip, ClipConfig, ClipFlavor};
 use crate::nn::activation::{gelu, quick_gelu};
 use crate::nn::attention::multi_head;
 use crate::nn::linear::{linear, Linear};
 use crate::nn::norm::layer_norm;
+use crate::nn::{Builder, Kernels};
+use crate::weights::checkpoint::Checkpoint;
+use crate::weights::network::Network;
+use crate::weights::ModelError;
 
 /// End-of-text token id; its first occurrence marks where the pooled vector is read.
 pub const EOS_TOKEN: u32 = 49407;
@@ -26,10 +30,11 @@ struct EncoderLayer {
     norm2: LayerNorm,
     fc1: Linear,
     fc2: Linear,
+    kernels: Kernels,
 }
 
 impl EncoderLayer {
-    fn load(vb: VarBuilder, cfg: &ClipConfig, dtype: DType) -> Result<Self> {
+    fn load(vb: Builder, cfg: &ClipConfig, dtype: DType) -> Result<Self> {
         let c = cfg.hidden;
         let norm = |name: &str| layer_norm(c, LAYER_NORM_EPS, vb.pp(name), dtype);
         Ok(match cfg.flavor {
@@ -42,12 +47,17 @@ impl EncoderLayer {
                 norm2: norm("layer_norm2")?,
                 fc1: linear(c, cfg.mlp, vb.pp("mlp.fc1"))?,
                 fc2: linear(cfg.mlp, c, vb.pp("mlp.fc2"))?,
+                kernels: vb.kernels(),
             },
             ClipFlavor::OpenClip => {
                 let w = vb.get((3 * c, c), "attn.in_proj_weight")?;
                 let b = vb.get(3 * c, "attn.in_proj_bias")?;
                 let part = |i: usize| -> Result<Linear> {
-                    Linear::new(w.narrow(0, i * c, c)?, Some(b.narrow(0, i * c, c)?))
+                    Linear::new(
+                        w.narrow(0, i * c, c)?,
+                        Some(b.narrow(0, i * c, c)?),
+                        vb.kernels(),
+                    )
                 };
                 Self {
                     norm1: norm("ln_1")?,
@@ -58,6 +68,7 @@ impl EncoderLayer {
                     norm2: norm("ln_2")?,
                     fc1: linear(c, cfg.mlp, vb.pp("mlp.c_fc"))?,
                     fc2: linear(cfg.mlp, c, vb.pp("mlp.c_proj"))?,
+                    kernels: vb.kernels(),
                 }
             }
         })
@@ -66,6 +77,7 @@ impl EncoderLayer {
     fn forward(&self, x: &Tensor, heads: usize, flavor: ClipFlavor) -> Result<Tensor> {
         let h = self.norm1.forward(x)?;
         let attn = multi_head(
+            self.kernels,
             &self.q.forward(&h)?,
             &self.k.forward(&h)?,
             &self.v.forward(&h)?,
@@ -75,8 +87,8 @@ impl EncoderLayer {
         let x = (x + self.out.forward(&attn)?)?;
         let h = self.fc1.forward(&self.norm2.forward(&x)?)?;
         let h = match flavor {
-            ClipFlavor::HuggingFace => quick_gelu(&h)?,
-            ClipFlavor::OpenClip => gelu(&h)?,
+            ClipFlavor::HuggingFace => quick_gelu(self.kernels, &h)?,
+            ClipFlavor::OpenClip => gelu(self.kernels, &h)?,
         };
         x + self.fc2.forward(&h)?
     }
@@ -105,12 +117,12 @@ impl ClipTextModel {
     /// Builds the encoder from `vb`, which must point at the encoder's prefix in the file, to
     /// compute in `compute` (f32 on the CPU with weights kept in f16; otherwise the weights'
     /// dtype).
-    pub fn load(vb: VarBuilder, config: &ClipConfig, compute: DType) -> Result<Self> {
+    pub fn load(vb: Builder, config: &ClipConfig, compute: DType) -> Result<Self> {
         let c = config.hidden;
         let norm = |name: &str| layer_norm(c, LAYER_NORM_EPS, vb.pp(name), compute);
         let (token_embedding, position_embedding, layers_vb, final_norm) = match config.flavor {
             ClipFlavor::HuggingFace => (
-                embedding(config.vocab, c, vb.pp("embeddings.token_embedding"))?,
+                embedding(config.vocab, c, vb.pp("embeddings.token_embedding").vars())?,
                 vb.get(
                     (config.positions, c),
                     "embeddings.position_embedding.weight",
@@ -119,7 +131,7 @@ impl ClipTextModel {
                 norm("final_layer_norm")?,
             ),
             ClipFlavor::OpenClip => (
-                embedding(config.vocab, c, vb.pp("token_embedding"))?,
+                embedding(config.vocab, c, vb.pp("token_embedding").vars())?,
                 vb.get((config.positions, c), "positional_embedding")?,
                 vb.pp("transformer.resblocks"),
                 norm("ln_final")?,
@@ -223,4 +235,28 @@ fn eos_positions(ids: &Tensor) -> Result<Vec<usize>> {
                 .unwrap_or(r.len().saturating_sub(1))
         })
         .collect())
+}
+/// Which CLIP of a file: its naming flavour, its prefix and its head size.
+#[derive(Debug, Clone, Copy)]
+pub struct ClipLayout {
+    pub flavor: ClipFlavor,
+    pub prefix: &'static str,
+    pub head_dim: usize,
+}
+
+impl Network for ClipTextModel {
+    type Config = ClipConfig;
+    type Hints = ClipLayout;
+
+    fn infer(ckpt: &Checkpoint, at: &ClipLayout) -> std::result::Result<ClipConfig, ModelError> {
+        infer_clip(ckpt, at.flavor, at.prefix, at.head_dim)
+    }
+
+    fn prefix(config: &ClipConfig) -> &str {
+        &config.prefix
+    }
+
+    fn build(vb: Builder, config: &ClipConfig, compute: DType) -> Result<Self> {
+        Self::load(vb, config, compute)
+    }
 }

@@ -11,11 +11,12 @@ use crate::nets::sdxl::clip::ClipTextModel;
 use crate::nets::sdxl::shapes::{ClipConfig, HeadDims, SdxlConfig};
 use crate::nets::sdxl::unet::UNet;
 use crate::nets::sdxl::vae::Vae;
-use crate::nn::linear::with_bf16_products;
+use crate::nn::Kernels;
 use crate::runtime::Precision;
-use crate::weights::backend::{build, LoadMode, Usage};
-use crate::weights::checkpoint::{Architecture, Checkpoint, UNET_PREFIX, VAE_PREFIX};
+use crate::weights::backend::{LoadMode, Usage};
+use crate::weights::checkpoint::{Architecture, Checkpoint};
 use crate::weights::lora::{LoraFile, LoraReport, Patches};
+use crate::weights::network::{build_network, BuildOptions};
 use crate::weights::ModelError;
 
 /// An SDXL checkpoint ready to build networks from.
@@ -31,6 +32,8 @@ pub struct SdxlFile {
     /// Multiply the UNet's linear layers in bf16 when it computes in f32 on the CPU
     /// (`Placement::bf16_products`).
     pub bf16_products: bool,
+    /// Run our CPU kernels (false: candle's ops, `fooocus bench --compare-candle`).
+    pub own_kernels: bool,
 }
 
 impl SdxlFile {
@@ -45,6 +48,7 @@ impl SdxlFile {
             precision: Precision::Auto,
             lean_weights: false,
             bf16_products: false,
+            own_kernels: true,
         };
         if tracing::enabled!(tracing::Level::DEBUG) {
             let usage: Vec<Usage> = file
@@ -125,16 +129,8 @@ impl SdxlFile {
         mode: LoadMode,
         device: &Device,
     ) -> Result<(ClipTextModel, Usage), ModelError> {
-        let compute = self.precision.dtype_on(device);
-        build(
-            &self.checkpoint,
-            patches,
-            &config.prefix,
-            mode,
-            (compute, self.keeps_half(compute, device)),
-            device,
-            |vb| ClipTextModel::load(vb, config, compute),
-        )
+        let options = self.options(mode, device, false);
+        build_network(&self.checkpoint, patches, config, options)
     }
 
     /// CLIP-L (base files only).
@@ -178,19 +174,25 @@ impl SdxlFile {
         mode: LoadMode,
         device: &Device,
     ) -> Result<(UNet, Usage), ModelError> {
+        let options = self.options(mode, device, self.bf16_products);
+        build_network(&self.checkpoint, patches, &self.config.unet, options)
+    }
+
+    /// How the text encoders and UNets are built on `device`: in the precision's dtype, lean
+    /// where asked, with our kernels or candle's, and bf16 products (`bf16`) only where they
+    /// compute in f32 on the CPU.
+    fn options<'a>(&self, mode: LoadMode, device: &'a Device, bf16: bool) -> BuildOptions<'a> {
         let compute = self.precision.dtype_on(device);
-        build(
-            &self.checkpoint,
-            patches,
-            UNET_PREFIX,
+        BuildOptions {
             mode,
-            (compute, self.keeps_half(compute, device)),
+            compute,
+            keep_half: self.keeps_half(compute, device),
             device,
-            |vb| {
-                let bf16 = self.bf16_products && device.is_cpu() && compute == DType::F32;
-                with_bf16_products(bf16, || UNet::load(vb, &self.config.unet, compute))
+            kernels: Kernels {
+                own: self.own_kernels,
+                bf16_products: bf16 && device.is_cpu() && compute == DType::F32,
             },
-        )
+        }
     }
 
     /// Whether the text encoders and UNet keep their f16/bf16 weights as stored (each widened
@@ -201,15 +203,17 @@ impl SdxlFile {
 
     /// The VAE, always in f32 (the SDXL VAE overflows in f16).
     pub fn vae(&self, mode: LoadMode, device: &Device) -> Result<(Vae, Usage), ModelError> {
-        build(
-            &self.checkpoint,
-            &Arc::default(),
-            VAE_PREFIX,
+        let options = BuildOptions {
             mode,
-            (DType::F32, false),
+            compute: DType::F32,
+            keep_half: false,
             device,
-            |vb| Vae::load(vb, &self.config.vae),
-        )
+            kernels: Kernels {
+                own: self.own_kernels,
+                bf16_products: false,
+            },
+        };
+        build_network::<Vae>(&self.checkpoint, &Arc::default(), &self.config.vae, options)
     }
 }
 

@@ -69,6 +69,7 @@ pub fn inspect(path: impl AsRef<Path>, heads: HeadDims) -> Result<Inspection, Mo
         precision: Default::default(),
         lean_weights: false,
         bf16_products: false,
+        own_kernels: true,
     };
     let mut usages = Vec::new();
     for (name, usage) in file.usage() {

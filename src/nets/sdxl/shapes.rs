@@ -241,7 +241,7 @@ fn heads_for(
     Ok(width / head_dim)
 }
 
-fn infer_clip(
+pub(crate) fn infer_clip(
     ckpt: &Checkpoint,
     flavor: ClipFlavor,
     prefix: &str,
@@ -327,7 +327,7 @@ fn infer_block(ckpt: &Checkpoint, prefix: &str) -> Result<Vec<UnetLayer>, ModelE
     Ok(layers)
 }
 
-fn infer_unet(ckpt: &Checkpoint, head_dim: usize) -> Result<UnetConfig, ModelError> {
+pub(crate) fn infer_unet(ckpt: &Checkpoint, head_dim: usize) -> Result<UnetConfig, ModelError> {
     let p = UNET_PREFIX;
     let s = Shapes { ckpt };
     let conv_in = format!("{p}.input_blocks.0.0.weight");
@@ -374,7 +374,7 @@ fn infer_unet(ckpt: &Checkpoint, head_dim: usize) -> Result<UnetConfig, ModelErr
     Ok(config)
 }
 
-fn infer_vae(ckpt: &Checkpoint) -> Result<VaeConfig, ModelError> {
+pub(crate) fn infer_vae(ckpt: &Checkpoint) -> Result<VaeConfig, ModelError> {
     let p = VAE_PREFIX;
     let s = Shapes { ckpt };
     let levels = ckpt.count_indexed(&format!("{p}.encoder.down"));

@@ -4,14 +4,18 @@
 //! the pipeline decides the size conditioning (negative ADM guidance needs that).
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::LayerNorm;
 
-use crate::nets::sdxl::shapes::{UnetConfig, UnetLayer};
+use crate::nets::sdxl::shapes::{infer_unet, UnetConfig, UnetLayer};
 use crate::nn::activation::geglu;
 use crate::nn::attention::multi_head;
 use crate::nn::conv::{conv, Conv};
 use crate::nn::linear::{linear, linear_no_bias, Linear};
 use crate::nn::norm::{group_norm, layer_norm, GroupNorm};
+use crate::nn::{Builder, Kernels};
+use crate::weights::checkpoint::{Checkpoint, UNET_PREFIX};
+use crate::weights::network::Network;
+use crate::weights::ModelError;
 
 const GROUPS: usize = 32;
 const RES_NORM_EPS: f64 = 1e-5;
@@ -43,7 +47,7 @@ pub fn adm_vector(pooled: &Tensor, time_ids: &Tensor, id_dim: usize) -> Result<T
     Tensor::cat(&[&pooled.to_dtype(DType::F32)?, &embedded], 1)
 }
 
-fn conv3x3(vb: VarBuilder, cin: usize, cout: usize, stride: usize) -> Result<Conv> {
+fn conv3x3(vb: Builder, cin: usize, cout: usize, stride: usize) -> Result<Conv> {
     conv(vb, cin, cout, 3, stride, 1)
 }
 
@@ -57,7 +61,7 @@ struct ResBlock {
 }
 
 impl ResBlock {
-    fn load(vb: VarBuilder, cin: usize, cout: usize, emb_dim: usize) -> Result<Self> {
+    fn load(vb: Builder, cin: usize, cout: usize, emb_dim: usize) -> Result<Self> {
         let skip = if cin != cout {
             Some(conv(vb.pp("skip_connection"), cin, cout, 1, 1, 0)?)
         } else {
@@ -93,16 +97,18 @@ struct Attention {
     v: Linear,
     out: Linear,
     heads: usize,
+    kernels: Kernels,
 }
 
 impl Attention {
-    fn load(vb: VarBuilder, channels: usize, context: usize, heads: usize) -> Result<Self> {
+    fn load(vb: Builder, channels: usize, context: usize, heads: usize) -> Result<Self> {
         Ok(Self {
             q: linear_no_bias(channels, channels, vb.pp("to_q"))?,
             k: linear_no_bias(context, channels, vb.pp("to_k"))?,
             v: linear_no_bias(context, channels, vb.pp("to_v"))?,
             out: linear(channels, channels, vb.pp("to_out.0"))?,
             heads,
+            kernels: vb.kernels(),
         })
     }
 
@@ -111,7 +117,7 @@ impl Attention {
         let k = self.k.forward(context)?;
         let v = self.v.forward(context)?;
         self.out
-            .forward(&multi_head(&q, &k, &v, self.heads, false)?)
+            .forward(&multi_head(self.kernels, &q, &k, &v, self.heads, false)?)
     }
 }
 
@@ -123,11 +129,12 @@ struct TransformerBlock {
     norm3: LayerNorm,
     ff_in: Linear,
     ff_out: Linear,
+    kernels: Kernels,
 }
 
 impl TransformerBlock {
     fn load(
-        vb: VarBuilder,
+        vb: Builder,
         channels: usize,
         context: usize,
         heads: usize,
@@ -143,6 +150,7 @@ impl TransformerBlock {
             norm3: norm("norm3")?,
             ff_in: linear(channels, 2 * inner, vb.pp("ff.net.0.proj"))?,
             ff_out: linear(inner, channels, vb.pp("ff.net.2"))?,
+            kernels: vb.kernels(),
         })
     }
 
@@ -150,7 +158,7 @@ impl TransformerBlock {
         let h = self.norm1.forward(x)?;
         let x = (x + self.attn1.forward(&h, &h)?)?;
         let x = (&x + self.attn2.forward(&self.norm2.forward(&x)?, context)?)?;
-        let h = geglu(&self.ff_in.forward(&self.norm3.forward(&x)?)?)?;
+        let h = geglu(self.kernels, &self.ff_in.forward(&self.norm3.forward(&x)?)?)?;
         x + self.ff_out.forward(&h)?
     }
 }
@@ -164,7 +172,7 @@ struct SpatialTransformer {
 
 impl SpatialTransformer {
     fn load(
-        vb: VarBuilder,
+        vb: Builder,
         channels: usize,
         depth: usize,
         cfg: &UnetConfig,
@@ -217,7 +225,7 @@ enum Layer {
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, layer: &UnetLayer, cfg: &UnetConfig, dtype: DType) -> Result<Self> {
+    fn load(vb: Builder, layer: &UnetLayer, cfg: &UnetConfig, dtype: DType) -> Result<Self> {
         Ok(match *layer {
             UnetLayer::ConvIn { out_ch } => Layer::ConvIn(conv3x3(vb, cfg.in_channels, out_ch, 1)?),
             UnetLayer::Res { in_ch, out_ch } => Layer::Res(Box::new(ResBlock::load(
@@ -249,7 +257,7 @@ impl Layer {
 struct Block(Vec<Layer>);
 
 impl Block {
-    fn load(vb: VarBuilder, layers: &[UnetLayer], cfg: &UnetConfig, dtype: DType) -> Result<Self> {
+    fn load(vb: Builder, layers: &[UnetLayer], cfg: &UnetConfig, dtype: DType) -> Result<Self> {
         let layers = layers
             .iter()
             .enumerate()
@@ -283,7 +291,7 @@ pub struct UNet {
 impl UNet {
     /// Builds the UNet from `vb`, which must point at `model.diffusion_model`, to compute in
     /// `compute` (f32 on the CPU with weights kept in f16; otherwise the weights' dtype).
-    pub fn load(vb: VarBuilder, config: &UnetConfig, compute: DType) -> Result<Self> {
+    pub fn load(vb: Builder, config: &UnetConfig, compute: DType) -> Result<Self> {
         let mc = config.model_channels;
         let ted = config.time_embed_dim;
         let blocks = |name: &str, list: &[Vec<UnetLayer>]| -> Result<Vec<Block>> {
@@ -372,6 +380,24 @@ impl UNet {
             h = block.forward(&Tensor::cat(&[&h, &skip], 1)?, &emb, &context)?;
         }
         self.out_conv.forward(&self.out_norm.forward_act(&h, true)?)
+    }
+}
+
+impl Network for UNet {
+    type Config = UnetConfig;
+    /// The head size.
+    type Hints = usize;
+
+    fn infer(ckpt: &Checkpoint, head_dim: &usize) -> std::result::Result<UnetConfig, ModelError> {
+        infer_unet(ckpt, *head_dim)
+    }
+
+    fn prefix(_: &UnetConfig) -> &str {
+        UNET_PREFIX
+    }
+
+    fn build(vb: Builder, config: &UnetConfig, compute: DType) -> Result<Self> {
+        Self::load(vb, config, compute)
     }
 }
 

@@ -2,12 +2,15 @@
 //! attention weights): decode and encode, with the SDXL latent scale 0.13025.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::VarBuilder;
 
-use crate::nets::sdxl::shapes::VaeConfig;
+use crate::nets::sdxl::shapes::{infer_vae, VaeConfig};
 use crate::nn::attention::heads_attention;
 use crate::nn::conv::{conv, Conv};
 use crate::nn::norm::{group_norm, GroupNorm};
+use crate::nn::{Builder, Kernels};
+use crate::weights::checkpoint::{Checkpoint, VAE_PREFIX};
+use crate::weights::network::Network;
+use crate::weights::ModelError;
 
 /// SDXL's latent scale factor: model latents are `encoder mean · 0.13025`.
 pub const SDXL_SCALE_FACTOR: f64 = 0.13025;
@@ -26,7 +29,7 @@ struct ResnetBlock {
 }
 
 impl ResnetBlock {
-    fn load(vb: VarBuilder, cin: usize, cout: usize) -> Result<Self> {
+    fn load(vb: Builder, cin: usize, cout: usize) -> Result<Self> {
         let shortcut = if cin != cout {
             Some(conv(vb.pp("nin_shortcut"), cin, cout, 1, 1, 0)?)
         } else {
@@ -58,16 +61,18 @@ struct AttnBlock {
     k: Conv,
     v: Conv,
     proj_out: Conv,
+    kernels: Kernels,
 }
 
 impl AttnBlock {
-    fn load(vb: VarBuilder, c: usize) -> Result<Self> {
+    fn load(vb: Builder, c: usize) -> Result<Self> {
         Ok(Self {
             norm: group_norm(GROUPS, c, NORM_EPS, vb.pp("norm"))?,
             q: conv(vb.pp("q"), c, c, 1, 1, 0)?,
             k: conv(vb.pp("k"), c, c, 1, 1, 0)?,
             v: conv(vb.pp("v"), c, c, 1, 1, 0)?,
             proj_out: conv(vb.pp("proj_out"), c, c, 1, 1, 0)?,
+            kernels: vb.kernels(),
         })
     }
 
@@ -78,7 +83,7 @@ impl AttnBlock {
         let q = tokens(self.q.forward(&n)?)?;
         let k = tokens(self.k.forward(&n)?)?;
         let v = tokens(self.v.forward(&n)?)?;
-        let out = heads_attention(&q, &k, &v, false)?;
+        let out = heads_attention(self.kernels, &q, &k, &v, false)?;
         let out = out.transpose(2, 3)?.reshape((b, c, h, w))?;
         x + self.proj_out.forward(&out)?
     }
@@ -91,7 +96,7 @@ struct Mid {
 }
 
 impl Mid {
-    fn load(vb: VarBuilder, c: usize) -> Result<Self> {
+    fn load(vb: Builder, c: usize) -> Result<Self> {
         Ok(Self {
             block_1: ResnetBlock::load(vb.pp("block_1"), c, c)?,
             attn_1: AttnBlock::load(vb.pp("attn_1"), c)?,
@@ -119,7 +124,7 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn load(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+    fn load(vb: Builder, cfg: &VaeConfig) -> Result<Self> {
         let first = cfg.channels.first().copied().unwrap_or(0);
         let last = cfg.channels.last().copied().unwrap_or(0);
         let mut cin = first;
@@ -175,7 +180,7 @@ struct Decoder {
 }
 
 impl Decoder {
-    fn load(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+    fn load(vb: Builder, cfg: &VaeConfig) -> Result<Self> {
         let first = cfg.channels.first().copied().unwrap_or(0);
         let last = cfg.channels.last().copied().unwrap_or(0);
         let mut cin = last;
@@ -238,7 +243,7 @@ pub struct Vae {
 
 impl Vae {
     /// Builds the VAE from `vb`, which must point at `first_stage_model`.
-    pub fn load(vb: VarBuilder, cfg: &VaeConfig) -> Result<Self> {
+    pub fn load(vb: Builder, cfg: &VaeConfig) -> Result<Self> {
         let z2 = 2 * cfg.z_channels;
         let e2 = 2 * cfg.embed_dim;
         Ok(Self {
@@ -287,5 +292,22 @@ impl Vae {
     /// Encodes an image to a model-space latent (the posterior mean · scale).
     pub fn encode(&self, image: &Tensor) -> Result<Tensor> {
         self.encode_posterior(image)?.mean * SDXL_SCALE_FACTOR
+    }
+}
+impl Network for Vae {
+    type Config = VaeConfig;
+    type Hints = ();
+
+    fn infer(ckpt: &Checkpoint, _: &()) -> std::result::Result<VaeConfig, ModelError> {
+        infer_vae(ckpt)
+    }
+
+    fn prefix(_: &VaeConfig) -> &str {
+        VAE_PREFIX
+    }
+
+    /// Always in f32, whatever `compute` (the SDXL VAE overflows in f16).
+    fn build(vb: Builder, config: &VaeConfig, _compute: DType) -> Result<Self> {
+        Self::load(vb, config)
     }
 }
