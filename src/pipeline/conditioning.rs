@@ -3,12 +3,10 @@
 //! refiner's context and switch step derived from the base's, and from them the base and refiner
 //! [`Stage`]s the denoiser runs.
 
-use std::cell::RefCell;
-
 use candle_core::{Device, Result, Tensor, D};
 
 use super::denoiser::{pair_contexts, Adm, Stage, UnetRef};
-use super::unets::{UnetSwap, BASE, REFINER};
+use super::unets::CachedUnet;
 use crate::nets::sdxl::text::TextConditioning;
 use crate::nets::sdxl::unet::adm_vector;
 
@@ -96,7 +94,7 @@ impl PairedText {
 /// The base stage of an `h × w` image: the paired context and negative ADM guidance (emphasized
 /// ids until `adm.end`, consistent ones after), `id_dim` being the base UNet's time-id width.
 pub fn base_stage<'a>(
-    unets: &'a RefCell<UnetSwap>,
+    unet: CachedUnet<'a>,
     text: &PairedText,
     (h, w): (usize, usize),
     adm: &AdmScalers,
@@ -115,7 +113,7 @@ pub fn base_stage<'a>(
         device,
     )?;
     Ok(Stage {
-        unet: UnetRef::Swapped(unets, BASE),
+        unet: UnetRef::Cached(unet),
         context: text.context.clone(),
         adm: Adm::switched(
             adm_vector(&text.pooled, &emphasized, id_dim)?,
@@ -128,7 +126,7 @@ pub fn base_stage<'a>(
 /// The refiner stage of an `h × w` image: the CLIP-G part of the base context (`clip_g_width`
 /// features) and fixed ids with the aesthetic scores, `id_dim` the refiner's time-id width.
 pub fn refiner_stage<'a>(
-    unets: &'a RefCell<UnetSwap>,
+    unet: CachedUnet<'a>,
     text: &PairedText,
     (h, w): (usize, usize),
     clip_g_width: usize,
@@ -142,7 +140,7 @@ pub fn refiner_stage<'a>(
         text.context.device(),
     )?;
     Ok(Stage {
-        unet: UnetRef::Swapped(unets, REFINER),
+        unet: UnetRef::Cached(unet),
         context: refiner_context(&text.context, clip_g_width)?,
         adm: Adm::Fixed(adm_vector(&text.pooled, &ids, id_dim)?),
     })

@@ -4,12 +4,10 @@
 //! (negative ADM guidance), and the refiner takes over below the switch σ with its own
 //! conditioning while the sampler keeps its history (the joint swap).
 
-use std::cell::RefCell;
-
 use candle_core::{Result, Tensor};
 
 use super::guidance::{Guidance, LAST_TIMESTEP};
-use super::unets::UnetSwap;
+use super::unets::CachedUnet;
 use crate::nets::sdxl::unet::UNet;
 use crate::sampling::{Denoiser, DiscreteSchedule};
 
@@ -58,11 +56,8 @@ impl Adm {
 pub enum UnetRef<'a> {
     /// Built for the whole run.
     Resident(&'a UNet),
-    /// Built on demand by the shared swap (model index [`BASE`] or [`REFINER`]).
-    ///
-    /// [`BASE`]: super::unets::BASE
-    /// [`REFINER`]: super::unets::REFINER
-    Swapped(&'a RefCell<UnetSwap>, usize),
+    /// Taken from the network cache at each call, built there when it is not resident.
+    Cached(CachedUnet<'a>),
 }
 
 impl<'a> From<&'a UNet> for UnetRef<'a> {
@@ -75,14 +70,10 @@ impl UnetRef<'_> {
     fn forward(&self, x: &Tensor, t: &Tensor, context: &Tensor, y: &Tensor) -> Result<Tensor> {
         match self {
             UnetRef::Resident(unet) => unet.forward(x, t, context, y),
-            UnetRef::Swapped(swap, model) => {
-                let mut swap = swap
-                    .try_borrow_mut()
-                    .map_err(|_| candle_core::Error::Msg("the UNets are in use".into()))?;
-                swap.get(*model)
-                    .map_err(candle_core::Error::wrap)?
-                    .forward(x, t, context, y)
-            }
+            UnetRef::Cached(unet) => unet
+                .get()
+                .map_err(candle_core::Error::wrap)?
+                .forward(x, t, context, y),
         }
     }
 }

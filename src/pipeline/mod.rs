@@ -3,6 +3,7 @@
 //! with the sharpness filter, CFG mimicking, negative ADM guidance, the joint refiner swap), and
 //! the run that samples, decodes and saves each image.
 
+pub mod cache;
 pub mod conditioning;
 pub mod denoiser;
 pub mod encode;

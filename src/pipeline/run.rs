@@ -117,9 +117,7 @@ pub fn run(
 ) -> Result<RunOutcome, PipelineError> {
     models.prepare(plan, ctx.config, &mut |s| on_event(RunEvent::Stage(s)))?;
     let device = models.device().clone();
-    let Some(mut loaded) = models.loaded() else {
-        return Err(PipelineError::Other("the models are not loaded".into()));
-    };
+    let mut loaded = models.loaded()?;
     let table = DiscreteSchedule::sdxl();
     let sigmas = calculate_sigmas(&table, plan.scheduler, plan.steps, 1.0, plan.sampler)?;
     let schedule = Schedule {
@@ -201,22 +199,17 @@ impl ImageJob<'_> {
         let size = (plan.height as usize, plan.width as usize);
         let base = loaded.base;
         let base_stage = base_stage(
-            loaded.unets,
+            loaded.base_unet,
             &text,
             size,
             &plan.adm,
             base.file.config.time_id_dim,
         )?;
         let mut denoiser = FooocusDenoiser::new(base_stage, schedule.table, plan.guidance);
-        if let (Some(r), Some(refiner)) = (&plan.refiner, loaded.refiner) {
+        let refiner = loaded.refiner.zip(loaded.refiner_unet);
+        if let (Some(r), Some((refiner, unet))) = (&plan.refiner, refiner) {
             let config = &refiner.file.config;
-            let stage = refiner_stage(
-                loaded.unets,
-                &text,
-                size,
-                config.clip_g.hidden,
-                config.time_id_dim,
-            )?;
+            let stage = refiner_stage(unet, &text, size, config.clip_g.hidden, config.time_id_dim)?;
             let switch_sigma = schedule.sigmas.get(r.switch_step).copied().unwrap_or(0.0);
             denoiser = denoiser.with_refiner(stage, f64::from(switch_sigma));
         }
@@ -240,7 +233,7 @@ impl ImageJob<'_> {
             "Saving image {}/{images}",
             index + 1
         )));
-        let saved = self.decode_and_save(&latent, &base.vae, &prompts, ctx.store)?;
+        let saved = self.decode_and_save(&latent, &loaded.vae, &prompts, ctx.store)?;
         on_event(RunEvent::Saved {
             index,
             seed,
@@ -288,8 +281,8 @@ impl ImageJob<'_> {
     ) -> Result<PairedText, PipelineError> {
         let clip_skip = self.plan.clip_skip;
         let encoders = TextEncoders {
-            clip_l: Some(&loaded.base.clip_l),
-            clip_g: &loaded.base.clip_g,
+            clip_l: Some(&loaded.clip_l),
+            clip_g: &loaded.clip_g,
         };
         let (cache, tokenizer) = (&mut *loaded.cache, loaded.tokenizer);
         let pos = cache.encode(
