@@ -11,9 +11,9 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub use fooocus_kernels as kernels;
 pub mod hub;
 pub mod jobs;
-pub mod kernels;
 pub mod nets;
 pub mod nn;
 pub mod pipeline;

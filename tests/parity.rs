@@ -17,7 +17,7 @@ use fooocus::nets::sdxl::file::SdxlFile;
 use fooocus::nets::sdxl::text::TextEncoders;
 use fooocus::nets::sdxl::tiling::decode_tiled;
 use fooocus::nets::sdxl::tokenizer::{ClipTokenizer, Pad};
-use fooocus::nets::sdxl::unet::adm_vector;
+use fooocus::nets::sdxl::unet::{adm_vector, Residuals};
 use fooocus::weights::backend::LoadMode;
 use fooocus::weights::checkpoint::Architecture;
 
@@ -419,4 +419,62 @@ fn tiled_decode_stays_close_to_untiled() {
     assert!(mean < 0.03, "tiled decode differs by {mean} on average");
     let one_tile = decode_tiled(&vae, &latent, h.max(w), 2).unwrap();
     assert_eq!(rel_err(&one_tile, &whole), 0.0);
+}
+
+/// The residual hook adds where it says: the first input block is the UNet's input convolution,
+/// so a residual of that convolution (without bias) applied to `dx` gives the ε of `x + dx`; no
+/// residuals give `forward`'s ε bit for bit; more residuals than input blocks are refused.
+#[test]
+fn unet_residuals_add_to_the_input_blocks() {
+    let r = Tensors::open("reference/unet_base.safetensors");
+    let file = base();
+    let (unet, _) = file.unet(LoadMode::Real, &Device::Cpu).unwrap();
+    let (x, t, context, y) = (
+        r.get("unet_input"),
+        r.get("timestep"),
+        r.get("context"),
+        r.get("y"),
+    );
+    let plain = unet.forward(&x, &t, &context, &y).unwrap();
+    let none = unet
+        .forward_with_residuals(&x, &t, &context, &y, &Residuals::default())
+        .unwrap();
+    assert_eq!(common::max_abs(&(&none - &plain).unwrap()), 0.0);
+
+    let dx = (Tensor::randn(0f32, 1.0, x.dims(), &Device::Cpu).unwrap() * 0.1).unwrap();
+    let conv_in = file
+        .checkpoint
+        .load(
+            "model.diffusion_model.input_blocks.0.0.weight",
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+    let residual = dx.conv2d(&conv_in, 1, 1, 1, 1).unwrap();
+    let input = [Some(residual)];
+    let hooked = Residuals {
+        input: &input,
+        middle: None,
+    };
+    let got = unet
+        .forward_with_residuals(&x, &t, &context, &y, &hooked)
+        .unwrap();
+    let want = unet
+        .forward(&(&x + &dx).unwrap(), &t, &context, &y)
+        .unwrap();
+    assert!(rel_err(&got, &plain) > 1e-3, "the residual changed nothing");
+    assert_close("ε with an input residual", &got, &want, MODULE_TOL);
+
+    let too_many: Vec<Option<Tensor>> = vec![None; 100];
+    let refused = unet.forward_with_residuals(
+        &x,
+        &t,
+        &context,
+        &y,
+        &Residuals {
+            input: &too_many,
+            middle: None,
+        },
+    );
+    assert!(refused.is_err());
 }

@@ -1,7 +1,6 @@
-//! What the worker tells its listeners: JSON events (queued, started, stage, progress, image,
-//! skipped, done, stopped, failed) and the newest step preview as a JPEG frame.
-
-use serde::Serialize;
+//! What the worker tells its listeners: events (queued, started, stage, progress, image,
+//! skipped, done, stopped, failed) and the newest step preview as a JPEG frame. How they look on
+//! a wire is the server's business (`server::fooocus::wire`).
 
 use crate::store::ImageMetadata;
 
@@ -9,20 +8,17 @@ use crate::store::ImageMetadata;
 pub type JobId = u64;
 
 /// One finished image of a job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobImage {
     /// Index in the job's batch (0-based).
     pub index: usize,
     pub seed: u64,
-    /// Where to fetch it, relative to the page: `outputs/YYYY-MM-DD/<file>`.
-    pub url: String,
     /// Its path relative to the output root, `YYYY-MM-DD/<file>`.
     pub path: String,
 }
 
-/// A broadcast event; serialized as JSON with a `type` tag.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// A broadcast event.
+#[derive(Debug, Clone)]
 pub enum Event {
     /// A job entered the queue with `position` jobs ahead of it.
     Queued { job_id: JobId, position: usize },
@@ -43,7 +39,6 @@ pub enum Event {
     /// An image was saved.
     Image {
         job_id: JobId,
-        #[serde(flatten)]
         image: JobImage,
         /// The generation parameters embedded in the file, when it has them.
         parameters: Option<Box<ImageMetadata>>,
@@ -117,23 +112,5 @@ mod tests {
         assert_eq!(percent(15, 30, 1, 2), 25);
         assert_eq!(percent(30, 30, 2, 2), 100);
         assert_eq!(percent(0, 0, 0, 0), 0);
-    }
-
-    #[test]
-    fn events_serialize_with_a_type_tag() {
-        let e = Event::Image {
-            job_id: 3,
-            image: JobImage {
-                index: 0,
-                seed: 7,
-                url: "outputs/2024-01-01/a.png".into(),
-                path: "2024-01-01/a.png".into(),
-            },
-            parameters: None,
-        };
-        let v = serde_json::to_value(&e).unwrap();
-        assert_eq!(v["type"], "image");
-        assert_eq!(v["url"], "outputs/2024-01-01/a.png");
-        assert_eq!(v["job_id"], 3);
     }
 }

@@ -5,8 +5,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use super::events::{JobId, JobImage};
 use super::store::QueueStore;
 use crate::pipeline::run::RunControl;
@@ -15,8 +13,7 @@ use crate::pipeline::run::RunControl;
 pub const KEEP_FINISHED: usize = 500;
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
     Queued,
     Running,
@@ -32,7 +29,7 @@ impl JobState {
 }
 
 /// The last progress of a running job (1-based image and step).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
     pub image: usize,
     pub images: usize,
@@ -42,8 +39,8 @@ pub struct Progress {
     pub text: String,
 }
 
-/// What `GET /api/jobs/{id}` answers.
-#[derive(Debug, Clone, Serialize)]
+/// Where a job is, what it has made so far and how it ended.
+#[derive(Debug, Clone)]
 pub struct JobStatus {
     pub job_id: JobId,
     pub state: JobState,

@@ -169,7 +169,6 @@ fn on_run_event(shared: &Shared, id: u64, event: RunEvent<'_>) {
             let job_image = JobImage {
                 index,
                 seed,
-                url: format!("outputs/{}", image.relative),
                 path: image.relative.clone(),
             };
             let parameters = image.metadata.clone();

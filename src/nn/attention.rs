@@ -89,7 +89,8 @@ fn fused(q: &Tensor, k: &Tensor, v: &Tensor, causal: bool, order: OutputOrder) -
             sizes,
             causal,
             order,
-        )?
+        )
+        .map_err(candle_core::Error::wrap)?
     };
     let device = q.device();
     match order {

@@ -128,7 +128,7 @@ impl Conv {
             let (xs, xl) = x.storage_and_layout();
             let xd = cpu_f32(&xs, xl, WHAT)?;
             with_f32(weight, WHAT, |wd| {
-                Ok(convolve(xd, wd, &bias, b, cout, &geo)?)
+                convolve(xd, wd, &bias, b, cout, &geo).map_err(candle_core::Error::wrap)
             })?
         };
         Tensor::from_vec(out, (b, cout, geo.out_h, geo.out_w), x.device())

@@ -1,17 +1,10 @@
-//! Where the layers meet our kernels: a tensor's f32 data as a slice, half-precision weights
-//! widened to f32 (`kernels::widen`), and kernel errors as candle errors.
+//! Where the layers meet our kernels: a tensor's f32 data as a slice, and half-precision weights
+//! widened to f32 (`kernels::widen`). Kernel errors become candle errors by `Error::wrap`.
 
 use candle_core::{CpuStorage, Result, Storage, Tensor};
 use half::slice::HalfFloatSliceExt;
 
 use crate::kernels::widen::widen;
-use crate::kernels::KernelError;
-
-impl From<KernelError> for candle_core::Error {
-    fn from(e: KernelError) -> Self {
-        candle_core::Error::Msg(e.to_string())
-    }
-}
 
 /// The contiguous f32 data of a CPU tensor's storage, for our kernels; `what` names the kernel in
 /// the error.

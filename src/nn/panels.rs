@@ -12,7 +12,6 @@ use crate::kernels::matmul::{
     accumulate, accumulate_bf16, pack_pairs, pack_rows, unpack_pairs, unpack_rows,
 };
 use crate::kernels::widen::widen;
-use crate::kernels::Result as KernelResult;
 
 /// The transpose of a `[n, k]` weight packed once as the `k × n` right operand, in the dtype the
 /// weight is kept in (f16/bf16 panels are widened per call, in one pass), or rounded to bf16
@@ -90,9 +89,9 @@ impl Panels {
     /// `out[i] += x[i]·B` for the `m` rows of `x` (`m × k`, row-major; rows of `out` `ldc`
     /// apart): in f32 with the panels as they are or widened, or with pair panels in bf16, `x`
     /// rounded to pairs first.
-    pub fn accumulate(&self, out: &mut [f32], ldc: usize, x: &[f32], m: usize) -> KernelResult<()> {
+    pub fn accumulate(&self, out: &mut [f32], ldc: usize, x: &[f32], m: usize) -> Result<()> {
         let dims = (m, self.k, self.n);
-        match &self.values {
+        let done = match &self.values {
             PanelValues::F32(v) => accumulate(out, ldc, x, dims, v),
             PanelValues::F16(v) => {
                 let convert = |s: &[f16], d: &mut [f32]| s.convert_to_f32_slice(d);
@@ -103,7 +102,8 @@ impl Panels {
                 widen(v, |wt| accumulate(out, ldc, x, dims, wt), convert)
             }
             PanelValues::Bf16Pairs(b) => accumulate_bf16(out, ldc, x, dims, b),
-        }
+        };
+        done.map_err(candle_core::Error::wrap)
     }
 
     /// The weight `[n, k]` again, in the dtype it is kept in (for candle's ops).
@@ -128,20 +128,14 @@ impl Panels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::matmul::tests::assert_products;
 
-    /// Pair panels multiply the inputs rounded to bf16 by the weights rounded to bf16, summed in
-    /// f32 (odd k, and k over several depth passes), and give the weight back rounded to bf16.
+    /// Pair panels keep the weight rounded to bf16 (their products are checked in
+    /// `kernels::matmul`).
     #[test]
-    fn pair_panels_multiply_in_bf16() -> Result<()> {
-        use crate::kernels::microkernel_bf16::to_bf16;
+    fn pair_panels_keep_the_weight_in_bf16() -> Result<()> {
         let dev = Device::Cpu;
-        let rounded = |v: f32| f64::from(bf16::from_bits(to_bf16(v)).to_f32());
-        for (m, k, n) in [(3, 7, 5), (30, 601, 40)] {
+        for (k, n) in [(7, 5), (601, 40)] {
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev)?;
-            let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?
-                .flatten_all()?
-                .to_vec1::<f32>()?;
             let Some(panels) = Panels::pairs_of_transposed(&w)? else {
                 panic!("{n}×{k} not packed");
             };
@@ -149,15 +143,6 @@ mod tests {
             let dense = panels.dense(&dev)?.to_dtype(DType::F32)?;
             let want_dense = w.to_dtype(DType::BF16)?.to_dtype(DType::F32)?;
             assert_eq!(dense.to_vec2::<f32>()?, want_dense.to_vec2::<f32>()?);
-            let wv = w.flatten_all()?.to_vec1::<f32>()?;
-            let mut got = vec![0.5f32; m * n];
-            panels.accumulate(&mut got, n, &x, m)?;
-            assert_products(&got, n, (m, n), 1e-4, &format!("{m}×{k}×{n}"), |i, j| {
-                let dot: f64 = (0..k)
-                    .map(|l| rounded(x[i * k + l]) * rounded(wv[j * k + l]))
-                    .sum();
-                0.5 + dot
-            });
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 use candle_core::{Device, Result, Tensor, D};
 
 use super::denoiser::{pair_contexts, Adm, Stage, UnetRef};
-use super::unets::CachedUnet;
+use super::models::unets::CachedUnet;
 use crate::nets::sdxl::text::TextConditioning;
 use crate::nets::sdxl::unet::adm_vector;
 

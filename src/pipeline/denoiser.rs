@@ -7,7 +7,7 @@
 use candle_core::{Result, Tensor};
 
 use super::guidance::{Guidance, LAST_TIMESTEP};
-use super::unets::CachedUnet;
+use super::models::unets::CachedUnet;
 use crate::nets::sdxl::unet::UNet;
 use crate::sampling::{Denoiser, DiscreteSchedule};
 

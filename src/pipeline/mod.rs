@@ -3,7 +3,6 @@
 //! with the sharpness filter, CFG mimicking, negative ADM guidance, the joint refiner swap), and
 //! the run that samples, decodes and saves each image.
 
-pub mod cache;
 pub mod conditioning;
 pub mod denoiser;
 pub mod encode;
@@ -16,7 +15,6 @@ pub mod request;
 pub mod run;
 pub mod sharpness;
 pub mod styles;
-pub mod unets;
 pub mod wildcards;
 
 pub use error::PipelineError;

@@ -2,8 +2,9 @@
 //! saved images; optional basic authentication; a body limit; the worker behind it all. Every
 //! URL the page uses is relative, so the app works unchanged under a path prefix.
 //!
-//! * [`fooocus`]: the page's own JSON API (one folder per API dialect), typed replies;
-//! * [`ws`]: events and previews; [`files`]: the page and saved images; [`error`]: API errors;
+//! * [`fooocus`]: the page's own JSON API and WebSocket (one folder per API dialect), typed in
+//!   its `wire`;
+//! * [`files`]: the page and saved images; [`error`]: API errors;
 //! * [`auth`]: basic authentication; [`security`]: requests other web sites make are refused.
 //!
 //! Knows nothing of tensors or sampling: it validates requests into plans (off the async
@@ -14,7 +15,6 @@ pub mod error;
 pub mod files;
 pub mod fooocus;
 pub mod security;
-pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,7 +90,7 @@ pub fn router(state: SharedState, auth: Option<Accounts>, body_limit: usize, lan
         .route("/api/history", get(fooocus::api::history))
         .route("/api/health", get(fooocus::api::health))
         .route("/outputs/{*path}", get(files::output))
-        .route("/ws", get(ws::handler))
+        .route("/ws", get(fooocus::ws::handler))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             lan,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 
 use crate::nets::sdxl::clip::ClipTextModel;
+use crate::nets::sdxl::lora_names::targets;
 use crate::nets::sdxl::shapes::{ClipConfig, HeadDims, SdxlConfig};
 use crate::nets::sdxl::unet::UNet;
 use crate::nets::sdxl::vae::Vae;
@@ -114,7 +115,8 @@ impl SdxlFile {
     /// the networks built from it, and what each LoRA matched here. LoRAs that match nothing of
     /// this file are left out with a warning; nothing is read until a network is built.
     pub fn with_loras(&self, loras: &[(Arc<LoraFile>, f64)]) -> (SdxlWithLoras, Vec<LoraReport>) {
-        let (patches, reports) = Patches::new(&self.checkpoint, &self.config, loras);
+        let table = targets(&self.checkpoint, &self.config);
+        let (patches, reports) = Patches::new(&self.checkpoint, &table, loras);
         let file = SdxlWithLoras {
             file: self.clone(),
             patches: Arc::new(patches),

@@ -6,6 +6,7 @@
 pub mod clip;
 pub mod file;
 pub mod inspect;
+pub mod lora_names;
 pub mod preview;
 pub mod shapes;
 pub mod text;

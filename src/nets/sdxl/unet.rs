@@ -354,6 +354,28 @@ impl UNet {
         context: &Tensor,
         y: &Tensor,
     ) -> Result<Tensor> {
+        self.forward_with_residuals(x, timesteps, context, y, &Residuals::default())
+    }
+
+    /// [`UNet::forward`] with `residuals` added inside: to the output of each input block that
+    /// has one (and so to its skip connection) and to the middle block's output, as candle's
+    /// `forward_with_additional_residuals` does (ControlNets; Fooocus' inpaint head adds its
+    /// features to the first input block's output).
+    pub fn forward_with_residuals(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        y: &Tensor,
+        residuals: &Residuals<'_>,
+    ) -> Result<Tensor> {
+        if residuals.input.len() > self.input_blocks.len() {
+            candle_core::bail!(
+                "{} input residuals for a UNet of {} input blocks",
+                residuals.input.len(),
+                self.input_blocks.len()
+            );
+        }
         let dtype = self.dtype;
         let t_emb = sinusoidal_embedding(timesteps, self.config.model_channels)?.to_dtype(dtype)?;
         let emb = self
@@ -368,11 +390,17 @@ impl UNet {
         let context = context.to_dtype(dtype)?;
         let mut skips = Vec::with_capacity(self.input_blocks.len());
         let mut h = x.to_dtype(dtype)?;
-        for block in &self.input_blocks {
+        for (i, block) in self.input_blocks.iter().enumerate() {
             h = block.forward(&h, &emb, &context)?;
+            if let Some(Some(extra)) = residuals.input.get(i) {
+                h = (h + extra.to_dtype(dtype)?)?;
+            }
             skips.push(h.clone());
         }
         h = self.middle_block.forward(&h, &emb, &context)?;
+        if let Some(extra) = residuals.middle {
+            h = (h + extra.to_dtype(dtype)?)?;
+        }
         for block in &self.output_blocks {
             let Some(skip) = skips.pop() else {
                 candle_core::bail!("UNet has more output blocks than input blocks");
@@ -381,6 +409,15 @@ impl UNet {
         }
         self.out_conv.forward(&self.out_norm.forward_act(&h, true)?)
     }
+}
+
+/// Residuals added inside a UNet's forward pass (see [`UNet::forward_with_residuals`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Residuals<'a> {
+    /// Added to the output of input block `i` where `input[i]` is given (shaped as that output).
+    pub input: &'a [Option<Tensor>],
+    /// Added to the middle block's output.
+    pub middle: Option<&'a Tensor>,
 }
 
 impl Network for UNet {

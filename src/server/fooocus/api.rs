@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::options;
-use super::wire::{Control, Day, History, Queue, Submitted};
+use super::wire::{Control, Day, History, Queue, Status, Submitted};
 use crate::hub::background::describe;
-use crate::jobs::{JobId, JobStatus, SubmitError};
+use crate::jobs::{JobId, SubmitError};
 use crate::pipeline::plan::plan;
 use crate::pipeline::request::GenerateRequest;
 use crate::server::error::ApiError;
@@ -97,9 +97,10 @@ fn unknown(id: JobId) -> ApiError {
 pub async fn job(
     State(state): State<SharedState>,
     Path(id): Path<String>,
-) -> Result<Json<JobStatus>, ApiError> {
+) -> Result<Json<Status>, ApiError> {
     let id = job_id(&id)?;
-    state.worker.status(id).map(Json).ok_or_else(|| unknown(id))
+    let status = state.worker.status(id).ok_or_else(|| unknown(id))?;
+    Ok(Json(status.into()))
 }
 
 /// `POST /api/jobs/{id}/stop`.
@@ -125,7 +126,7 @@ pub async fn skip(
 /// `GET /api/queue`: the running job first, then the waiting ones.
 pub async fn queue(State(state): State<SharedState>) -> Json<Queue> {
     Json(Queue {
-        jobs: state.worker.queue(),
+        jobs: state.worker.queue().into_iter().map(Status::from).collect(),
     })
 }
 

@@ -1,7 +1,8 @@
 //! The page's own API (Fooocus-style JSON): submit, job status, stop/skip, queue, options,
-//! history, health, with typed replies (`wire`). Other dialects (A1111 `/sdapi/v1`, OpenAI
+//! history, health, and the WebSocket's events and previews (`ws`), all typed in `wire`. Other dialects (A1111 `/sdapi/v1`, OpenAI
 //! images) land as sibling folders.
 
 pub mod api;
 pub mod options;
 pub mod wire;
+pub mod ws;

@@ -1,4 +1,5 @@
-//! `GET /ws`: the event stream. Every worker [`Event`] goes out as a JSON text frame; the newest
+//! `GET /ws`: the event stream. Every worker [`Event`] goes out as a JSON text frame
+//! ([`wire::Message`]); the newest
 //! step preview goes out as a binary frame (JPEG). A slow client misses intermediate previews,
 //! never events (up to the broadcast buffer, after which it gets a `lagged` notice); the worker
 //! never waits for a socket.
@@ -8,16 +9,16 @@
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
-use serde_json::json;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
-use super::SharedState;
+use super::wire;
 use crate::jobs::{Event, PreviewFrame};
+use crate::server::SharedState;
 
-/// The handshake (a foreign page's handshake never gets here: see [`super::security`]).
+/// The handshake (a foreign page's handshake never gets here: see [`crate::server::security`]).
 pub async fn handler(State(state): State<SharedState>, upgrade: WebSocketUpgrade) -> Response {
     // Subscribe before answering, so a client sees every event after its handshake.
     let events = state.worker.subscribe();
@@ -32,9 +33,9 @@ async fn serve(
     mut events: broadcast::Receiver<Event>,
     mut previews: watch::Receiver<Option<Arc<PreviewFrame>>>,
 ) {
-    let hello = json!({ "type": "hello", "queue": state.worker.queue() });
+    let queue = state.worker.queue().into_iter().map(Into::into).collect();
     if socket
-        .send(Message::Text(hello.to_string().into()))
+        .send(text(&wire::Message::Hello { queue }))
         .await
         .is_err()
     {
@@ -43,16 +44,8 @@ async fn serve(
     loop {
         let message = tokio::select! {
             event = events.recv() => match event {
-                Ok(event) => match serde_json::to_string(&event) {
-                    Ok(text) => Message::Text(text.into()),
-                    Err(e) => {
-                        tracing::warn!("event not serializable: {e}");
-                        continue;
-                    }
-                },
-                Err(RecvError::Lagged(missed)) => Message::Text(
-                    json!({ "type": "lagged", "missed": missed }).to_string().into(),
-                ),
+                Ok(event) => text(&wire::Message::from(event)),
+                Err(RecvError::Lagged(missed)) => text(&wire::Message::Lagged { missed }),
                 Err(RecvError::Closed) => break,
             },
             changed = previews.changed() => {
@@ -73,5 +66,14 @@ async fn serve(
         if socket.send(message).await.is_err() {
             break;
         }
+    }
+}
+
+/// `message` as a JSON text frame.
+fn text(message: &wire::Message) -> Message {
+    match serde_json::to_string(message) {
+        Ok(json) => Message::Text(json.into()),
+        // Plain structs of strings and numbers always serialize; say so rather than panic.
+        Err(e) => Message::Text(format!("{{\"type\":\"error\",\"message\":\"{e}\"}}").into()),
     }
 }

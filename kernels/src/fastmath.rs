@@ -60,7 +60,7 @@ macro_rules! vectorised {
                 fn avx2($($arg: $ty),*) {
                     body($($arg),*)
                 }
-                if $crate::kernels::fastmath::has_avx2_fma() {
+                if $crate::fastmath::has_avx2_fma() {
                     // SAFETY: the CPU has the features `avx2` is compiled for.
                     return unsafe { avx2($($arg),*) };
                 }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::kernels::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
-use crate::kernels::microkernel_bf16::{self, pair_word, pairs_of};
-use crate::kernels::{fail, Result};
+use crate::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
+use crate::microkernel_bf16::{self, pair_word, pairs_of};
+use crate::{fail, Result};
 
 /// Depth of one pass over a panel: a 256×16 slice (16 KiB) stays in L1.
 const KC: usize = 256;
@@ -346,7 +346,7 @@ fn drive(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
     /// Packing a transposed and a plain operand, then accumulating, matches a plain triple loop
@@ -425,7 +425,7 @@ pub(crate) mod tests {
 
     /// Asserts that element (i, j) of the `m × n` rows `got` (`ldc` apart) is within `tol`
     /// (relative, absolute below 1) of `want(i, j)`.
-    pub(crate) fn assert_products(
+    fn assert_products(
         got: &[f32],
         ldc: usize,
         (m, n): (usize, usize),
@@ -442,6 +442,34 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    /// Pair panels multiply the inputs rounded to bf16 by the weights rounded to bf16, summed in
+    /// f32 (odd k, and k over several depth passes), and unpack to the weight rounded to bf16.
+    #[test]
+    fn pair_panels_multiply_in_bf16() -> Result<()> {
+        use crate::microkernel_bf16::to_bf16;
+        let rounded = |v: f32| f64::from(f32::from_bits(u32::from(to_bf16(v)) << 16));
+        for (m, k, n) in [(3, 7, 5), (30, 601, 40)] {
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.0137)
+                .collect();
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.0191)
+                .collect();
+            let panels = pack_pairs(&w, n, k);
+            let back = unpack_pairs(&panels, n, k);
+            assert!(back.iter().zip(&w).all(|(&b, &v)| b == to_bf16(v)));
+            let mut got = vec![0.5f32; m * n];
+            accumulate_bf16(&mut got, n, &x, (m, k, n), &panels)?;
+            assert_products(&got, n, (m, n), 1e-4, &format!("{m}×{k}×{n}"), |i, j| {
+                let dot: f64 = (0..k)
+                    .map(|l| rounded(x[i * k + l]) * rounded(w[j * k + l]))
+                    .sum();
+                0.5 + dot
+            });
+        }
+        Ok(())
     }
 
     /// Operands that do not fit their shapes are refused, not read past.

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::fastmath;
+use crate::fastmath;
 
 /// Values per parallel task.
 const TASK: usize = 1 << 14;

@@ -100,10 +100,10 @@ pub unsafe fn tile(kc: usize, a: Lhs, b: *const f32, c: *mut f32, store: Store, 
         let rows: [*const f32; MR] = std::array::from_fn(|i| a.ptr.add(i.min(last) * a.row));
         #[cfg(target_arch = "x86_64")]
         {
-            if crate::kernels::fastmath::has_avx512() {
+            if crate::fastmath::has_avx512() {
                 return avx512::tile(kc, rows, a.col, b, c, store, scale);
             }
-            if crate::kernels::fastmath::has_avx2_fma() {
+            if crate::fastmath::has_avx2_fma() {
                 return avx2::tile(kc, rows, a.col, b, c, store, scale);
             }
         }
@@ -341,7 +341,7 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 found.push(("avx512", avx512::tile));
             }
-            if crate::kernels::fastmath::has_avx2_fma() {
+            if crate::fastmath::has_avx2_fma() {
                 found.push(("avx2", avx2::tile));
             }
         }

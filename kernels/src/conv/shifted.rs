@@ -11,13 +11,13 @@
 
 use std::cell::Cell;
 
-use crate::kernels::{fail, Result};
+use crate::{fail, Result};
 use rayon::prelude::*;
 
 use super::lines::fill_line;
 use super::Geometry;
-use crate::kernels::matmul::with_panel_buffer;
-use crate::kernels::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
+use crate::matmul::with_panel_buffer;
+use crate::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
 
 /// Bytes of one band's channels-last copy: it stays in the last-level cache while the band's
 /// products read it k times.
@@ -209,7 +209,7 @@ pub(super) mod tests {
 
     /// A stride-1 convolution kernel with `accumulate`'s signature.
     pub(crate) type Kernel =
-        fn(&[f32], &[f32], usize, usize, &Geometry, &mut [f32]) -> crate::kernels::Result<()>;
+        fn(&[f32], &[f32], usize, usize, &Geometry, &mut [f32]) -> crate::Result<()>;
 
     /// Checks that `kernel` matches candle's conv2d (no bias, on a 0.5-filled output) for two
     /// random `[cin, h, w]` images (upsampled virtually to 2h × 2w with `up`) and a `k`×`k`

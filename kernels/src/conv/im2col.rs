@@ -6,9 +6,9 @@
 use rayon::prelude::*;
 
 use super::Geometry;
-use crate::kernels::matmul::{accumulate as product, packed_len, with_packed};
-use crate::kernels::microkernel::NR;
-use crate::kernels::Result;
+use crate::matmul::{accumulate as product, packed_len, with_packed};
+use crate::microkernel::NR;
+use crate::Result;
 
 /// Largest im2col chunk, in f32 elements (4 MiB: measured faster than 16 MiB for both the tiny
 /// and the full-size VAE), unless `MIN_CHUNK_PIXELS` asks for more (up to 94 MB for the UNet's

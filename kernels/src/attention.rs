@@ -10,9 +10,9 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use crate::kernels::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
-use crate::kernels::softmax::softmax_numerators;
-use crate::kernels::{fail, Result};
+use crate::microkernel::{pack_panels, tile, Lhs, SharedMut, Store, MR, NR};
+use crate::softmax::softmax_numerators;
+use crate::{fail, Result};
 
 /// Query rows per task: a multiple of `MR` such that the task's scores hold about
 /// `BLOCK_SCORES` values (384 KiB, within L2), but at least `MIN_ROWS` so that each key and

@@ -3,6 +3,12 @@
 //! text encoders (on the device, or the CPU with `--vram low`) and VAE pinned, the UNets
 //! swapped as the [`Placement`] says. Changing the base or its LoRAs clears the prompt-encoding
 //! cache.
+//!
+//! * [`cache`]: built networks keyed by file, LoRAs and role, under the `--vram` residency;
+//! * [`unets`]: a UNet the cache builds on demand, which the denoiser takes at each call.
+
+pub mod cache;
+pub mod unets;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -11,10 +17,8 @@ use std::sync::Arc;
 
 use candle_core::Device;
 
-use super::cache::{NetCache, NetKey, Residency, Role};
 use super::encode::EncodeCache;
 use super::plan::Plan;
-use super::unets::CachedUnet;
 use crate::config::Config;
 use crate::nets::sdxl::clip::ClipTextModel;
 use crate::nets::sdxl::file::{SdxlFile, SdxlWithLoras};
@@ -26,6 +30,8 @@ use crate::weights::backend::LoadMode;
 use crate::weights::checkpoint::Architecture;
 use crate::weights::lora::{LoraFile, LoraReport};
 use crate::weights::ModelError;
+use cache::{NetCache, NetKey, Residency, Role};
+use unets::CachedUnet;
 
 /// Which file with which LoRAs (strengths as bit patterns, so keys compare exactly).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,14 +15,14 @@
 
 use std::cell::Cell;
 
-use crate::kernels::{fail, Result};
+use crate::{fail, Result};
 use rayon::prelude::*;
 
 use super::lines::fill_line;
 use super::Geometry;
-use crate::kernels::fastmath;
-use crate::kernels::matmul::{multiply, packed_len, with_panel_buffer};
-use crate::kernels::microkernel::{SharedMut, NR};
+use crate::fastmath;
+use crate::matmul::{multiply, packed_len, with_panel_buffer};
+use crate::microkernel::{SharedMut, NR};
 
 /// Output pixels along each side of a tile.
 const TILE: usize = 4;
@@ -529,7 +529,7 @@ fn output_1d([m0, m1, m2, m3, m4, m5]: [Lanes; 6]) -> [Lanes; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::conv::shifted::tests::check_against_candle;
+    use crate::conv::shifted::tests::check_against_candle;
     use candle_core::Result;
 
     /// F(2, 3) matches candle's conv2d for two images: odd sizes (half tiles), padding 0 and 1,

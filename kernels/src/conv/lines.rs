@@ -24,7 +24,7 @@ pub fn fill_line(input: &[f32], g: &Geometry, y: usize, line: &mut [f32]) {
     for c0 in (0..cin).step_by(8) {
         let width = 8.min(cin - c0);
         #[cfg(target_arch = "x86_64")]
-        if width == 8 && up == 0 && crate::kernels::fastmath::has_avx2_fma() {
+        if width == 8 && up == 0 && crate::fastmath::has_avx2_fma() {
             let plane = src_h * src_w;
             // SAFETY: channels c0..c0 + 8 of row `row` hold `src_w` = g.w values each, and
             // `inner` holds g.w pixels of `cin` values.

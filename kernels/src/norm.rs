@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::fastmath;
+use crate::fastmath;
 
 /// How a GroupNorm runs over one tensor.
 pub struct GroupShape {

@@ -4,7 +4,7 @@
 //! non-positive arguments): it is a fifth of the attention's time at 4096 keys. Elsewhere
 //! `fastmath::exp` in a loop the compiler vectorises. Other paths use candle_nn's softmax.
 
-use crate::kernels::fastmath;
+use crate::fastmath;
 
 /// The numerators of a row's softmax, in place: `exp(x − max)`; returns their sum (the caller
 /// divides later, where fewer values remain). A fully masked row (all −∞) becomes zeros with
@@ -69,7 +69,7 @@ fn exp_sum(row: &mut [f32], max: f32) -> f32 {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use crate::kernels::fastmath;
+    use crate::fastmath;
 
     /// `exp(x − max)` in place and its sum, eight lanes at a time.
     #[target_feature(enable = "avx2,fma")]

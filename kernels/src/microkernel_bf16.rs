@@ -7,8 +7,8 @@
 //! the same products in f32 (correct, not fast). Written by hand: no maintained crate has a
 //! bf16 dot-product GEMM for the CPU.
 
-use crate::kernels::fastmath;
-use crate::kernels::microkernel::{Store, MR, NR};
+use crate::fastmath;
+use crate::microkernel::{Store, MR, NR};
 
 /// `x` rounded to bf16 (to nearest, ties to even; NaN stays NaN), as its 16 bits. Both results
 /// are computed and one selected, so that loops over it vectorise.
