@@ -2,6 +2,7 @@
 //! skipped, done, stopped, failed) and the newest step preview as a JPEG frame. How they look on
 //! a wire is the server's business (`server::fooocus::wire`).
 
+use super::table::Progress;
 use crate::store::ImageMetadata;
 
 /// A job's number, unique for the life of the process.
@@ -27,15 +28,7 @@ pub enum Event {
     /// A preparation stage ("Loading …", "Encoding prompts …", "Saving image …").
     Stage { job_id: JobId, text: String },
     /// A sampling step finished. `image` and `step` are 1-based, as in `text`.
-    Progress {
-        job_id: JobId,
-        image: usize,
-        images: usize,
-        step: usize,
-        steps: usize,
-        percent: u32,
-        text: String,
-    },
+    Progress { job_id: JobId, progress: Progress },
     /// An image was saved.
     Image {
         job_id: JobId,

@@ -144,24 +144,20 @@ fn on_run_event(shared: &Shared, id: u64, event: RunEvent<'_>) {
             let (image, step) = (image + 1, step + 1);
             let text = progress_text(step, steps, image, images);
             let percent = percent(step, steps, image, images);
-            if let Some(status) = shared.jobs().get_mut(id) {
-                status.progress = super::table::Progress {
-                    image,
-                    images,
-                    step,
-                    steps,
-                    percent,
-                    text: text.clone(),
-                };
-            }
-            shared.emit(Event::Progress {
-                job_id: id,
+            let progress = super::table::Progress {
                 image,
                 images,
                 step,
                 steps,
                 percent,
                 text,
+            };
+            if let Some(status) = shared.jobs().get_mut(id) {
+                status.progress = progress.clone();
+            }
+            shared.emit(Event::Progress {
+                job_id: id,
+                progress,
             });
             shared.previews.offer(id, image, step, denoised);
         }

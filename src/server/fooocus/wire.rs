@@ -154,24 +154,9 @@ impl From<Event> for Message {
             Event::Queued { job_id, position } => Message::Queued { job_id, position },
             Event::Started { job_id } => Message::Started { job_id },
             Event::Stage { job_id, text } => Message::Stage { job_id, text },
-            Event::Progress {
+            Event::Progress { job_id, progress } => Message::Progress {
                 job_id,
-                image,
-                images,
-                step,
-                steps,
-                percent,
-                text,
-            } => Message::Progress {
-                job_id,
-                steps: Steps {
-                    image,
-                    images,
-                    step,
-                    steps,
-                    percent,
-                    text,
-                },
+                steps: progress.into(),
             },
             Event::Image {
                 job_id,
