@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 
 /// An error answer of the API.
 #[derive(Debug)]
@@ -28,11 +28,19 @@ impl ApiError {
     }
 }
 
+/// The body of an error answer.
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'static str>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.field {
-            Some(field) => json!({ "error": self.message, "field": field }),
-            None => json!({ "error": self.message }),
+        let body = ErrorBody {
+            error: self.message,
+            field: self.field,
         };
         (self.status, Json(body)).into_response()
     }

@@ -7,9 +7,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::Value;
 
-use super::options;
+use super::options::{self, Health, Options};
 use super::wire::{Control, Day, History, Queue, Status, Submitted};
 use crate::hub::background::describe;
 use crate::jobs::{JobId, SubmitError};
@@ -131,12 +130,12 @@ pub async fn queue(State(state): State<SharedState>) -> Json<Queue> {
 }
 
 /// `GET /api/options` (scans the model folders).
-pub async fn options(State(state): State<SharedState>) -> Result<Json<Value>, ApiError> {
+pub async fn options(State(state): State<SharedState>) -> Result<Json<Options>, ApiError> {
     Ok(Json(blocking(move || options::options(&state)).await?))
 }
 
 /// `GET /api/health`.
-pub async fn health(State(state): State<SharedState>) -> Result<Json<Value>, ApiError> {
+pub async fn health(State(state): State<SharedState>) -> Result<Json<Health>, ApiError> {
     Ok(Json(blocking(move || options::health(&state)).await?))
 }
 

@@ -2,9 +2,8 @@
 //! `GET /api/health` (which files of the preset are missing, and how their downloads go).
 
 use serde::Serialize;
-use serde_json::{json, Value};
 
-use crate::config::ModelKind;
+use crate::config::{ModelKind, Preset};
 use crate::hub::{builtin_catalog, missing};
 use crate::pipeline::request::{aspect_label, Performance, ASPECT_RATIOS};
 use crate::runtime::describe;
@@ -44,8 +43,46 @@ pub fn aspect_options() -> Vec<AspectOption> {
         .collect()
 }
 
+/// `GET /api/options`: what the page builds its controls from.
+#[derive(Debug, Serialize)]
+pub struct Options {
+    pub preset: String,
+    pub defaults: Preset,
+    pub styles: Vec<String>,
+    pub aspect_ratios: Vec<AspectOption>,
+    pub performance: Vec<&'static str>,
+    pub samplers: Vec<&'static str>,
+    pub schedulers: Vec<&'static str>,
+    pub models: Vec<String>,
+    pub loras: Vec<String>,
+    pub presets: Vec<String>,
+    pub output_formats: [&'static str; 3],
+}
+
+/// `GET /api/health`: the files the preset lacks, where it runs, how busy it is.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub ok: bool,
+    pub preset: String,
+    pub missing_models: Vec<MissingModel>,
+    pub device: String,
+    pub queue: usize,
+    pub version: &'static str,
+}
+
+/// A file the preset needs and lacks, with how its download goes.
+#[derive(Debug, Serialize)]
+pub struct MissingModel {
+    pub name: String,
+    pub dest: String,
+    pub downloadable: bool,
+    pub downloaded: u64,
+    pub total: u64,
+    pub error: Option<String>,
+}
+
 /// The body of `GET /api/options`.
-pub fn options(state: &AppState) -> Value {
+pub fn options(state: &AppState) -> Options {
     let models: Vec<String> = state
         .config
         .list_models(ModelKind::Checkpoint)
@@ -58,52 +95,52 @@ pub fn options(state: &AppState) -> Value {
         .into_iter()
         .map(|m| m.name)
         .collect();
-    json!({
-        "preset": state.preset_name,
-        "defaults": state.preset,
-        "styles": state.styles.names(),
-        "aspect_ratios": aspect_options(),
-        "performance": Performance::ALL.iter().map(|p| p.name()).collect::<Vec<_>>(),
-        "samplers": Sampler::names(),
-        "schedulers": Scheduler::names(),
-        "models": models,
-        "loras": loras,
-        "presets": state.config.presets.keys().collect::<Vec<_>>(),
-        "output_formats": ["png", "jpeg", "webp"],
-    })
+    Options {
+        preset: state.preset_name.clone(),
+        defaults: state.preset.clone(),
+        styles: state.styles.names().into_iter().map(String::from).collect(),
+        aspect_ratios: aspect_options(),
+        performance: Performance::ALL.iter().map(|p| p.name()).collect(),
+        samplers: Sampler::names(),
+        schedulers: Scheduler::names(),
+        models,
+        loras,
+        presets: state.config.presets.keys().cloned().collect(),
+        output_formats: ["png", "jpeg", "webp"],
+    }
 }
 
 /// The body of `GET /api/health`: the files the preset lacks right now (the model folders are
 /// scanned on each call, so a file put in place shows at once) with their download state.
-pub fn health(state: &AppState) -> Value {
+pub fn health(state: &AppState) -> Health {
     let needed = missing(&state.config, &state.preset, &builtin_catalog());
     let downloads = state
         .downloads
         .lock()
         .map(|d| d.clone())
         .unwrap_or_default();
-    let missing: Vec<Value> = needed
+    let missing: Vec<MissingModel> = needed
         .iter()
         .map(|n| {
             let status = downloads.iter().find(|d| d.name == n.name);
-            json!({
-                "name": n.name,
-                "dest": n.dest.display().to_string(),
-                "downloadable": n.entry.is_some(),
-                "downloaded": status.map_or(0, |s| s.downloaded),
-                "total": status.map_or(0, |s| s.total),
-                "error": status.and_then(|s| s.error.clone()),
-            })
+            MissingModel {
+                name: n.name.clone(),
+                dest: n.dest.display().to_string(),
+                downloadable: n.entry.is_some(),
+                downloaded: status.map_or(0, |s| s.downloaded),
+                total: status.map_or(0, |s| s.total),
+                error: status.and_then(|s| s.error.clone()),
+            }
         })
         .collect();
-    json!({
-        "ok": missing.is_empty(),
-        "preset": state.preset_name,
-        "missing_models": missing,
-        "device": describe(&state.device),
-        "queue": state.worker.queue().len(),
-        "version": env!("CARGO_PKG_VERSION"),
-    })
+    Health {
+        ok: missing.is_empty(),
+        preset: state.preset_name.clone(),
+        missing_models: missing,
+        device: describe(&state.device),
+        queue: state.worker.queue().len(),
+        version: env!("CARGO_PKG_VERSION"),
+    }
 }
 
 #[cfg(test)]
