@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod linear;
 pub mod norm;
 pub mod panels;
+pub mod tiling;
 
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
