@@ -56,14 +56,19 @@ pub struct Operand<'a> {
 }
 
 impl Operand<'_> {
-    /// Refuses strides that reach past the data for `[b, h, t, d]` elements.
+    /// Refuses strides that reach past the data for `[b, h, t, d]` elements (an offset that
+    /// overflows counts as past).
     fn check(&self, (b, h, t, d): (usize, usize, usize, usize), what: &str) -> Result<()> {
-        if b * h * t * d == 0 {
+        if b == 0 || h == 0 || t == 0 || d == 0 {
             return Ok(());
         }
         let s = &self.strides;
-        let last = s.at(b - 1, h - 1, t - 1) + (d - 1) * s.col;
-        if last >= self.data.len() {
+        let last = [(b, s.batch), (h, s.head), (t, s.row), (d, s.col)]
+            .iter()
+            .try_fold(s.start, |at, &(n, stride)| {
+                (n - 1).checked_mul(stride).and_then(|o| at.checked_add(o))
+            });
+        if last.is_none_or(|last| last >= self.data.len()) {
             fail!(
                 "attention: {what} [{b}, {h}, {t}, {d}] with strides {s:?} overruns its {} values",
                 self.data.len()
@@ -314,6 +319,62 @@ impl QueryBlock {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operand(data: &[f32], strides: Strides) -> Operand<'_> {
+        Operand { data, strides }
+    }
+
+    /// Strides that reach past the data, or overflow on the way, are refused, never read.
+    #[test]
+    fn refuses_operands_past_their_data() {
+        let data = vec![0.5f32; 2 * 3 * 4];
+        let fits = Strides {
+            start: 0,
+            batch: 12,
+            head: 4,
+            row: 4,
+            col: 1,
+        };
+        let sizes = Sizes {
+            b: 2,
+            h: 3,
+            tq: 1,
+            tk: 1,
+            d: 4,
+        };
+        let ok = attention(
+            operand(&data, fits),
+            operand(&data, fits),
+            operand(&data, fits),
+            sizes,
+            false,
+            OutputOrder::HeadsMajor,
+        );
+        assert_eq!(ok.map(|o| o.len()).ok(), Some(2 * 3 * 4));
+        for bad in [
+            Strides { start: 1, ..fits },
+            Strides { batch: 13, ..fits },
+            Strides {
+                head: usize::MAX / 2,
+                ..fits
+            },
+        ] {
+            let refused = attention(
+                operand(&data, bad),
+                operand(&data, fits),
+                operand(&data, fits),
+                sizes,
+                false,
+                OutputOrder::HeadsMajor,
+            );
+            assert!(refused.is_err(), "{bad:?}");
         }
     }
 }

@@ -89,7 +89,8 @@ impl Worker {
         Self::start_with(setup, Box::new(MemoryQueue::default()))
     }
 
-    /// Starts the thread with the waiting jobs kept in `waiting`.
+    /// Starts the thread with the waiting jobs kept in `waiting`, which must start empty: a
+    /// durable store that comes back with jobs will also need their records and ids restored.
     pub fn start_with(setup: WorkerSetup, waiting: Box<dyn QueueStore>) -> std::io::Result<Self> {
         let capacity = setup.capacity.max(1);
         let (events, _) = broadcast::channel(EVENT_BUFFER);

@@ -1,6 +1,8 @@
 //! Step previews encoded off the model thread: the thread hands over the newest x0 estimate (a
 //! cheap tensor handle) and goes on sampling; a thread of its own turns the newest one into a
-//! JPEG for the `watch` channel, dropping any that were overtaken while it worked.
+//! JPEG for the `watch` channel, dropping any that were overtaken while it worked. A frame of a
+//! job that has ended is not published (its latent is dropped unencoded), so a late preview
+//! never follows a job's last event.
 
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -21,6 +23,8 @@ struct Pending {
 #[derive(Default)]
 struct Slot {
     newest: Option<Pending>,
+    /// The job whose frames may still be published.
+    running: Option<JobId>,
     closed: bool,
 }
 
@@ -55,6 +59,7 @@ impl PreviewEncoder {
         }
         let (lock, ready) = &*self.slot;
         let mut slot = lock.lock().unwrap_or_else(|p| p.into_inner());
+        slot.running = Some(job_id);
         slot.newest = Some(Pending {
             job_id,
             image,
@@ -62,6 +67,16 @@ impl PreviewEncoder {
             denoised: denoised.clone(),
         });
         ready.notify_one();
+    }
+
+    /// Job `job_id` has ended: its frames are no longer published.
+    pub fn job_ended(&self, job_id: JobId) {
+        let (lock, _) = &*self.slot;
+        let mut slot = lock.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.running == Some(job_id) {
+            slot.running = None;
+            slot.newest = None;
+        }
     }
 }
 
@@ -89,12 +104,16 @@ fn encode_newest(slot: &(Mutex<Slot>, Condvar), frames: &watch::Sender<Option<Ar
         };
         match preview_jpeg(&pending.denoised) {
             Ok(jpeg) => {
-                frames.send_replace(Some(Arc::new(PreviewFrame {
-                    job_id: pending.job_id,
-                    image: pending.image,
-                    step: pending.step,
-                    jpeg,
-                })));
+                // Published under the lock, so that `job_ended` cannot slip in between.
+                let slot = lock.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.running == Some(pending.job_id) {
+                    frames.send_replace(Some(Arc::new(PreviewFrame {
+                        job_id: pending.job_id,
+                        image: pending.image,
+                        step: pending.step,
+                        jpeg,
+                    })));
+                }
             }
             Err(e) => tracing::debug!("no preview for job {}: {e}", pending.job_id),
         }

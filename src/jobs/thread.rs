@@ -20,8 +20,19 @@ struct Taken {
     control: Arc<RunControl>,
 }
 
+/// Closes the table when the thread ends, however it ends, so that no job is accepted that
+/// nothing would run.
+struct CloseOnExit<'a>(&'a Shared);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.jobs().closed = true;
+    }
+}
+
 /// Runs jobs until the table is closed.
 pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup) {
+    let _close = CloseOnExit(&shared);
     let mut models = Models::new(setup.placement.clone());
     while let Some(job) = next_job(&shared) {
         let control = job.control;
@@ -81,6 +92,7 @@ fn next_job(shared: &Shared) -> Option<Taken> {
 
 /// Records the end of job `id` and tells the listeners.
 fn finish(shared: &Shared, id: u64, result: Result<RunOutcome, PipelineError>) {
+    shared.previews.job_ended(id);
     let mut skipped = Vec::new();
     let event = {
         let mut jobs = shared.jobs();

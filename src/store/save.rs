@@ -15,6 +15,7 @@ use super::history::{list_day, list_history, HistoryDay, HistoryImage};
 use super::log_html::{log_image, LogEntry};
 use super::metadata::ImageMetadata;
 use super::naming::{date_folder, image_file_name, resolve_output_path};
+use super::read::embedded_text_from_bytes;
 
 /// How many random names are tried before giving up.
 const NAME_TRIES: u32 = 100;
@@ -26,20 +27,25 @@ pub struct SavedImage {
     pub path: PathBuf,
     /// Its path relative to the output root, `/`-separated: `YYYY-MM-DD/<file>`.
     pub relative: String,
-    /// The metadata embedded in the file; `None` when it was saved without.
+    /// The metadata as embedded in the file (read back from its bytes: a JPEG whose EXIF has no
+    /// room for our JSON carries only the A1111 text); `None` when it carries none.
     pub metadata: Option<Box<ImageMetadata>>,
 }
 
-/// Encodes `image` and writes it to exactly `path` (atomically; the folder must exist). The
-/// same image, metadata and options give the same bytes.
+/// Encodes `image` and writes it to exactly `path` (atomically; the folder must exist); returns
+/// the metadata the file carries. The same image, metadata and options give the same bytes.
 pub fn save_image_file(
     path: &Path,
     image: &RgbImage,
     meta: &ImageMetadata,
     options: &EncodeOptions,
-) -> Result<()> {
+) -> Result<Option<ImageMetadata>> {
     let bytes = encode_image(image, meta, options, path)?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &bytes)?;
+    // What a reader of the file will find (our own encoder's output always parses).
+    Ok(embedded_text_from_bytes(&bytes)
+        .ok()
+        .and_then(|text| text.metadata()))
 }
 
 /// The first of `candidates` that names nothing in `dir` (not even a dangling link).
@@ -117,10 +123,9 @@ impl OutputStore {
             tries: NAME_TRIES,
         })?;
         let path = dir.join(&name);
-        save_image_file(&path, image, &meta, options)?;
+        let embedded = save_image_file(&path, image, &meta, options)?.map(Box::new);
         tracing::info!("saved {}", path.display());
 
-        let embedded = options.embed_metadata.then(|| Box::new(meta.clone()));
         if self.write_log {
             let entry = LogEntry {
                 file: name.clone(),

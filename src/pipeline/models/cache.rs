@@ -100,30 +100,21 @@ impl NetCache {
         Ok(value)
     }
 
-    /// Evicts the least recently used swappable entries until one of `cost` fits.
+    /// Evicts the least recently used swappable entries until one of `cost` fits: the swappable
+    /// ones then add up to no more than the largest of them (the new one included).
     fn make_room(&mut self, cost: u64) {
         if self.residency == Residency::All {
             return;
         }
-        let swappable = |e: &&Entry| !e.pinned;
-        let limit = self
-            .entries
-            .iter()
-            .filter(swappable)
-            .map(|e| e.cost)
-            .max()
-            .unwrap_or(0)
-            .max(cost);
         let mut evicted = false;
-        while self
-            .entries
-            .iter()
-            .filter(swappable)
-            .map(|e| e.cost)
-            .sum::<u64>()
-            + cost
-            > limit
-        {
+        loop {
+            let swappable = self.entries.iter().filter(|e| !e.pinned);
+            let (total, largest) = swappable.fold((cost, cost), |(total, largest), e| {
+                (total + e.cost, largest.max(e.cost))
+            });
+            if total <= largest {
+                break;
+            }
             let Some(oldest) = self
                 .entries
                 .iter()

@@ -34,18 +34,23 @@ async fn serve(
     mut previews: watch::Receiver<Option<Arc<PreviewFrame>>>,
 ) {
     let queue = state.worker.queue().into_iter().map(Into::into).collect();
-    if socket
-        .send(text(&wire::Message::Hello { queue }))
-        .await
-        .is_err()
-    {
+    let Some(hello) = text(&wire::Message::Hello { queue }) else {
+        return;
+    };
+    if socket.send(hello).await.is_err() {
         return;
     }
     loop {
         let message = tokio::select! {
             event = events.recv() => match event {
-                Ok(event) => text(&wire::Message::from(event)),
-                Err(RecvError::Lagged(missed)) => text(&wire::Message::Lagged { missed }),
+                Ok(event) => match text(&wire::Message::from(event)) {
+                    Some(message) => message,
+                    None => continue,
+                },
+                Err(RecvError::Lagged(missed)) => match text(&wire::Message::Lagged { missed }) {
+                    Some(message) => message,
+                    None => continue,
+                },
                 Err(RecvError::Closed) => break,
             },
             changed = previews.changed() => {
@@ -69,11 +74,13 @@ async fn serve(
     }
 }
 
-/// `message` as a JSON text frame.
-fn text(message: &wire::Message) -> Message {
+/// `message` as a JSON text frame (`None`, logged, if it would not serialize).
+fn text(message: &wire::Message) -> Option<Message> {
     match serde_json::to_string(message) {
-        Ok(json) => Message::Text(json.into()),
-        // Plain structs of strings and numbers always serialize; say so rather than panic.
-        Err(e) => Message::Text(format!("{{\"type\":\"error\",\"message\":\"{e}\"}}").into()),
+        Ok(json) => Some(Message::Text(json.into())),
+        Err(e) => {
+            tracing::warn!("message not serializable: {e}");
+            None
+        }
     }
 }
