@@ -2,7 +2,6 @@
 //! skipped, done, stopped, failed) and the newest step preview as a JPEG frame. How they look on
 //! a wire is the server's business (`server::fooocus::wire`).
 
-use super::table::Progress;
 use crate::store::ImageMetadata;
 
 /// A job's number, unique for the life of the process.
@@ -16,6 +15,17 @@ pub struct JobImage {
     pub seed: u64,
     /// Its path relative to the output root, `YYYY-MM-DD/<file>`.
     pub path: String,
+}
+
+/// The last progress of a running job (1-based image and step).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub image: usize,
+    pub images: usize,
+    pub step: usize,
+    pub steps: usize,
+    pub percent: u32,
+    pub text: String,
 }
 
 /// A broadcast event.

@@ -20,8 +20,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::{broadcast, watch};
 
-pub use events::{Event, JobId, JobImage, PreviewFrame};
-pub use table::{JobState, JobStatus, Progress};
+pub use events::{Event, JobId, JobImage, PreviewFrame, Progress};
+pub use table::{JobState, JobStatus};
 
 use crate::config::Config;
 use crate::pipeline::plan::Plan;

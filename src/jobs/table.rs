@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::events::{JobId, JobImage};
+use super::events::{JobId, JobImage, Progress};
 use super::store::QueueStore;
 use crate::pipeline::run::RunControl;
 
@@ -26,17 +26,6 @@ impl JobState {
     pub fn finished(self) -> bool {
         matches!(self, JobState::Done | JobState::Stopped | JobState::Failed)
     }
-}
-
-/// The last progress of a running job (1-based image and step).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Progress {
-    pub image: usize,
-    pub images: usize,
-    pub step: usize,
-    pub steps: usize,
-    pub percent: u32,
-    pub text: String,
 }
 
 /// Where a job is, what it has made so far and how it ended.

@@ -156,7 +156,7 @@ fn on_run_event(shared: &Shared, id: u64, event: RunEvent<'_>) {
             let (image, step) = (image + 1, step + 1);
             let text = progress_text(step, steps, image, images);
             let percent = percent(step, steps, image, images);
-            let progress = super::table::Progress {
+            let progress = super::events::Progress {
                 image,
                 images,
                 step,

@@ -1,23 +1,15 @@
 //! The conditioning stages of one image as Fooocus builds them: the base model's time ids
 //! (emphasized by the ADM scalers, or consistent), the refiner's ids with the aesthetic score, the
-//! refiner's context and switch step derived from the base's, and from them the base and refiner
+//! refiner's context derived from the base's, and from them the base and refiner
 //! [`Stage`]s the denoiser runs.
 
 use candle_core::{Device, Result, Tensor, D};
 
 use super::denoiser::{pair_contexts, Adm, Stage, UnetRef};
 use super::models::unets::CachedUnet;
+use super::plan::AdmScalers;
 use crate::nets::sdxl::text::TextConditioning;
 use crate::nets::sdxl::unet::adm_vector;
-
-/// The scalers of negative ADM guidance: the positive and negative rows' original sizes are
-/// scaled by `positive` and `negative` until the fraction `end` of the steps.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdmScalers {
-    pub positive: f64,
-    pub negative: f64,
-    pub end: f64,
-}
 
 /// Aesthetic score of the refiner's positive conditioning.
 pub const REFINER_POSITIVE_AESTHETIC: f64 = 6.0;
@@ -146,23 +138,9 @@ pub fn refiner_stage<'a>(
     })
 }
 
-/// The step after whose model call the refiner takes over: round_half_even(steps · switch).
-pub fn switch_step(steps: usize, refiner_switch: f64) -> usize {
-    (steps as f64 * refiner_switch).round_ties_even().max(0.0) as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn switch_rounds_half_to_even() {
-        assert_eq!(switch_step(30, 0.75), 22);
-        assert_eq!(switch_step(30, 2.0 / 3.0), 20);
-        assert_eq!(switch_step(60, 2.0 / 3.0), 40);
-        assert_eq!(switch_step(10, 0.5), 5);
-        assert_eq!(switch_step(5, 0.5), 2);
-    }
 
     #[test]
     fn ids_truncate_and_round() {

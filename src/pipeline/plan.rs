@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use crate::config::{Config, LoraChoice, ModelKind, Preset};
-use crate::pipeline::conditioning::{switch_step, AdmScalers};
 use crate::pipeline::guidance::Guidance;
 use crate::pipeline::request::{
     parse_aspect_ratio, FastMode, GenerateRequest, Performance, ASPECT_RATIOS,
@@ -45,6 +44,15 @@ fn bad(field: &'static str, message: impl Into<String>) -> RequestError {
 pub struct ModelRef {
     pub name: String,
     pub path: PathBuf,
+}
+
+/// The scalers of negative ADM guidance: the positive and negative rows' original sizes are
+/// scaled by `positive` and `negative` until the fraction `end` of the steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdmScalers {
+    pub positive: f64,
+    pub negative: f64,
+    pub end: f64,
 }
 
 /// The refiner and where it takes over.
@@ -340,6 +348,11 @@ fn tuning(
     })
 }
 
+/// The step after whose model call the refiner takes over: round_half_even(steps · switch).
+pub fn switch_step(steps: usize, refiner_switch: f64) -> usize {
+    (steps as f64 * refiner_switch).round_ties_even().max(0.0) as usize
+}
+
 /// The image size: a custom width and height (both, multiples of 64 in 512…2048) or an SDXL
 /// resolution.
 fn size(r: &GenerateRequest, preset: &Preset) -> Result<(u32, u32), RequestError> {
@@ -457,4 +470,18 @@ fn refiner(
         switch,
         switch_step,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switch_rounds_half_to_even() {
+        assert_eq!(switch_step(30, 0.75), 22);
+        assert_eq!(switch_step(30, 2.0 / 3.0), 20);
+        assert_eq!(switch_step(60, 2.0 / 3.0), 40);
+        assert_eq!(switch_step(10, 0.5), 5);
+        assert_eq!(switch_step(5, 0.5), 2);
+    }
 }

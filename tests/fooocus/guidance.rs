@@ -95,6 +95,7 @@ fn fooocus_base_and_refiner_run_from_the_seed() {
     use fooocus::nets::sdxl::unet::adm_vector;
     use fooocus::pipeline::conditioning::*;
     use fooocus::pipeline::denoiser::{pair_contexts, Adm, FooocusDenoiser, Stage};
+    use fooocus::pipeline::plan::switch_step;
     use fooocus::sampling::{
         DiscreteSchedule, ReplayNoise, SampleOutcome, Sampler, SamplerOptions, Scheduler,
         SeededNoise, StepControl,

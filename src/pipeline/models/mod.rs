@@ -28,7 +28,7 @@ use crate::nets::sdxl::vae::Vae;
 use crate::runtime::Placement;
 use crate::weights::backend::LoadMode;
 use crate::weights::checkpoint::Architecture;
-use crate::weights::lora::{LoraFile, LoraReport};
+use crate::weights::lora::LoraFile;
 use crate::weights::ModelError;
 use cache::{NetCache, NetKey, Residency, Role};
 use unets::CachedUnet;
@@ -73,19 +73,19 @@ impl Model {
         key: ModelKey,
         architecture: Architecture,
         config: &Config,
-    ) -> Result<(Self, Vec<LoraReport>), ModelError> {
+    ) -> Result<Self, ModelError> {
         let file = open_file(placement, &key.path, config)?;
         file.require(architecture)?;
-        let (patched, reports) = file.with_loras(&lora_files(&key.loras)?);
+        // What each LoRA matched is logged as it is matched.
+        let (patched, _) = file.with_loras(&lora_files(&key.loras)?);
         let (_, usage) = patched.unet(LoadMode::Meta, &placement.device)?;
-        let model = Self {
+        Ok(Self {
             unet: key.net(Role::Unet),
             unet_parameters: usage.parameters(&file.checkpoint),
             key,
             file,
             patched,
-        };
-        Ok((model, reports))
+        })
     }
 
     /// Its UNet, from `cache` on `device`.
@@ -177,7 +177,7 @@ impl Models {
             on_stage(format!("Loading {}", plan.base_model.name));
             self.drop_model(Which::Base);
             self.cache.clear();
-            let (base, _) = Model::open(&self.placement, base_key, Architecture::SdxlBase, config)?;
+            let base = Model::open(&self.placement, base_key, Architecture::SdxlBase, config)?;
             self.base = Some(base);
             // Text encoders and VAE now, pinned: every image needs them.
             self.pinned_networks()?;
@@ -189,7 +189,7 @@ impl Models {
                 if self.refiner.as_ref().map(|x| &x.key) != Some(&refiner_key) {
                     on_stage(format!("Loading {}", r.model.name));
                     self.drop_model(Which::Refiner);
-                    let (refiner, _) = Model::open(
+                    let refiner = Model::open(
                         &self.placement,
                         refiner_key,
                         Architecture::SdxlRefiner,
