@@ -60,7 +60,7 @@ for run in "${RUNS[@]}"; do
     echo "== fooocus-rs ($OUR_PARTS, --vram $run), $THREADS threads; load $(cut -d' ' -f1-3 /proc/loadavg)"
     # shellcheck disable=SC2086
     RAYON_NUM_THREADS=$THREADS "$ROOT/target/release/fooocus" bench \
-        --layouts "$ROOT/../shared/fixtures/layouts" --device cpu --vram "$vram" $extra \
+        --layouts "$ROOT/fixtures/layouts" --device cpu --vram "$vram" $extra \
         --parts "$OUR_PARTS" --warmup 1 --repeats 1 --json >"$json"
     OURS_JSONS+=("$json")
 done

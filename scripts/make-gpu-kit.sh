@@ -9,14 +9,14 @@
 #                                           check here: DEVICE=cpu QUICK=1 scripts/gpu-check.sh
 #
 # Environment: KIT (folder), FEATURES (default cuda), PROFILE (release|dev, default release),
-# FIXTURES (default ../shared/fixtures), NO_WHEELS=1 to skip the wheels.
+# FIXTURES (default the repository's fixtures/), NO_WHEELS=1 to skip the wheels.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 KIT=${KIT:-$ROOT/gpu-kit}
 FEATURES=${FEATURES-cuda}
 PROFILE=${PROFILE:-release}
-FIXTURES=${FIXTURES:-$ROOT/../shared/fixtures}
+FIXTURES=${FIXTURES:-$ROOT/fixtures}
 
 if [[ "$FEATURES" == *cuda* ]]; then
     # shellcheck source=scripts/build-cuda.sh

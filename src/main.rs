@@ -17,7 +17,12 @@ use fooocus::config::Config;
 )]
 struct Cli {
     /// The configuration file (missing: the documented defaults).
-    #[arg(long, global = true, default_value = "config.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "FOOOCUS_CONFIG",
+        default_value = "config.toml"
+    )]
     config: PathBuf,
     /// Flags of the server (no subcommand).
     #[command(flatten)]

@@ -70,17 +70,64 @@ fn bad_requests_exit_non_zero_naming_the_field() {
 }
 
 #[test]
-fn inspect_reports_a_checkpoint_by_name() {
+fn inspect_reports_a_checkpoint_by_name_with_the_configs_head_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::write_tiny_config(dir.path());
-    let out = fooocus(
-        &config,
-        &["inspect", "sdxl_refiner.safetensors", "--head-dim", "8"],
-    );
+    // The config's [head_dims] for the file apply without a flag.
+    let out = fooocus(&config, &["inspect", "sdxl_base.safetensors"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("SDXL refiner checkpoint"), "{stdout}");
+    assert!(stdout.contains("SDXL base checkpoint"), "{stdout}");
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
     let out = fooocus(&config, &["inspect", "missing.safetensors"]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn inspect_takes_head_sizes_per_network_and_names_the_one_that_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_tiny_config(dir.path());
+    let h = common::tiny_heads("base_unet_sgm");
+    let given = format!("clip_l={},clip_g={},unet={}", h.clip_l, h.clip_g, h.unet);
+    let out = fooocus(
+        &config,
+        &["inspect", "sdxl_base.safetensors", "--head-dims", &given],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let hidden = common::json("tiny_configs.json")["clip_g"]["hidden_size"]
+        .as_u64()
+        .unwrap();
+    let wrong = format!("clip_g={}", hidden + 1);
+    let out = fooocus(
+        &config,
+        &["inspect", "sdxl_base.safetensors", "--head-dims", &wrong],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("CLIP-G"), "{text}");
+    assert!(text.contains("clip_g=N"), "{text}");
+
+    let out = fooocus(
+        &config,
+        &["inspect", "sdxl_base.safetensors", "--head-dims", "vae=8"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("clip_l, clip_g or unet"));
+}
+
+#[test]
+fn inspect_says_a_folder_is_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_tiny_config(dir.path());
+    let folder = dir.path().display().to_string();
+    let out = fooocus(&config, &["inspect", &folder]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is a folder"), "{stderr}");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The loader on the full-size SDXL 1.0 layouts (`../shared/fixtures/layouts`): sparse files with
+//! The loader on the full-size SDXL 1.0 layouts (`$FOOOCUS_LAYOUTS`, default `fixtures/layouts`): sparse files with
 //! the real headers and zero data, checked for detection, inferred configuration and parameter
 //! counts without reading the weights.
 

@@ -1,5 +1,5 @@
 //! Schedules and sampler trajectories against a samplers-shaped fixture folder
-//! (`FOOOCUS_SAMPLER_FIXTURES`, default `../shared/fixtures/samplers`). Every list (schedules,
+//! (`FOOOCUS_SAMPLER_FIXTURES`, default the repository's `fixtures/samplers`). Every list (schedules,
 //! samplers, step counts, shapes, the discrete table) comes from the folder's files.
 
 use std::collections::HashMap;
@@ -15,9 +15,7 @@ use serde_json::Value;
 fn fixture_dir() -> PathBuf {
     std::env::var_os("FOOOCUS_SAMPLER_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/samplers")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/samplers"))
 }
 
 fn settings() -> Value {

@@ -99,9 +99,10 @@ pub struct BenchArgs {
     /// Run on the tiny fixtures in this folder (`sdxl_base.safetensors`, `tiny_configs.json`).
     #[arg(long, value_name = "FIXTURES_DIR")]
     pub tiny: Option<PathBuf>,
-    /// Folder of the SDXL 1.0 layouts used for random weights.
-    #[arg(long, default_value = "../shared/fixtures/layouts")]
-    pub layouts: PathBuf,
+    /// Folder of the SDXL 1.0 layouts used for random weights (default: `fixtures/layouts` of
+    /// the working folder, else of the repository the binary was built from).
+    #[arg(long)]
+    pub layouts: Option<PathBuf>,
     /// Comma-separated parts, run in the order given: conv512 (one 3×3 conv 128→128 on
     /// [1, 128, 512, 512], the VAE's last level at 512²), norm512 (GroupNorm 32 + SiLU on the
     /// same), linear (the UNet's widest at 1024²: 640 → 5120 on [2, 4096, 640]), attention (its
@@ -291,8 +292,9 @@ fn source(args: &BenchArgs) -> anyhow::Result<Source> {
         };
         return Ok(files(open(path, HeadDims::default())?, refiner, label));
     }
-    let base = random::SparseLayout::write(&args.layouts, "base")?;
-    let refiner = random::SparseLayout::write(&args.layouts, "refiner")?;
+    let layouts = args.layouts.clone().unwrap_or_else(default_layouts);
+    let base = random::SparseLayout::write(&layouts, "base")?;
+    let refiner = random::SparseLayout::write(&layouts, "refiner")?;
     let base_config = SdxlFile::open(&base.path, HeadDims::default())?.config;
     let refiner_config = SdxlFile::open(&refiner.path, HeadDims::default())?.config;
     Ok(Source {
@@ -433,4 +435,14 @@ pub fn main(args: &BenchArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `fixtures/layouts` of the working folder when there is one, else of the repository this binary
+/// was built from (the layouts `refgen` wrote; see `fixtures/README.md`).
+fn default_layouts() -> PathBuf {
+    let here = PathBuf::from("fixtures/layouts");
+    if here.is_dir() {
+        return here;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/layouts")
 }

@@ -1,5 +1,5 @@
 //! Full-size networks without a checkpoint: the SDXL 1.0 layout (tensor names and shapes from
-//! `../shared/fixtures/layouts`) written as a sparse safetensors header so the configuration is
+//! `fixtures/layouts`) written as a sparse safetensors header so the configuration is
 //! inferred exactly as for a real file, and a `VarBuilder` backend that fills every weight with
 //! seeded uniform noise (±1/√fan_in; 1-D `weight`s are 1, other 1-D tensors small).
 

@@ -192,6 +192,8 @@ fn generate(args: &GenerateArgs, config: &Config) -> Result<Vec<PathBuf>, String
         RunEvent::Saved { image, seed, .. } => {
             bar.println(format!("saved {} (seed {seed})", image.path.display()));
         }
+        RunEvent::Skipped { index } => bar.println(format!("skipped image {}", index + 1)),
+        RunEvent::ImageStarted { .. } => {}
     });
     bar.finish_and_clear();
     let outcome = outcome.map_err(|e| e.to_string())?;

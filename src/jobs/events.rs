@@ -28,6 +28,20 @@ pub struct Progress {
     pub text: String,
 }
 
+impl Progress {
+    /// Before the first step: image 1 of `images`, step 0 of `steps`.
+    pub fn waiting(images: usize, steps: usize) -> Self {
+        Progress {
+            image: 1,
+            images,
+            step: 0,
+            steps,
+            percent: 0,
+            text: String::new(),
+        }
+    }
+}
+
 /// A broadcast event.
 #[derive(Debug, Clone)]
 pub enum Event {

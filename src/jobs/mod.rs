@@ -128,7 +128,7 @@ impl Worker {
             state: JobState::Queued,
             position: Some(position),
             prompt: plan.prompt.clone(),
-            progress: Progress::default(),
+            progress: Progress::waiting(plan.seeds.len(), plan.steps),
             images: Vec::new(),
             skipped: Vec::new(),
             error: None,

@@ -93,7 +93,6 @@ fn next_job(shared: &Shared) -> Option<Taken> {
 /// Records the end of job `id` and tells the listeners.
 fn finish(shared: &Shared, id: u64, result: Result<RunOutcome, PipelineError>) {
     shared.previews.job_ended(id);
-    let mut skipped = Vec::new();
     let event = {
         let mut jobs = shared.jobs();
         jobs.running = None;
@@ -102,8 +101,7 @@ fn finish(shared: &Shared, id: u64, result: Result<RunOutcome, PipelineError>) {
         };
         match result {
             Ok(outcome) => {
-                status.skipped = outcome.skipped.clone();
-                skipped = outcome.skipped;
+                status.skipped = outcome.skipped;
                 if outcome.stopped {
                     status.state = JobState::Stopped;
                     Event::Stopped {
@@ -131,9 +129,6 @@ fn finish(shared: &Shared, id: u64, result: Result<RunOutcome, PipelineError>) {
             }
         }
     };
-    for index in skipped {
-        shared.emit(Event::Skipped { job_id: id, index });
-    }
     shared.emit(event);
 }
 
@@ -145,6 +140,19 @@ fn on_run_event(shared: &Shared, id: u64, event: RunEvent<'_>) {
                 status.progress.text = text.clone();
             }
             shared.emit(Event::Stage { job_id: id, text });
+        }
+        RunEvent::ImageStarted { index, images } => {
+            if let Some(status) = shared.jobs().get_mut(id) {
+                status.progress.image = index + 1;
+                status.progress.images = images;
+                status.progress.step = 0;
+            }
+        }
+        RunEvent::Skipped { index } => {
+            if let Some(status) = shared.jobs().get_mut(id) {
+                status.skipped.push(index);
+            }
+            shared.emit(Event::Skipped { job_id: id, index });
         }
         RunEvent::Step {
             image,

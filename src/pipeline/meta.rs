@@ -3,20 +3,25 @@
 
 use super::plan::Plan;
 use super::request::GenerateRequest;
+use super::styles::Workloads;
 use crate::config::LoraChoice;
 use crate::store::{short_hash, ImageMetadata, LoraEntry};
 
-/// The metadata of image `seed` of `plan`; `prompt` and `negative` are the texts after wildcards
-/// and arrays (kept as `extra` when they differ from what the user typed).
-pub fn metadata(plan: &Plan, seed: u64, prompt: &str, negative: &str) -> ImageMetadata {
-    let mut extra = serde_json::Map::new();
-    if prompt != plan.prompt {
-        extra.insert("expanded_prompt".into(), prompt.into());
-    }
-    if negative != plan.negative_prompt {
-        extra.insert("expanded_negative_prompt".into(), negative.into());
-    }
+/// What one image's prompts became: the texts after wildcards and arrays, and the workloads
+/// encoded from them.
+pub struct PromptsUsed<'a> {
+    pub prompt: &'a str,
+    pub negative: &'a str,
+    pub workloads: &'a Workloads,
+}
+
+/// The metadata of image `seed` of `plan`, recording the prompts as written and as encoded.
+pub fn metadata(plan: &Plan, seed: u64, used: &PromptsUsed<'_>) -> ImageMetadata {
     ImageMetadata {
+        expanded_prompt: used.prompt.to_owned(),
+        expanded_negative_prompt: used.negative.to_owned(),
+        encoded_prompt: used.workloads.positive.clone(),
+        encoded_negative_prompt: used.workloads.negative.clone(),
         prompt: plan.prompt.clone(),
         negative_prompt: plan.negative_prompt.clone(),
         styles: plan.styles.clone(),
@@ -53,7 +58,6 @@ pub fn metadata(plan: &Plan, seed: u64, prompt: &str, negative: &str) -> ImageMe
             .collect(),
         vae: None,
         output_format: plan.output_format,
-        extra,
         ..ImageMetadata::default()
     }
 }

@@ -12,7 +12,7 @@ use image::RgbImage;
 use super::conditioning::{base_stage, refiner_stage, PairedText};
 use super::denoiser::FooocusDenoiser;
 use super::error::PipelineError;
-use super::meta::metadata;
+use super::meta::{metadata, PromptsUsed};
 use super::models::{Loaded, Models};
 use super::plan::Plan;
 use super::styles::{PromptLines, StyleLibrary, Workloads};
@@ -58,6 +58,10 @@ impl RunControl {
 pub enum RunEvent<'a> {
     /// A preparation stage ("Loading …", "Encoding prompts …").
     Stage(String),
+    /// Work on image `index` (0-based) of `images` begins.
+    ImageStarted { index: usize, images: usize },
+    /// Skip abandoned image `index` (0-based); the run goes on with the next.
+    Skipped { index: usize },
     /// A sampling step finished its model call; `denoised` is the current x0 estimate.
     Step {
         image: usize,
@@ -142,7 +146,10 @@ pub fn run(
         )?;
         match end {
             ImageEnd::Saved(result) => outcome.images.push(*result),
-            ImageEnd::Skipped => outcome.skipped.push(index),
+            ImageEnd::Skipped => {
+                on_event(RunEvent::Skipped { index });
+                outcome.skipped.push(index);
+            }
             ImageEnd::Stopped => {
                 outcome.stopped = true;
                 break;
@@ -186,6 +193,7 @@ impl ImageJob<'_> {
     ) -> Result<ImageEnd, PipelineError> {
         let (plan, index, seed) = (self.plan, self.index, self.seed);
         let images = plan.seeds.len();
+        on_event(RunEvent::ImageStarted { index, images });
         on_event(RunEvent::Stage(format!(
             "Preparing image {}/{images}",
             index + 1
@@ -365,7 +373,12 @@ impl ImageJob<'_> {
         let decoded = vae.decode(latent)?;
         check_finite(&decoded, "decoded image", DType::F32)?;
         let image = to_rgb(&decoded)?;
-        let meta = metadata(self.plan, self.seed, &prompts.prompt, &prompts.negative);
+        let used = PromptsUsed {
+            prompt: &prompts.prompt,
+            negative: &prompts.negative,
+            workloads: &prompts.workloads,
+        };
+        let meta = metadata(self.plan, self.seed, &used);
         let options = EncodeOptions {
             format: self.plan.output_format,
             embed_metadata: self.plan.save_metadata,

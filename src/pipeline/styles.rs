@@ -70,7 +70,11 @@ pub enum StyleError {
         path: PathBuf,
         first: PathBuf,
     },
-    #[error("unknown style \"{name}\"; {}", suggestion_text(.suggestions))]
+    #[error(
+        "unknown style \"{name}\"; {}; every style name is listed under \"styles\" by \
+         GET /api/options",
+        suggestion_text(.suggestions)
+    )]
     Unknown {
         name: String,
         suggestions: Vec<String>,
@@ -81,7 +85,7 @@ pub enum StyleError {
 
 fn suggestion_text(suggestions: &[String]) -> String {
     if suggestions.is_empty() {
-        return "no style has a similar name; list the names to pick one".to_owned();
+        return "no style has a similar name".to_owned();
     }
     let quoted: Vec<String> = suggestions.iter().map(|s| format!("\"{s}\"")).collect();
     format!("did you mean {}?", quoted.join(", "))
@@ -292,7 +296,7 @@ impl StyleLibrary {
                 problem,
             });
         }
-        let key = style.name.to_lowercase();
+        let key = lookup_key(&style.name);
         if let Some(&first) = self.index.get(&key) {
             return Err(StyleError::Duplicate {
                 name: style.name,
@@ -326,15 +330,13 @@ impl StyleLibrary {
 
     /// The style of this name, ignoring case, if there is one.
     pub fn find(&self, name: &str) -> Option<&Style> {
-        self.index
-            .get(&name.to_lowercase())
-            .map(|&i| &self.styles[i])
+        self.index.get(&lookup_key(name)).map(|&i| &self.styles[i])
     }
 
     /// The file a style was loaded from.
     pub fn origin(&self, name: &str) -> Option<&Path> {
         self.index
-            .get(&name.to_lowercase())
+            .get(&lookup_key(name))
             .map(|&i| self.origins[i].as_path())
     }
 
@@ -351,7 +353,7 @@ impl StyleLibrary {
     pub fn check<S: AsRef<str>>(&self, names: &[S]) -> Result<(), StyleError> {
         for name in names {
             let name = name.as_ref();
-            if name == RANDOM_STYLE {
+            if is_random_style(name) {
                 if self.is_empty() {
                     return Err(StyleError::NothingToPick);
                 }
@@ -409,7 +411,7 @@ impl StyleLibrary {
             .iter()
             .map(|name| {
                 let name = name.as_ref();
-                if name == RANDOM_STYLE {
+                if is_random_style(name) {
                     self.random(rng)
                 } else {
                     self.get(name)
@@ -432,6 +434,21 @@ impl StyleLibrary {
 }
 
 /// Why a style name is not acceptable, if it is not.
+/// Whether a selected name is the [`RANDOM_STYLE`] pseudo-style (ignoring case).
+pub fn is_random_style(name: &str) -> bool {
+    name.trim().eq_ignore_ascii_case(RANDOM_STYLE)
+}
+
+/// How names are compared: ignoring case, surrounding space, and `-`/`_` against a space, so
+/// `sai-3d-model` (a Fooocus file name) finds `SAI 3D Model` (the name Fooocus shows).
+fn lookup_key(name: &str) -> String {
+    name.to_lowercase()
+        .replace(['-', '_'], " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn name_problem(name: &str) -> Option<String> {
     if name.trim().is_empty() {
         return Some("has an empty name".to_owned());
@@ -548,16 +565,66 @@ mod tests {
         assert!(library.iter().any(|s| s.prompt.contains('\n')));
     }
 
+    /// The names Fooocus and its API clients send: its own styles, the SAI set, the pseudo-style.
+    const FOOOCUS_NAMES: [&str; 26] = [
+        "Fooocus Enhance",
+        "Fooocus Semi Realistic",
+        "Fooocus Sharp",
+        "Fooocus Masterpiece",
+        "Fooocus Photograph",
+        "Fooocus Negative",
+        "Fooocus Cinematic",
+        "Fooocus Pony",
+        "SAI 3D Model",
+        "SAI Analog Film",
+        "SAI Anime",
+        "SAI Cinematic",
+        "SAI Comic Book",
+        "SAI Craft Clay",
+        "SAI Digital Art",
+        "SAI Enhance",
+        "SAI Fantasy Art",
+        "SAI Isometric",
+        "SAI Line Art",
+        "SAI Lowpoly",
+        "SAI Neonpunk",
+        "SAI Origami",
+        "SAI Photographic",
+        "SAI Pixel Art",
+        "SAI Texture",
+        "Random Style",
+    ];
+
+    #[test]
+    fn fooocus_style_names_resolve_ignoring_case_and_dashes() {
+        let library = shipped();
+        assert!(library.check(&FOOOCUS_NAMES).is_ok());
+        let upper: Vec<String> = FOOOCUS_NAMES.iter().map(|n| n.to_uppercase()).collect();
+        assert!(library.check(&upper).is_ok());
+        let sharp = library.get("fooocus sharp").map(|s| s.name.clone());
+        assert_eq!(sharp.ok().as_deref(), Some("Fooocus Sharp"));
+        let file_name = library.get("sai-3d-model").map(|s| s.name.clone());
+        assert_eq!(file_name.ok().as_deref(), Some("SAI 3D Model"));
+        let mut rng = StdRng::seed_from_u64(3);
+        let drawn = library.select(&["random style"], &mut rng).map(|s| s.len());
+        assert_eq!(drawn.ok(), Some(1));
+    }
+
     #[test]
     fn shipped_templates_are_well_formed() {
-        for s in shipped().iter() {
+        let library = shipped();
+        for s in library.iter() {
             assert!(
                 s.prompt.matches(PROMPT_PLACEHOLDER).count() <= 1,
                 "{}",
                 s.name
             );
+            // Only the file of Fooocus' own names may use names without a category.
+            let compat = library
+                .origin(&s.name)
+                .is_some_and(|p| p.ends_with("05-fooocus-names.json"));
             assert!(
-                s.name.split_once(": ").is_some(),
+                compat || s.name.split_once(": ").is_some(),
                 "{} lacks a category",
                 s.name
             );
@@ -704,6 +771,7 @@ mod tests {
             .contains(&"Paint: Watercolor".to_owned()));
         let none = library.get("zzzzqqqq xxxx").map(|_| ()).unwrap_err();
         assert!(none.to_string().contains("no style has a similar name"));
+        assert!(none.to_string().contains("GET /api/options"), "{none}");
     }
 
     #[test]

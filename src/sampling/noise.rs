@@ -98,9 +98,7 @@ mod tests {
     fn fooocus_dir() -> PathBuf {
         std::env::var_os("FOOOCUS_FIXTURES")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-sdxl")
-            })
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-sdxl"))
             .join("fooocus")
     }
 

@@ -12,6 +12,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::error::ApiError;
+
 /// A user name and password, from `--auth user:pass`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -205,11 +207,11 @@ pub async fn require_auth(
     if authorized(request.headers(), &accounts) {
         return next.run(request).await;
     }
-    let mut response = (
+    let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "authentication required: log in with a user from --auth or --auth-file",
     )
-        .into_response();
+    .into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"fooocus\", charset=\"UTF-8\""),

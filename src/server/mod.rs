@@ -33,6 +33,7 @@ use crate::jobs::{Worker, WorkerSetup};
 use crate::pipeline::styles::StyleLibrary;
 use crate::runtime::Placement;
 use crate::store::OutputStore;
+use crate::weights::catalog::ArchitectureCache;
 pub use auth::{Accounts, Credentials};
 
 /// Default port, as the original.
@@ -70,6 +71,8 @@ pub struct AppState {
     pub device: Device,
     /// Background downloads of what the preset lacked at start.
     pub downloads: Downloads,
+    /// Which files under the checkpoint folders are SDXL checkpoints (headers read once).
+    pub architectures: ArchitectureCache,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -97,13 +100,17 @@ pub fn router(state: SharedState, auth: Option<Accounts>, body_limit: usize, lan
             security::refuse_cross_site,
         ))
         .with_state(state);
-    match auth {
+    let router = match auth {
         Some(accounts) => router.layer(axum::middleware::from_fn_with_state(
             accounts,
             auth::require_auth,
         )),
         None => router,
-    }
+    };
+    router.layer(axum::middleware::from_fn_with_state(
+        body_limit,
+        error::json_errors,
+    ))
 }
 
 /// A started server.
@@ -185,6 +192,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         worker: worker.clone(),
         device: options.placement.device,
         downloads,
+        architectures: ArchitectureCache::default(),
     });
     let app = router(
         state,

@@ -17,6 +17,8 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::error::ApiError;
+
 /// Whether the browser request described by `headers` may go on. `lan`: we listen beyond
 /// loopback, where an `Origin` on this machine is not enough.
 pub fn same_site_request(method: &Method, headers: &HeaderMap, lan: bool) -> bool {
@@ -76,12 +78,12 @@ pub async fn refuse_cross_site(State(lan): State<bool>, request: Request, next: 
     if same_site_request(request.method(), request.headers(), lan) {
         return next.run(request).await;
     }
-    (
+    ApiError::new(
         StatusCode::FORBIDDEN,
         "refused: this request came from another web site's page (open fooocus at its own \
          address; behind a proxy, keep the Host header or serve it over https)",
     )
-        .into_response()
+    .into_response()
 }
 
 #[cfg(test)]

@@ -140,6 +140,16 @@ pub struct ImageMetadata {
     pub output_format: OutputFormat,
     /// Program that made the image: `fooocus-rs <version>` (see [`version_string`]).
     pub version: String,
+    /// The prompt after wildcards and arrays, before styles (equal to `prompt` when it has
+    /// neither).
+    pub expanded_prompt: String,
+    /// The negative prompt after wildcards.
+    pub expanded_negative_prompt: String,
+    /// The positive texts as encoded, one per conditioning chunk (after wildcards, arrays and
+    /// styles; Fooocus' "Full Prompt").
+    pub encoded_prompt: Vec<String>,
+    /// The negative texts as encoded (Fooocus' "Full Negative Prompt").
+    pub encoded_negative_prompt: Vec<String>,
     /// Free-form extra fields (e.g. the expanded prompts); not written to the A1111 text.
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -175,6 +185,10 @@ impl Default for ImageMetadata {
             vae: None,
             output_format: OutputFormat::Png,
             version: version_string(),
+            expanded_prompt: String::new(),
+            expanded_negative_prompt: String::new(),
+            encoded_prompt: Vec::new(),
+            encoded_negative_prompt: Vec::new(),
             extra: serde_json::Map::new(),
         }
     }

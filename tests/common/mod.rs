@@ -7,17 +7,25 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use fooocus::nets::sdxl::shapes::HeadDims;
 
-/// The tiny-sdxl fixture folder: `FOOOCUS_FIXTURES`, or `../shared/fixtures/tiny-sdxl`.
-pub fn fixtures() -> PathBuf {
-    match std::env::var_os("FOOOCUS_FIXTURES") {
+/// A fixture folder: the environment variable `var`, else `fixtures/<default>` of the repository
+/// (made by `refgen`, see `fixtures/README.md`).
+fn fixture_folder(var: &str, default: &str) -> PathBuf {
+    match std::env::var_os(var) {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tiny-sdxl"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(default),
     }
 }
 
-/// The full-size layout folder (fixed: SDXL 1.0 does not vary).
+/// The tiny-sdxl fixture folder: `FOOOCUS_FIXTURES`, or the repository's `fixtures/tiny-sdxl`.
+pub fn fixtures() -> PathBuf {
+    fixture_folder("FOOOCUS_FIXTURES", "tiny-sdxl")
+}
+
+/// The full-size layout folder: `FOOOCUS_LAYOUTS`, or the repository's `fixtures/layouts`.
 pub fn layouts() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/layouts")
+    fixture_folder("FOOOCUS_LAYOUTS", "layouts")
 }
 
 pub fn json(relative: &str) -> serde_json::Value {
@@ -276,4 +284,26 @@ pub fn computes() -> Vec<Compute> {
         })
         .filter(|c| !c.bf16_products || c.device.is_cpu())
         .collect()
+}
+
+/// Whether the external tool `name` can be run (`name --version` succeeds). When it cannot, the
+/// test that needs it is skipped with a loud line saying how to install it, unless
+/// `FOOOCUS_REQUIRE_ALL_TESTS=1` (set by `.ci/run`), where a missing tool fails the test.
+pub fn require_tool(name: &str, install_hint: &str) -> bool {
+    let found = std::process::Command::new(name)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
+    }
+    let required = std::env::var("FOOOCUS_REQUIRE_ALL_TESTS").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "`{name}` is missing and FOOOCUS_REQUIRE_ALL_TESTS=1: install it with: {install_hint}"
+    );
+    eprintln!("SKIPPED: `{name}` is not installed; install it with: {install_hint}");
+    false
 }

@@ -81,6 +81,18 @@ async fn a_job_streams_to_every_client_and_its_image_downloads() {
         .expect("an image event");
     assert_eq!(image["seed"], 4321);
     assert_eq!(image["parameters"]["prompt"], "a lighthouse at dusk");
+    // The prompt as encoded is recorded beside the prompt as written.
+    assert_eq!(
+        image["parameters"]["expanded_prompt"],
+        "a lighthouse at dusk"
+    );
+    let encoded = image["parameters"]["encoded_prompt"].as_array().unwrap();
+    assert!(
+        encoded.iter().any(|t| t
+            .as_str()
+            .is_some_and(|t| t.contains("a lighthouse at dusk"))),
+        "{encoded:?}"
+    );
     let url = image["url"].as_str().unwrap();
     assert!(url.starts_with("outputs/"), "relative URL: {url}");
     let png = get(addr, &format!("/{url}")).await;
@@ -133,6 +145,10 @@ async fn skip_moves_on_and_stop_ends_the_job() {
     let mut ws = connect(addr).await;
 
     let job = submit(addr, &request("a red fox", 2, 3)).await;
+    // Images count from 1 from the start.
+    let queued = get(addr, &format!("/api/jobs/{job}")).await.json();
+    assert_eq!(queued["progress"]["images"], 2, "{queued}");
+    assert!(queued["progress"]["image"].as_u64() >= Some(1), "{queued}");
     let mut skipped = false;
     let seen = follow(&mut ws, job, |e| {
         if e["type"] == "progress" && e["image"] == 1 && !skipped {
@@ -157,7 +173,16 @@ async fn skip_moves_on_and_stop_ends_the_job() {
     assert_eq!(images.len(), 1, "the first image was skipped");
     assert_eq!(images[0]["index"], 1);
     assert_eq!(images[0]["seed"], 4322);
-    assert!(seen.types().contains(&"skipped".to_string()));
+    // Skip is announced when the image is abandoned, before the next image is saved.
+    let types = seen.types();
+    let at = |t: &str| types.iter().position(|x| x == t);
+    assert!(at("skipped").is_some(), "{types:?}");
+    assert!(at("skipped") < at("image"), "{types:?}");
+    assert!(seen
+        .events
+        .iter()
+        .filter(|e| e["type"] == "progress")
+        .all(|e| e["image"].as_u64() >= Some(1)));
     let status = get(addr, &format!("/api/jobs/{job}")).await.json();
     assert_eq!(status["skipped"], json!([0]));
 

@@ -59,13 +59,11 @@ async fn traversal_oversize_and_bad_json_are_refused() {
     )
     .await;
     assert_eq!(r.status, 413);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("65536 bytes"), "{error}");
 
-    for (body, says) in [
-        ("{", "EOF"),
-        (r#"{"prompt": 3}"#, "expected a string"),
-        (r#"{"prompt": "x", "promt": "y"}"#, "unknown field `promt`"),
-        ("[1, 2]", "invalid type"),
-    ] {
+    for (body, says) in [("{", "EOF"), ("[1, 2]", "invalid type")] {
         let r = request(addr, "POST", "/api/generate", &[], body.as_bytes()).await;
         assert_eq!(r.status, 400, "{body}");
         let error = r.json()["error"].as_str().unwrap().to_string();
@@ -74,6 +72,43 @@ async fn traversal_oversize_and_bad_json_are_refused() {
             "{body}: {error}"
         );
     }
+    // A value of the wrong type, or an unknown field, is blamed on its field.
+    for (body, field, says) in [
+        (r#"{"prompt": 3}"#, "prompt", "expected a string"),
+        (
+            r#"{"prompt": "x", "image_number": "2"}"#,
+            "image_number",
+            "invalid type",
+        ),
+        (
+            r#"{"prompt": "x", "loras": [{"name": 1}]}"#,
+            "loras",
+            "loras[0].name",
+        ),
+        (
+            r#"{"prompt": "x", "promt": "y"}"#,
+            "promt",
+            "unknown field `promt`",
+        ),
+    ] {
+        let r = request(addr, "POST", "/api/generate", &[], body.as_bytes()).await;
+        assert_eq!(r.status, 400, "{body}");
+        let answer = r.json();
+        assert_eq!(answer["field"], field, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(says), "{body}: {error}");
+    }
+    // Addresses and methods axum answers alone get the same JSON body.
+    let r = get(addr, "/api/nothing-here").await;
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("/api/nothing-here"));
+    let r = get(addr, "/api/generate").await;
+    assert_eq!(r.status, 405);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("does not answer GET"), "{error}");
     let r = post_json(
         addr,
         "/api/generate",
@@ -82,16 +117,26 @@ async fn traversal_oversize_and_bad_json_are_refused() {
     .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["field"], "styles");
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("GET /api/options"));
     assert_eq!(get(addr, "/api/jobs/abc").await.status, 404);
     assert_eq!(get(addr, "/api/jobs/12345").await.status, 404);
 
     let options = get(addr, "/api/options").await.json();
     assert_eq!(options["aspect_ratios"].as_array().unwrap().len(), 26);
     assert!(options["styles"].as_array().unwrap().len() > 100);
-    assert!(options["models"]
+    // The checkpoint folder (the fixture folder) also holds a LoRA and tensor dumps under
+    // `lora/` and `reference/`: only the SDXL checkpoints are models.
+    assert_eq!(
+        options["models"],
+        json!(["sdxl_base.safetensors", "sdxl_refiner.safetensors"])
+    );
+    assert!(options["loras"]
         .as_array()
         .unwrap()
-        .contains(&json!("sdxl_base.safetensors")));
+        .contains(&json!("sdxl_lora_kohya.safetensors")));
     assert_eq!(options["defaults"]["base_model"], "sdxl_base.safetensors");
     let health = get(addr, "/api/health").await.json();
     assert_eq!(health["ok"], true, "{health}");
@@ -125,6 +170,7 @@ async fn auth_guards_api_pages_and_websocket() {
         let r = get(addr, path).await;
         assert_eq!(r.status, 401, "{path}");
         assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+        assert!(r.json()["error"].as_str().unwrap().contains("--auth"));
     }
     let token = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
     let auth = format!("Basic {token}");

@@ -223,9 +223,11 @@ impl SdxlConfig {
     }
 }
 
+/// The head count of a `width`-wide attention of network `knob` (`clip_l`, `clip_g`, `unet`).
 fn heads_for(
     path: &Checkpoint,
     what: &str,
+    knob: &str,
     width: usize,
     head_dim: usize,
 ) -> Result<usize, ModelError> {
@@ -233,8 +235,10 @@ fn heads_for(
         return Err(ModelError::Corrupt {
             path: path.path().to_path_buf(),
             reason: format!(
-                "{what} is {width} wide, not a multiple of the head size {head_dim}; \
-                 set the head size this model was trained with"
+                "{what} is {width} wide, not a multiple of its head size {head_dim}; set the \
+                 head size this model was trained with: `{knob} = N` under \
+                 [head_dims.\"<file name>\"] in config.toml, or `--head-dims {knob}=N` for \
+                 `fooocus inspect`"
             ),
         });
     }
@@ -278,7 +282,10 @@ pub(crate) fn infer_clip(
         positions,
         hidden,
         layers,
-        heads: heads_for(ckpt, "the text encoder", hidden, head_dim)?,
+        heads: match flavor {
+            ClipFlavor::HuggingFace => heads_for(ckpt, "CLIP-L", "clip_l", hidden, head_dim)?,
+            ClipFlavor::OpenClip => heads_for(ckpt, "CLIP-G", "clip_g", hidden, head_dim)?,
+        },
         mlp,
         projection,
     })
@@ -369,7 +376,7 @@ pub(crate) fn infer_unet(ckpt: &Checkpoint, head_dim: usize) -> Result<UnetConfi
             _ => None,
         });
     for width in attn_widths {
-        heads_for(ckpt, "a UNet attention layer", width, head_dim)?;
+        heads_for(ckpt, "a UNet attention layer", "unet", width, head_dim)?;
     }
     Ok(config)
 }

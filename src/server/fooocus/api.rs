@@ -14,7 +14,7 @@ use crate::hub::background::describe;
 use crate::jobs::{JobId, SubmitError};
 use crate::pipeline::plan::plan;
 use crate::pipeline::request::GenerateRequest;
-use crate::server::error::ApiError;
+use crate::server::error::{parse_json, ApiError};
 use crate::server::SharedState;
 
 /// Runs `f` on a blocking thread.
@@ -48,12 +48,7 @@ pub async fn generate(
     State(state): State<SharedState>,
     body: Bytes,
 ) -> Result<Json<Submitted>, ApiError> {
-    let request: GenerateRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("invalid JSON in the request body: {e}"),
-        )
-    })?;
+    let request: GenerateRequest = parse_json(&body)?;
     let planner = state.clone();
     let planned =
         blocking(move || plan(&request, &planner.preset, &planner.config, &planner.styles))
@@ -61,7 +56,7 @@ pub async fn generate(
             .map_err(|e| ApiError {
                 status: StatusCode::BAD_REQUEST,
                 message: with_download_state(&state, e.to_string()),
-                field: Some(e.field),
+                field: Some(e.field.to_owned()),
             })?;
     let seeds = planned.seeds.clone();
     match state.worker.submit(planned) {

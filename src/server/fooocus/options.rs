@@ -81,12 +81,15 @@ pub struct MissingModel {
     pub error: Option<String>,
 }
 
-/// The body of `GET /api/options`.
+/// The body of `GET /api/options`. Models are the SDXL checkpoints under the checkpoint folders
+/// (LoRAs, other architectures and tensor dumps there are left out); LoRAs are the files under
+/// the LoRA folders.
 pub fn options(state: &AppState) -> Options {
     let models: Vec<String> = state
         .config
         .list_models(ModelKind::Checkpoint)
         .into_iter()
+        .filter(|m| state.architectures.is_sdxl_checkpoint(&m.path))
         .map(|m| m.name)
         .collect();
     let loras: Vec<String> = state
