@@ -229,9 +229,15 @@ def vae_to_ldm(sd):
     return out
 
 
+def hf_text_names(model):
+    """The CLIP-L state dict with HF's `text_model.` names (transformers 5 drops that prefix
+    from CLIPTextModel's own state dict)."""
+    return {(k if k.startswith("text_model.") else "text_model." + k): v for k, v in model.state_dict().items()
+            if not k.endswith("position_ids")}
+
+
 def clip_l_to_sgm(model):
-    out = {"conditioner.embedders.0.transformer." + k: v for k, v in model.state_dict().items()
-           if not k.endswith("position_ids")}
+    out = {"conditioner.embedders.0.transformer." + k: v for k, v in hf_text_names(model).items()}
     out["conditioner.embedders.0.transformer.text_model.embeddings.position_ids"] = torch.arange(77, dtype=torch.int64)[None]
     return out
 

@@ -25,7 +25,9 @@ def check_single_files(models, base_sd, refiner_sd):
     conv = sfu.convert_ldm_vae_checkpoint(dict(base_sd), dict(models.vae_cfg))
     out["vae"] = _compare("vae", conv, models.vae.state_dict())
     conv = sfu.convert_ldm_clip_checkpoint(dict(base_sd))
-    want = {k: v for k, v in models.clip_l.state_dict().items() if not k.endswith("position_ids")}
+    from .models import hf_text_names
+    want = hf_text_names(models.clip_l)
+    assert all(k.startswith("conditioner.embedders.0.transformer.text_model.") for k in base_sd if k.startswith("conditioner.embedders.0."))
     out["clip_l"] = _compare("clip_l", conv, want)
     for name, sd, prefix in [("clip_g_base", base_sd, "conditioner.embedders.1.model."),
                              ("clip_g_refiner", refiner_sd, "conditioner.embedders.0.model.")]:
