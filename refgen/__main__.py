@@ -1,9 +1,10 @@
 """python -m refgen --out fixtures [--only part,part]"""
 import argparse
 import os
+import shutil
 import time
 
-from .util import setup_torch
+from .util import check_writer, setup_torch
 
 
 def main():
@@ -13,8 +14,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     setup_torch(args.threads)
+    check_writer()
     parts = set(args.only.split(","))
     t0 = time.time()
+    os.makedirs(args.out, exist_ok=True)
+    shutil.copyfile(os.path.join(os.path.dirname(__file__), "fixtures_readme.md"), os.path.join(args.out, "README.md"))
     if "tiny" in parts:
         from . import tiny
         tiny.generate(os.path.join(args.out, "tiny-sdxl"), args.threads)

@@ -20,14 +20,54 @@ def fp16_exact(t):
     return t.detach().to(torch.float16).to(torch.float32)
 
 
+_DTYPES = {torch.int64: ("I64", 8), torch.float32: ("F32", 4), torch.float16: ("F16", 2)}
+_RANK = {"I64": 0, "F32": 1, "F16": 2}  # the safetensors writer's order: larger dtype ids first
+
+
 def save_tensors(path, tensors, metadata=None):
-    """safetensors file with a fixed header order (safetensors sorts by dtype, then name)."""
+    """safetensors file with a fully determined header: metadata keys sorted (the library's own
+    writer orders them by a hash map, differently on every run), tensors ordered like the
+    library does (by dtype, then name), compact JSON padded with spaces to a multiple of 8."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     meta = {"format": "pt"}
     if metadata:
         meta.update(metadata)
-    save_file(clean, path, metadata=meta)
+    items = []
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        dt, size = _DTYPES[v.dtype]
+        items.append((_RANK[dt], k, dt, v))
+    items.sort(key=lambda t: (t[0], t[1]))
+    header = {"__metadata__": dict(sorted(meta.items()))}
+    blobs, off = [], 0
+    for _, k, dt, v in items:
+        b = v.numpy().tobytes() if v.dtype != torch.float16 else v.view(torch.int16).numpy().tobytes()
+        header[k] = {"dtype": dt, "shape": list(v.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def check_writer():
+    """Our writer and safetensors' give the same bytes for single-key metadata."""
+    import tempfile
+    from safetensors.torch import load_file
+    t = {"b": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a": torch.tensor([1, 2], dtype=torch.int64),
+         "c": torch.tensor(1.5, dtype=torch.float16), "d": torch.randn(3, 2).to(torch.float16)}
+    with tempfile.TemporaryDirectory() as d:
+        save_tensors(os.path.join(d, "x", "a.safetensors"), t)
+        save_file(t, os.path.join(d, "b.safetensors"), metadata={"format": "pt"})
+        a = open(os.path.join(d, "x", "a.safetensors"), "rb").read()
+        b = open(os.path.join(d, "b.safetensors"), "rb").read()
+        assert a == b
+        back = load_file(os.path.join(d, "x", "a.safetensors"))
+        assert all(torch.equal(back[k], t[k]) for k in t)
 
 
 def _plain(o):
