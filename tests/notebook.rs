@@ -29,6 +29,9 @@ fn notebook_script() -> String {
 
 #[test]
 fn the_notebook_starts_the_server_and_stops_it() {
+    if !common::require_tool("python3", "apt-get install python3") {
+        return;
+    }
     for args in ["--no-download", "--no-download --auth ann:pw"] {
         run_notebook(args);
     }
