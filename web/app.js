@@ -36,9 +36,16 @@ function choose(select, value) {
   select.value = value;
 }
 
+/** JSON whose seeds (u64, beyond a JS number's 53 bits) are kept exact, as strings. */
+function parseJson(text) {
+  return JSON.parse(text
+    .replace(/("seed"\s*:\s*)(\d+)/g, '$1"$2"')
+    .replace(/("seeds"\s*:\s*)(\[[\d,\s]*\])/g, (_, key, list) => key + list.replace(/\d+/g, '"$&"')));
+}
+
 async function api(path, init) {
   const response = await fetch(path, init);
-  const body = await response.json().catch(() => ({}));
+  const body = await response.text().then(parseJson).catch(() => ({}));
   if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
   return body;
 }
@@ -161,7 +168,7 @@ function collectRequest() {
   for (const f of NUMBER_FIELDS) { const v = Number($(f).value); if ($(f).value !== "" && Number.isFinite(v)) r[f] = v; }
   const steps = Number($("steps").value);
   if (steps > 0) r.steps = steps;
-  if (!$("random_seed").checked && $("seed").value !== "") r.seed = Number($("seed").value);
+  if (!$("random_seed").checked && /^\d+$/.test($("seed").value.trim())) r.seed = $("seed").value.trim();
   r.loras = [...document.querySelectorAll(".lora")].map((row) => ({ name: row.children[0].value, weight: Number(row.children[1].value) }))
     .filter((l) => l.name !== "None");
   return r;
@@ -171,7 +178,7 @@ async function generate() {
   if ($("generate").disabled) return;
   showError("");
   try {
-    const answer = await api("api/generate", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(collectRequest()) });
+    const answer = await api("api/generate", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(collectRequest()).replace(/"seed":"(\d+)"/, '"seed":$1') });
     if (state.job === null) { $("gallery").replaceChildren(); state.started = Date.now(); }
     state.job = answer.job_id;
     setRunning(true);
@@ -300,7 +307,7 @@ async function pngSettings(buffer) {
         const language = data.indexOf(0, zero + 3);
         let body = data.subarray(data.indexOf(0, language + 1) + 1);
         if (compressed) body = new Uint8Array(await new Response(new Blob([body]).stream().pipeThrough(new DecompressionStream("deflate"))).arrayBuffer());
-        return JSON.parse(text.decode(body));
+        return parseJson(text.decode(body));
       }
     }
     at += 12 + length;
@@ -344,7 +351,7 @@ function connect() {
   };
   socket.onmessage = (message) => {
     if (typeof message.data !== "string") return showPreview(message.data);
-    let event; try { event = JSON.parse(message.data); } catch { return; }
+    let event; try { event = parseJson(message.data); } catch { return; }
     onEvent(event);
   };
 }

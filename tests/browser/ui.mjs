@@ -118,7 +118,7 @@ async function checkViewer(page, size) {
   if (viewer.rows.Prompt !== PROMPT || viewer.rows.Size !== "512 × 512") fail("the viewer shows wrong parameters", viewer.rows);
   console.log("the viewer lists the parameters, its buttons on screen");
   await shot(page, `${size}-viewer`);
-  await page.fill("#seed", "");
+  await page.evaluate(() => { document.getElementById("seed").value = ""; });
   await page.click("#reuse");
   const seed = await page.inputValue("#seed");
   if (seed !== viewer.rows.Seed || (await page.inputValue("#prompt")) !== PROMPT) fail("reuse did not restore the settings", { seed });
