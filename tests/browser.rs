@@ -65,7 +65,10 @@ async fn drive(args: Vec<String>, expect: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("ui.mjs {shown}:\n{log}");
-    assert!(out.status.success(), "the page test failed: {shown}:\n{log}");
+    assert!(
+        out.status.success(),
+        "the page test failed: {shown}:\n{log}"
+    );
     for line in expect {
         assert!(log.contains(line), "no {line:?} in: {log}");
     }
@@ -159,11 +162,19 @@ async fn the_page_generates_in_headless_chromium_directly_and_behind_a_proxy() {
 
     let server = serve(Spec::default()).await;
     let direct = format!("http://{}/", server.addr());
-    drive(vec!["run".into(), "desktop".into(), direct, out.clone()], &run).await;
+    drive(
+        vec!["run".into(), "desktop".into(), direct, out.clone()],
+        &run,
+    )
+    .await;
     let proxy = start_proxy(server.addr()).await;
     let proxied = format!("http://{proxy}{PREFIX}/");
     let phone: Vec<&str> = run.iter().copied().chain(["phone layout fits"]).collect();
-    drive(vec!["run".into(), "phone".into(), proxied, out.clone()], &phone).await;
+    drive(
+        vec!["run".into(), "phone".into(), proxied, out.clone()],
+        &phone,
+    )
+    .await;
 
     let offline = fooocus::hub::HubClient::new("http://127.0.0.1:9")
         .with_retries(0, std::time::Duration::from_millis(1));

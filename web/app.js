@@ -6,7 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   options: null, presets: [], job: null, styles: new Set(), previewUrl: null, retry: 500,
-  modelsReady: false, started: 0, finished: null, historyBefore: null,
+  modelsReady: null, started: 0, finished: null, historyBefore: null,
 };
 const NUMBER_FIELDS = ["guidance_scale", "sharpness", "adm_positive", "adm_negative", "adm_end",
   "adaptive_cfg", "clip_skip", "refiner_switch", "image_number"];
@@ -421,7 +421,7 @@ function gigabytes(bytes) { return `${(bytes / 1e9).toFixed(bytes < 1e8 ? 3 : 1)
 function missingItem(m) {
   const what = el("span", { class: "what", text: m.what.charAt(0).toUpperCase() + m.what.slice(1) });
   const where = m.url
-    ? [" Download ", el("a", { href: m.url, target: "_blank", rel: "noopener", text: m.name }), " into ", el("code", { text: folderOf(m.dest) })]
+    ? [" Download ", el("a", { href: m.url, target: "_blank", rel: "noopener", text: m.url }), " into ", el("code", { text: folderOf(m.dest) })]
     : [" Put ", el("code", { text: m.name }), " into ", el("code", { text: folderOf(m.dest) })];
   const item = el("li", {}, what, el("span", {}, ...where));
   if (m.error) {
@@ -436,6 +436,7 @@ function missingItem(m) {
 }
 
 function setModelsReady(ready, reason) {
+  if (state.job === null && state.modelsReady !== ready) setStatus(ready ? "Ready." : "Waiting for the models.", null);
   state.modelsReady = ready;
   $("generate").disabled = !ready;
   $("generate").title = ready ? "Ctrl/Cmd+Enter" : reason;

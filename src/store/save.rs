@@ -168,7 +168,11 @@ impl OutputStore {
 
     /// The days before `before` (`YYYY-MM-DD`; `None`: from the newest) that hold images, at most
     /// `limit` of them, newest first, and whether earlier days hold more.
-    pub fn days_before(&self, before: Option<&str>, limit: usize) -> Result<(Vec<HistoryDay>, bool)> {
+    pub fn days_before(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<HistoryDay>, bool)> {
         list_days_before(&self.root, before, limit)
     }
 

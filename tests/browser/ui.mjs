@@ -76,6 +76,7 @@ async function checkLayout(page, size) {
   const overlap = progress.top < preview.bottom && progress.bottom > preview.top && progress.left < preview.right && progress.right > preview.left;
   if (overlap) fail("the progress text covers the preview", { progress, preview });
   console.log("preview shown, progress beside it");
+  await page.evaluate(() => window.scrollTo(0, 0));
   await shot(page, `${size}-running`);
   await page.waitForSelector("#gallery .thumb", { timeout: 900000 });
   await page.waitForFunction(() => document.getElementById("stop").hidden, null, { timeout: 900000 });

@@ -313,9 +313,8 @@ pub fn require_tool(name: &str, install_hint: &str) -> bool {
     let found = if name.contains(std::path::MAIN_SEPARATOR) || name.contains('/') {
         std::path::Path::new(name).is_file()
     } else {
-        std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| dir.join(name).is_file())
-        })
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
     };
     require(found, name, install_hint)
 }

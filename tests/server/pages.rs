@@ -33,7 +33,12 @@ fn save_on(outputs: &Path, date: &str, prompt: &str) -> String {
     let at = day.and_hms_opt(10, 0, 0).unwrap();
     let store = OutputStore::new(outputs);
     let saved = store
-        .save_at(&noise(1152, 896), &meta(prompt), &EncodeOptions::default(), at)
+        .save_at(
+            &noise(1152, 896),
+            &meta(prompt),
+            &EncodeOptions::default(),
+            at,
+        )
         .unwrap();
     saved.relative
 }
@@ -55,10 +60,9 @@ async fn thumbnails_are_small_made_once_and_refuse_other_names() {
 
     // Saved through the store: the thumbnail is there before anyone asks.
     let saved = save_on(&outputs, "2024-03-01", "a saved image");
-    let made_at_save = outputs.join("2024-03-01/.thumbs").join(format!(
-        "{}.jpg",
-        saved.rsplit_once('/').unwrap().1
-    ));
+    let made_at_save = outputs
+        .join("2024-03-01/.thumbs")
+        .join(format!("{}.jpg", saved.rsplit_once('/').unwrap().1));
     assert!(made_at_save.is_file(), "{}", made_at_save.display());
 
     // An older image without one: made on the first request, then served from disk.
@@ -126,10 +130,14 @@ async fn the_history_pages_back_through_the_days() {
     assert_eq!(image["thumb"], format!("thumbs/{path}"));
     assert_eq!(image["metadata"]["prompt"], "2024-01-05");
 
-    let second = get(addr, "/api/history?before=2024-01-05&days=1").await.json();
+    let second = get(addr, "/api/history?before=2024-01-05&days=1")
+        .await
+        .json();
     assert_eq!(dates(&second), ["2024-01-03"], "{second}");
     assert_eq!(second["more"], true);
-    let last = get(addr, "/api/history?before=2024-01-03&days=5").await.json();
+    let last = get(addr, "/api/history?before=2024-01-03&days=5")
+        .await
+        .json();
     assert_eq!(dates(&last), ["2024-01-01"], "{last}");
     assert_eq!(last["more"], false);
     let two = get(addr, "/api/history?days=2").await.json();
@@ -168,7 +176,10 @@ async fn presets_icon_and_download_addresses() {
     .await;
     let health = get(empty.addr(), "/api/health").await.json();
     let missing = health["missing_models"].as_array().unwrap();
-    let tokenizer = missing.iter().find(|m| m["name"] == "tokenizer.json").unwrap();
+    let tokenizer = missing
+        .iter()
+        .find(|m| m["name"] == "tokenizer.json")
+        .unwrap();
     assert_eq!(tokenizer["what"], "CLIP tokenizer");
     // On the hub of HF_ENDPOINT when set, else huggingface.co.
     let url = tokenizer["url"].as_str().unwrap();
@@ -177,7 +188,10 @@ async fn presets_icon_and_download_addresses() {
             && url.ends_with("/openai/clip-vit-large-patch14/resolve/main/tokenizer.json"),
         "{url}"
     );
-    let base = missing.iter().find(|m| m["name"] == "sdxl_base.safetensors").unwrap();
+    let base = missing
+        .iter()
+        .find(|m| m["name"] == "sdxl_base.safetensors")
+        .unwrap();
     assert_eq!(base["what"], "base model");
     assert_eq!(base["url"], Value::Null, "not in the catalog: {health}");
 }
