@@ -152,6 +152,7 @@ async fn the_page_generates_in_headless_chromium_directly_and_behind_a_proxy() {
     std::fs::create_dir_all(&shots).unwrap();
     let out = shots.display().to_string();
     let run = [
+        "errors show without backticks",
         "preview shown, progress beside it",
         "image in the gallery",
         "the prompt box stays put",

@@ -52,6 +52,15 @@ async function startRun(page) {
   await page.evaluate(() => { document.getElementById("steps").value = "2"; document.getElementById("image_number").value = "1"; });
   await page.fill("#prompt", PROMPT);
   await page.waitForFunction(() => !document.getElementById("generate").disabled, null, { timeout: 30000 });
+  // A refused request: its message shows with code spans, not Markdown backticks.
+  await page.fill("#width", "500");
+  await page.click("#generate");
+  await page.waitForSelector("#error:not([hidden])", { timeout: 10000 });
+  const error = await page.evaluate(() => ({ text: document.getElementById("error").textContent, code: document.querySelectorAll("#error code").length }));
+  if (error.text.includes("`") || error.code < 1) fail("the error shows raw backticks", error);
+  console.log(`errors show without backticks: ${error.text}`);
+  await page.evaluate(() => showError(""));
+  await page.fill("#width", "512");
 }
 
 async function checkLayout(page, size) {
