@@ -74,6 +74,28 @@ async fn drive(args: Vec<String>, expect: &[&str]) {
     }
 }
 
+/// Saves a small image on each of three earlier days, for the history's pages.
+fn seed_history(outputs: &Path) {
+    use fooocus::store::{EncodeOptions, ImageMetadata, OutputStore};
+    let store = OutputStore::new(outputs);
+    let image =
+        image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 128]));
+    for day in 1..=3 {
+        let at = chrono::NaiveDate::from_ymd_opt(2024, 1, day)
+            .and_then(|d| d.and_hms_opt(12, 0, 0))
+            .unwrap();
+        let meta = ImageMetadata {
+            prompt: format!("an earlier image of 2024-01-0{day}"),
+            width: 64,
+            height: 64,
+            ..ImageMetadata::default()
+        };
+        store
+            .save_at(&image, &meta, &EncodeOptions::default(), at)
+            .unwrap();
+    }
+}
+
 /// A reverse proxy that serves `upstream` under `PREFIX`: each request line's path loses the
 /// prefix (other paths get 404); a WebSocket upgrade is then piped both ways as it is.
 async fn start_proxy(upstream: SocketAddr) -> SocketAddr {
@@ -162,10 +184,16 @@ async fn the_page_generates_in_headless_chromium_directly_and_behind_a_proxy() {
     ];
 
     let server = serve(Spec::default()).await;
+    seed_history(&server.dir.path().join("outputs"));
     let direct = format!("http://{}/", server.addr());
+    let desktop: Vec<&str> = run
+        .iter()
+        .copied()
+        .chain(["the history pages back through earlier days"])
+        .collect();
     drive(
         vec!["run".into(), "desktop".into(), direct, out.clone()],
-        &run,
+        &desktop,
     )
     .await;
     let proxy = start_proxy(server.addr()).await;

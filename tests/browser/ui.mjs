@@ -162,11 +162,25 @@ async function checkPhone(page) {
   console.log("phone layout fits");
 }
 
+/** The history lists two days, then the button brings the earlier one (the server holds images
+ *  of 2024-01-01, -02 and -03 before the run). */
+async function checkHistoryPages(page) {
+  const days = () => page.evaluate(() => [...document.querySelectorAll("#history .day")].map((d) => d.dataset.date));
+  await page.waitForSelector("#history .day", { timeout: 10000 });
+  const first = await days();
+  if (first.join() !== "2024-01-03,2024-01-02" || !(await page.isVisible("#history-more"))) fail("the first history page is wrong", first);
+  await page.click("#history-more");
+  await page.waitForSelector('.day[data-date="2024-01-01"]', { timeout: 10000 });
+  if ((await days()).join() !== "2024-01-03,2024-01-02,2024-01-01" || (await page.isVisible("#history-more"))) fail("the history does not page back", await days());
+  console.log("the history pages back through earlier days");
+}
+
 async function run(size) {
   const page = await browser.newPage({ viewport: SIZES[size] });
   page.on("console", (m) => console.log(`page: ${m.text()}`));
   page.on("pageerror", (e) => fail(`page error: ${e.message}`));
   await ready(page);
+  if (size === "desktop") await checkHistoryPages(page);
   await startRun(page);
   if (size === "phone") await checkPhone(page);
   await checkLayout(page, size);
