@@ -74,10 +74,7 @@ impl HubClient {
     }
 
     fn url(&self, entry: &CatalogEntry) -> String {
-        format!(
-            "{}/{}/resolve/{}/{}",
-            self.endpoint, entry.repo, entry.revision, entry.file
-        )
+        entry.url(&self.endpoint)
     }
 
     fn agent(&self, follow_redirects: bool) -> ureq::Agent {

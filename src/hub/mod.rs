@@ -43,6 +43,19 @@ pub struct CatalogEntry {
     pub sha256: Option<String>,
 }
 
+impl CatalogEntry {
+    /// The address of the file on the hub at `endpoint` (e.g. `https://huggingface.co`).
+    pub fn url(&self, endpoint: &str) -> String {
+        format!(
+            "{}/{}/resolve/{}/{}",
+            endpoint.trim_end_matches('/'),
+            self.repo,
+            self.revision,
+            self.file
+        )
+    }
+}
+
 fn main_revision() -> String {
     "main".into()
 }

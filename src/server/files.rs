@@ -1,4 +1,4 @@
-//! Files over HTTP: the page and its script and style (compiled into the binary from `web/`),
+//! Files over HTTP: the page and its script, style and icon (compiled into the binary from `web/`),
 //! and saved images from the output folder, resolved by [`OutputStore::resolve`] so nothing
 //! outside it is reachable (`..`, encoded and absolute variants end in 404).
 //!
@@ -14,6 +14,7 @@ use super::SharedState;
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const APP_CSS: &str = include_str!("../../web/app.css");
+const FAVICON: &str = include_str!("../../web/favicon.svg");
 
 fn text(body: &'static str, kind: &'static str) -> Response {
     (
@@ -36,6 +37,10 @@ pub async fn app_js() -> Response {
 
 pub async fn app_css() -> Response {
     text(APP_CSS, "text/css; charset=utf-8")
+}
+
+pub async fn favicon() -> Response {
+    text(FAVICON, "image/svg+xml")
 }
 
 fn content_type(path: &std::path::Path) -> &'static str {

@@ -4,7 +4,7 @@
 //!
 //! * [`fooocus`]: the page's own JSON API and WebSocket (one folder per API dialect), typed in
 //!   its `wire`;
-//! * [`files`]: the page and saved images; [`error`]: API errors;
+//! * [`files`]: the page and saved images; [`thumbs`]: their thumbnails; [`error`]: API errors;
 //! * [`auth`]: basic authentication; [`security`]: requests other web sites make are refused.
 //!
 //! Knows nothing of tensors or sampling: it validates requests into plans (off the async
@@ -15,6 +15,7 @@ pub mod error;
 pub mod files;
 pub mod fooocus;
 pub mod security;
+pub mod thumbs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub downloads: Downloads,
     /// Which files under the checkpoint folders are SDXL checkpoints (headers read once).
     pub architectures: ArchitectureCache,
+    /// The hub missing models are downloaded from (shown to people who fetch them by hand).
+    pub hub_endpoint: String,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -84,6 +87,8 @@ pub fn router(state: SharedState, auth: Option<Accounts>, body_limit: usize, lan
         .route("/", get(files::index))
         .route("/app.js", get(files::app_js))
         .route("/app.css", get(files::app_css))
+        .route("/favicon.svg", get(files::favicon))
+        .route("/favicon.ico", get(files::favicon))
         .route("/api/generate", post(fooocus::api::generate))
         .route("/api/jobs/{id}", get(fooocus::api::job))
         .route("/api/jobs/{id}/stop", post(fooocus::api::stop))
@@ -92,6 +97,8 @@ pub fn router(state: SharedState, auth: Option<Accounts>, body_limit: usize, lan
         .route("/api/options", get(fooocus::api::options))
         .route("/api/history", get(fooocus::api::history))
         .route("/api/health", get(fooocus::api::health))
+        .route("/api/presets", get(fooocus::presets::presets))
+        .route("/thumbs/{*path}", get(thumbs::thumb))
         .route("/outputs/{*path}", get(files::output))
         .route("/ws", get(fooocus::ws::handler))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -167,6 +174,10 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     let styles = Arc::new(options.styles);
     let needed = missing(&config, &options.preset, &builtin_catalog());
     let downloads = statuses(&needed);
+    let hub_endpoint = match &options.hub {
+        Some(client) => client.endpoint().to_string(),
+        None => HubClient::from_env(None).endpoint().to_string(),
+    };
     if let Some(client) = options.hub {
         if !needed.is_empty() {
             background::spawn(needed, client, downloads.clone());
@@ -193,6 +204,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         device: options.placement.device,
         downloads,
         architectures: ArchitectureCache::default(),
+        hub_endpoint,
     });
     let app = router(
         state,

@@ -126,3 +126,48 @@ pub fn list_history(root: &Path) -> Result<Vec<HistoryDay>> {
     }
     Ok(days)
 }
+
+/// Whether the date folder `dir` holds at least one image of ours (metadata is not read).
+fn has_images(dir: &Path) -> Result<bool> {
+    Ok(entries(dir, false)?
+        .iter()
+        .any(|name| parse_image_name(name).is_some()))
+}
+
+/// One page of the history: the date folders before `before` (`YYYY-MM-DD`; `None`: from the
+/// newest) that hold images, at most `limit` of them, newest first, with their images; and
+/// whether earlier folders hold images too. A malformed `before` is an error.
+pub fn list_days_before(
+    root: &Path,
+    before: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<HistoryDay>, bool)> {
+    if let Some(date) = before.filter(|d| !is_date_folder(d)) {
+        return Err(StoreError::InvalidPath {
+            path: date.to_string(),
+        });
+    }
+    let mut dates: Vec<String> = entries(root, true)?
+        .into_iter()
+        .filter(|name| is_date_folder(name) && before.is_none_or(|b| name.as_str() < b))
+        .collect();
+    dates.sort_by(|a, b| b.cmp(a));
+    let mut days = Vec::new();
+    for date in &dates {
+        if days.len() == limit {
+            // Look one folder further only to say whether there is more.
+            if has_images(&root.join(date))? {
+                return Ok((days, true));
+            }
+            continue;
+        }
+        let images = list_day(root, date)?;
+        if !images.is_empty() {
+            days.push(HistoryDay {
+                date: date.clone(),
+                images,
+            });
+        }
+    }
+    Ok((days, false))
+}

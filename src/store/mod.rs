@@ -8,13 +8,15 @@
 //! <root>/YYYY-MM-DD/YYYY-MM-DD_HH-MM-SS_NNNN.png|jpeg|webp   images (NNNN: 4 random digits)
 //! <root>/YYYY-MM-DD/log.jsonl                               one LogEntry per saved image
 //! <root>/YYYY-MM-DD/log.html                                regenerated from it, newest first
+//! <root>/YYYY-MM-DD/.thumbs/<image file>.jpg                its thumbnail (≤ 256 px)
 //! ```
 //!
 //! * [`metadata`]: [`ImageMetadata`] and its JSON; [`a1111`]: the A1111 `parameters` text;
 //! * [`hash`]: cached model SHA-256 / A1111 short hashes;
 //! * [`encode`] / [`read`]: image bytes with metadata in, metadata out ([`exif`] for JPEG/WebP);
 //! * [`naming`], [`atomic`]: names and atomic writes; [`log_html`]: the daily log;
-//!   [`history`]: listing; [`save`]: [`OutputStore`], tying them together.
+//!   [`history`]: listing; [`thumbs`]: small JPEGs of saved images for the history;
+//!   [`save`]: [`OutputStore`], tying them together.
 
 pub mod a1111;
 pub mod atomic;
@@ -28,6 +30,7 @@ pub mod metadata;
 pub mod naming;
 pub mod read;
 pub mod save;
+pub mod thumbs;
 
 pub use a1111::{parse_a1111, to_a1111};
 pub use encode::{encode_image, EncodeOptions};

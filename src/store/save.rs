@@ -11,11 +11,12 @@ use rand::Rng;
 use super::atomic::write_atomic;
 use super::encode::{encode_image, EncodeOptions};
 use super::error::{Result, StoreError};
-use super::history::{list_day, list_history, HistoryDay, HistoryImage};
+use super::history::{list_day, list_days_before, list_history, HistoryDay, HistoryImage};
 use super::log_html::{log_image, LogEntry};
 use super::metadata::ImageMetadata;
 use super::naming::{date_folder, image_file_name, resolve_output_path};
 use super::read::embedded_text_from_bytes;
+use super::thumbs::{thumbnail, write_thumbnail};
 
 /// How many random names are tried before giving up.
 const NAME_TRIES: u32 = 100;
@@ -62,6 +63,8 @@ pub struct OutputStore {
     root: PathBuf,
     write_log: bool,
     lock: Mutex<()>,
+    /// Serializes thumbnail writes (two writes of one thumbnail share a temporary name).
+    thumbs: Mutex<()>,
 }
 
 impl OutputStore {
@@ -71,6 +74,7 @@ impl OutputStore {
             root: root.into(),
             write_log: true,
             lock: Mutex::new(()),
+            thumbs: Mutex::new(()),
         }
     }
 
@@ -125,6 +129,16 @@ impl OutputStore {
         let path = dir.join(&name);
         let embedded = save_image_file(&path, image, &meta, options)?.map(Box::new);
         tracing::info!("saved {}", path.display());
+        let thumb = {
+            let _thumbs = self
+                .thumbs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            write_thumbnail(&path, image)
+        };
+        if let Err(e) = thumb {
+            tracing::warn!("image saved, but not its thumbnail: {e}");
+        }
 
         if self.write_log {
             let entry = LogEntry {
@@ -150,6 +164,25 @@ impl OutputStore {
     /// The images of one day (`YYYY-MM-DD`), newest first.
     pub fn day(&self, date: &str) -> Result<Vec<HistoryImage>> {
         list_day(&self.root, date)
+    }
+
+    /// The days before `before` (`YYYY-MM-DD`; `None`: from the newest) that hold images, at most
+    /// `limit` of them, newest first, and whether earlier days hold more.
+    pub fn days_before(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<HistoryDay>, bool)> {
+        list_days_before(&self.root, before, limit)
+    }
+
+    /// The thumbnail of the image a client names as `YYYY-MM-DD/<image>`: cached, or made now.
+    pub fn thumbnail(&self, relative: &str) -> Result<PathBuf> {
+        let _guard = self
+            .thumbs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        thumbnail(&self.root, relative)
     }
 
     /// The file a client's `YYYY-MM-DD/<image>` or `YYYY-MM-DD/log.html` names, checked to lie

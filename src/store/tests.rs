@@ -218,13 +218,24 @@ fn save_names_folders_and_leaves_no_temp_files() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    let mut expected = vec![name.to_string(), "log.html".into(), "log.jsonl".into()];
+    let mut expected = vec![
+        name.to_string(),
+        ".thumbs".into(),
+        "log.html".into(),
+        "log.jsonl".into(),
+    ];
     expected.sort();
     assert_eq!(names, expected);
+    // The thumbnail, and nothing else, in the hidden folder.
+    let thumbs: Vec<String> = std::fs::read_dir(root.join("2024-03-05/.thumbs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(thumbs, vec![format!("{name}.jpg")]);
 }
 
 #[test]
-fn without_log_writes_only_the_image() {
+fn without_log_writes_only_the_image_and_its_thumbnail() {
     let dir = tempfile::tempdir().unwrap();
     let store = OutputStore::new(dir.path()).with_log(false);
     store
@@ -235,11 +246,12 @@ fn without_log_writes_only_the_image() {
             at("2024-03-05 07:08:09"),
         )
         .unwrap();
+    // The image and its thumbnail's folder.
     assert_eq!(
         std::fs::read_dir(dir.path().join("2024-03-05"))
             .unwrap()
             .count(),
-        1
+        2
     );
 }
 

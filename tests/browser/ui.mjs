@@ -1,16 +1,25 @@
-// Drives the fooocus-rs page in Debian's headless Chromium: waits for the page to build itself,
-// forces a short run (2 steps), types a prompt, presses Ctrl+Enter, waits for the live preview
-// to change and a finished image to appear in the gallery, and saves a screenshot; then checks
-// the page on a phone-sized screen (one column, nothing wider than the screen, Generate and the
-// advanced panel reachable, the image viewer inside the screen) and saves SCREENSHOT-phone.png.
-// Usage: node ui.mjs URL SCREENSHOT.png
+// Drives the fooocus-rs page in Debian's headless Chromium and checks what a user sees.
+//   node ui.mjs run desktop|phone URL OUTDIR   a short run (512×512, 2 steps, one image) at
+//       1400×1000 or 390×844: the prompt box does not move between idle, running and done; the
+//       progress never covers the preview; the history shows small thumbnails; the viewer lists
+//       the parameters with its buttons on screen; reusing and dropping an image restores its
+//       settings; on the phone the settings sit right under Generate. Saves
+//       OUTDIR/<size>-{idle,running,done,viewer}.png.
+//   node ui.mjs empty URL OUTDIR               a server without models: one banner line per file
+//       with its address, Generate off with the reason. Saves OUTDIR/{desktop,phone}-no-models.png.
+// Prints one line per check passed; exits non-zero on the first failure.
 import { chromium } from "playwright-core";
 
-const [url, screenshot] = process.argv.slice(2);
-if (!url || !screenshot) {
-  console.error("usage: node ui.mjs URL SCREENSHOT.png");
+const [mode, size, url, outdir] = process.argv.length === 6
+  ? process.argv.slice(2) : [process.argv[2], "desktop", process.argv[3], process.argv[4]];
+if (!mode || !url || !outdir) {
+  console.error("usage: node ui.mjs run desktop|phone URL OUTDIR | node ui.mjs empty URL OUTDIR");
   process.exit(2);
 }
+const SIZES = { desktop: { width: 1400, height: 1000 }, phone: { width: 390, height: 844 } };
+const PROMPT = "a lighthouse on a cliff at dawn";
+const fail = (why, detail) => { throw new Error(`${why}${detail === undefined ? "" : `: ${JSON.stringify(detail)}`}`); };
+const shot = (page, name, fullPage = false) => page.screenshot({ path: `${outdir}/${name}.png`, fullPage });
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -19,63 +28,192 @@ const browser = await chromium.launch({
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
   ],
 });
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  page.on("console", (m) => console.log(`page: ${m.text()}`));
+
+function rect(page, selector) {
+  return page.evaluate((s) => {
+    const r = document.querySelector(s).getBoundingClientRect();
+    return { top: r.top + scrollY, left: r.left, right: r.right, bottom: r.bottom + scrollY, width: r.width, height: r.height };
+  }, selector);
+}
+
+async function ready(page) {
   await page.goto(url);
-  // The page builds its controls from api/options.
   await page.waitForFunction(() => document.querySelectorAll("#base_model option").length > 0, null, { timeout: 30000 });
-  await page.evaluate(() => {
-    document.getElementById("steps").value = "2";
-    document.getElementById("image_number").value = "1";
-  });
-  await page.fill("#prompt", "a lighthouse on a cliff at dawn");
+  const icon = await page.evaluate(async () => (await fetch(document.querySelector("link[rel=icon]").href)).status);
+  if (icon !== 200) fail("no favicon", icon);
+}
+
+async function startRun(page) {
+  await page.check("#advanced-toggle");
+  if ((await page.locator("#preset option").count()) < 1) fail("the preset picker is empty");
+  await page.selectOption("#aspect_ratio", "custom");
+  await page.fill("#width", "512");
+  await page.fill("#height", "512");
+  await page.evaluate(() => { document.getElementById("steps").value = "2"; document.getElementById("image_number").value = "1"; });
+  await page.fill("#prompt", PROMPT);
+  await page.waitForFunction(() => !document.getElementById("generate").disabled, null, { timeout: 30000 });
+  // A refused request: its message shows with code spans, not Markdown backticks.
+  await page.fill("#width", "500");
+  await page.click("#generate");
+  await page.waitForSelector("#error:not([hidden])", { timeout: 10000 });
+  const error = await page.evaluate(() => ({ text: document.getElementById("error").textContent, code: document.querySelectorAll("#error code").length }));
+  if (error.text.includes("`") || error.code < 1) fail("the error shows raw backticks", error);
+  console.log(`errors show without backticks: ${error.text}`);
+  await page.evaluate(() => showError(""));
+  await page.fill("#width", "512");
+}
+
+async function checkLayout(page, size) {
+  const idle = await rect(page, "#prompt");
+  await shot(page, `${size}-idle`, size === "phone");
   await page.focus("#prompt");
   await page.keyboard.press("Control+Enter");
-  // The live preview gets a frame (its src changes from nothing to a blob).
   await page.waitForFunction(() => {
     const p = document.getElementById("preview");
-    return p && !p.hidden && p.src.startsWith("blob:");
+    return !p.hidden && p.src.startsWith("blob:") && p.complete && p.naturalWidth > 0;
   }, null, { timeout: 900000, polling: 50 });
-  console.log("preview shown");
-  await page.waitForSelector("#gallery .thumb", { timeout: 900000 });
-  console.log("image in the gallery");
-  await page.screenshot({ path: screenshot, fullPage: true });
-
-  await page.setViewportSize({ width: 390, height: 844 });
-  await page.check("#advanced-toggle");
-  const phone = await page.evaluate(() => {
-    const box = (id) => document.getElementById(id).getBoundingClientRect();
-    const work = document.querySelector(".work").getBoundingClientRect();
-    return {
-      scrollWidth: document.documentElement.scrollWidth,
-      width: window.innerWidth,
-      generate: box("generate"),
-      prompt: box("prompt"),
-      advancedTop: box("advanced").top,
-      advancedRight: box("advanced").right,
-      workBottom: work.bottom,
-      seedShown: document.getElementById("seed-row").getClientRects().length > 0,
-      randomSeed: document.getElementById("random_seed").checked,
-    };
+  const running = await rect(page, "#prompt");
+  const preview = await page.evaluate(() => {
+    // The part of the image box the picture covers (object-fit: contain).
+    const img = document.getElementById("preview");
+    const r = img.getBoundingClientRect();
+    const scale = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const w = img.naturalWidth * scale, h = img.naturalHeight * scale;
+    return { top: r.top + (r.height - h) / 2, bottom: r.top + (r.height + h) / 2, left: r.left + (r.width - w) / 2, right: r.left + (r.width + w) / 2 };
   });
-  const fail = (why) => { throw new Error(`phone layout: ${why}: ${JSON.stringify(phone)}`); };
-  if (phone.scrollWidth > phone.width) fail("the page scrolls sideways");
-  if (phone.generate.width < 44 || phone.generate.right > phone.width) fail("Generate is cut off");
-  if (phone.prompt.width < phone.width * 0.6) fail("the prompt box is too narrow");
-  if (phone.advancedTop < phone.workBottom) fail("the advanced panel is not below the work area");
-  if (phone.advancedRight > phone.width) fail("the advanced panel is wider than the screen");
-  if (!phone.randomSeed || phone.seedShown) fail("the seed field shows while the seed is random");
-  await page.uncheck("#random_seed");
-  if (!(await page.isVisible("#seed"))) fail("the seed field stays hidden for a fixed seed");
-  await page.check("#random_seed");
-  await page.click("#gallery .thumb");
-  const viewer = await page.evaluate(() => document.getElementById("viewer").getBoundingClientRect());
-  if (viewer.width === 0 || viewer.right > phone.width || viewer.left < 0) {
-    throw new Error(`phone layout: the image viewer leaves the screen: ${JSON.stringify(viewer)}`);
+  const progress = await page.evaluate(() => document.getElementById("progress").getBoundingClientRect().toJSON());
+  const overlap = progress.top < preview.bottom && progress.bottom > preview.top && progress.left < preview.right && progress.right > preview.left;
+  if (overlap) fail("the progress text covers the preview", { progress, preview });
+  console.log("preview shown, progress beside it");
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await shot(page, `${size}-running`);
+  await page.waitForSelector("#gallery .thumb", { timeout: 900000 });
+  await page.waitForFunction(() => document.getElementById("stop").hidden, null, { timeout: 900000 });
+  console.log("image in the gallery");
+  const done = await rect(page, "#prompt");
+  for (const [when, r] of [["running", running], ["done", done]]) {
+    if (Math.abs(r.top - idle.top) > 1 || Math.abs(r.height - idle.height) > 1) fail(`the prompt box moved (idle → ${when})`, { idle, [when]: r });
   }
-  await page.screenshot({ path: screenshot.replace(/\.png$/, "-phone.png"), fullPage: true });
+  console.log("the prompt box stays put");
+  await shot(page, `${size}-done`, size === "phone");
+}
+
+async function checkThumbnails(page) {
+  const thumbs = await page.evaluate(async () => {
+    const imgs = [...document.querySelectorAll("#history .thumb img")];
+    return Promise.all(imgs.map(async (img) => {
+      if (!img.complete) await new Promise((r) => { img.onload = img.onerror = r; });
+      const response = await fetch(img.src);
+      return { src: img.getAttribute("src"), width: img.naturalWidth, height: img.naturalHeight,
+        type: response.headers.get("content-type"), bytes: (await response.arrayBuffer()).byteLength };
+    }));
+  });
+  if (!thumbs.length) fail("the history is empty");
+  for (const t of thumbs) {
+    if (!t.src.startsWith("thumbs/") || t.type !== "image/jpeg" || Math.max(t.width, t.height) > 256 || t.bytes > 64000) fail("a history image is not a small thumbnail", t);
+  }
+  console.log(`history thumbnails are small (${thumbs.map((t) => t.bytes).join(", ")} bytes)`);
+}
+
+async function checkViewer(page, size) {
+  await page.click("#gallery .thumb");
+  await page.waitForFunction(() => { const i = document.getElementById("viewer-img"); return i.complete && i.naturalWidth > 0; });
+  const viewer = await page.evaluate(() => {
+    const inView = (id) => { const r = document.getElementById(id).getBoundingClientRect(); return r.width > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth; };
+    const rows = Object.fromEntries([...document.querySelectorAll("#viewer-params dt")].map((dt) => [dt.textContent, dt.nextElementSibling.textContent]));
+    return { buttons: ["reuse", "copy-seed", "viewer-open", "viewer-close"].map(inView), rows };
+  });
+  if (viewer.buttons.includes(false)) fail("a viewer button is off screen", viewer.buttons);
+  for (const key of ["Prompt", "Seed", "Size", "Styles", "Base model", "LoRAs", "Sampler"]) if (!(key in viewer.rows)) fail(`the viewer lacks ${key}`, viewer.rows);
+  if (viewer.rows.Prompt !== PROMPT || viewer.rows.Size !== "512 × 512") fail("the viewer shows wrong parameters", viewer.rows);
+  console.log("the viewer lists the parameters, its buttons on screen");
+  await shot(page, `${size}-viewer`);
+  await page.evaluate(() => { document.getElementById("seed").value = ""; });
+  await page.click("#reuse");
+  const seed = await page.inputValue("#seed");
+  if (seed !== viewer.rows.Seed || (await page.inputValue("#prompt")) !== PROMPT) fail("reuse did not restore the settings", { seed });
+}
+
+async function checkDrop(page) {
+  await page.fill("#prompt", "something else");
+  await page.evaluate(async () => {
+    const url = document.querySelector("#gallery .thumb img").getAttribute("src").replace(/^thumbs\//, "outputs/");
+    const blob = await (await fetch(url)).blob();
+    const data = new DataTransfer();
+    data.items.add(new File([blob], "ours.png", { type: "image/png" }));
+    document.body.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+  });
+  await page.waitForFunction((p) => document.getElementById("prompt").value === p, PROMPT, { timeout: 10000 });
+  console.log("a dropped image gives back its settings");
+}
+
+async function checkPhone(page) {
+  const phone = await page.evaluate(() => {
+    const box = (s) => document.querySelector(s).getBoundingClientRect();
+    return { scrollWidth: document.documentElement.scrollWidth, width: innerWidth, generate: box("#generate"),
+      prompt: box("#prompt"), advanced: box("#advanced"), history: box(".history") };
+  });
+  if (phone.scrollWidth > phone.width) fail("the page scrolls sideways", phone);
+  if (phone.generate.width < 44 || phone.generate.right > phone.width) fail("Generate is cut off", phone);
+  if (phone.prompt.width < phone.width * 0.6) fail("the prompt box is too narrow", phone);
+  if (phone.advanced.top < phone.generate.bottom || phone.advanced.top - phone.generate.bottom > 200) fail("the settings are not right under Generate", phone);
+  if (phone.history.top < phone.advanced.bottom) fail("the history is not below the settings", phone);
+  if (phone.advanced.right > phone.width) fail("the settings are wider than the screen", phone);
   console.log("phone layout fits");
+}
+
+/** The history lists two days, then the button brings the earlier one (the server holds images
+ *  of 2024-01-01, -02 and -03 before the run). */
+async function checkHistoryPages(page) {
+  const days = () => page.evaluate(() => [...document.querySelectorAll("#history .day")].map((d) => d.dataset.date));
+  await page.waitForSelector("#history .day", { timeout: 10000 });
+  const first = await days();
+  if (first.join() !== "2024-01-03,2024-01-02" || !(await page.isVisible("#history-more"))) fail("the first history page is wrong", first);
+  await page.click("#history-more");
+  await page.waitForSelector('.day[data-date="2024-01-01"]', { timeout: 10000 });
+  if ((await days()).join() !== "2024-01-03,2024-01-02,2024-01-01" || (await page.isVisible("#history-more"))) fail("the history does not page back", await days());
+  console.log("the history pages back through earlier days");
+}
+
+async function run(size) {
+  const page = await browser.newPage({ viewport: SIZES[size] });
+  page.on("console", (m) => console.log(`page: ${m.text()}`));
+  page.on("pageerror", (e) => fail(`page error: ${e.message}`));
+  await ready(page);
+  if (size === "desktop") await checkHistoryPages(page);
+  await startRun(page);
+  if (size === "phone") await checkPhone(page);
+  await checkLayout(page, size);
+  await checkThumbnails(page);
+  await checkViewer(page, size);
+  await checkDrop(page);
+}
+
+async function empty() {
+  const page = await browser.newPage({ viewport: SIZES.desktop });
+  await ready(page);
+  await page.waitForFunction(() => document.querySelectorAll("#missing li").length > 0 && !document.getElementById("generate-reason").hidden, null, { timeout: 30000 });
+  const seen = await page.evaluate(() => ({
+    disabled: document.getElementById("generate").disabled,
+    reason: document.getElementById("generate-reason").textContent,
+    lines: [...document.querySelectorAll("#missing li")].map((li) => ({ text: li.textContent, links: [...li.querySelectorAll("a")].map((a) => a.href), folders: li.querySelectorAll("code").length })),
+  }));
+  if (!seen.disabled || !/missing model/.test(seen.reason)) fail("Generate is not off with a reason", seen);
+  if (seen.lines.some((l) => l.folders < 1)) fail("a missing file's folder is not shown", seen.lines);
+  if (!seen.lines.some((l) => l.links.some((h) => /\/resolve\//.test(h)))) fail("no download address is shown", seen.lines);
+  console.log(`without models: ${seen.lines.length} banner lines, Generate off: ${seen.reason}`);
+  await shot(page, "desktop-no-models");
+  await page.setViewportSize(SIZES.phone);
+  const scroll = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
+  if (scroll > 0) fail("the phone page scrolls sideways without models", scroll);
+  await shot(page, "phone-no-models", true);
+  console.log("no-models page checked");
+}
+
+try {
+  if (mode === "run") await run(size);
+  else if (mode === "empty") await empty();
+  else fail(`unknown mode ${mode}`);
 } finally {
   await browser.close();
 }

@@ -286,24 +286,43 @@ pub fn computes() -> Vec<Compute> {
         .collect()
 }
 
-/// Whether the external tool `name` can be run (`name --version` succeeds). When it cannot, the
-/// test that needs it is skipped with a loud line saying how to install it, unless
-/// `FOOOCUS_REQUIRE_ALL_TESTS=1` (set by `.ci/run`), where a missing tool fails the test.
-pub fn require_tool(name: &str, install_hint: &str) -> bool {
-    let found = std::process::Command::new(name)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
+/// Whether the tests must not skip for a missing tool (`FOOOCUS_REQUIRE_ALL_TESTS=1`, as CI sets).
+pub fn require_all_tests() -> bool {
+    std::env::var("FOOOCUS_REQUIRE_ALL_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// Whether `what` (a tool, a package) that a test needs is present. When it is not, with
+/// `FOOOCUS_REQUIRE_ALL_TESTS=1` the test fails here; otherwise a loud SKIPPED line with
+/// `install_hint` goes to stderr (past the test harness' capture, so it shows for a passing
+/// test) and the caller returns early, passing.
+pub fn require(present: bool, what: &str, install_hint: &str) -> bool {
+    if present {
         return true;
     }
-    let required = std::env::var("FOOOCUS_REQUIRE_ALL_TESTS").is_ok_and(|v| v == "1");
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
     assert!(
-        !required,
-        "`{name}` is missing and FOOOCUS_REQUIRE_ALL_TESTS=1: install it with: {install_hint}"
+        !require_all_tests(),
+        "{test}: {what} is missing and FOOOCUS_REQUIRE_ALL_TESTS=1; install it: {install_hint}"
     );
-    eprintln!("SKIPPED: `{name}` is not installed; install it with: {install_hint}");
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n**** SKIPPED {test}: {what} is missing. Install it with: {install_hint}\n\
+         **** (set FOOOCUS_REQUIRE_ALL_TESTS=1 to make this a failure)\n"
+    );
     false
+}
+
+/// Whether the command `name` (a name looked up on `PATH`, or a path) is there; see [`require`].
+pub fn require_tool(name: &str, install_hint: &str) -> bool {
+    let found = if name.contains(std::path::MAIN_SEPARATOR) || name.contains('/') {
+        std::path::Path::new(name).is_file()
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+    };
+    require(found, name, install_hint)
 }

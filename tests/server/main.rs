@@ -7,6 +7,7 @@ mod common;
 mod flows;
 mod harness;
 mod models;
+mod pages;
 mod queue;
 mod security;
 

@@ -138,26 +138,40 @@ pub async fn health(State(state): State<SharedState>) -> Result<Json<Health>, Ap
 pub struct HistoryQuery {
     /// `YYYY-MM-DD`: only that day.
     date: Option<String>,
+    /// `YYYY-MM-DD`: a page of the days before it.
+    before: Option<String>,
+    /// How many days with images a page holds (1–31, default 1); asks for a page by itself.
+    days: Option<usize>,
 }
 
-/// `GET /api/history[?date=YYYY-MM-DD]`: saved images by date, newest first, each with its URL.
+/// The most days one page of the history holds.
+const MAX_PAGE_DAYS: usize = 31;
+
+/// `GET /api/history[?date=YYYY-MM-DD | ?before=YYYY-MM-DD&days=N]`: saved images by date,
+/// newest first, each with its URL and thumbnail; one day, one page of days, or all of them.
 pub async fn history(
     State(state): State<SharedState>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<History>, ApiError> {
     let store = state.store.clone();
-    let days = blocking(move || match query.date {
-        Some(date) => store.day(&date).map(|images| {
-            vec![crate::store::HistoryDay {
+    let paged = query.before.is_some() || query.days.is_some();
+    let limit = query.days.unwrap_or(1).clamp(1, MAX_PAGE_DAYS);
+    let listed = blocking(move || match (query.date, paged) {
+        (Some(date), _) => store.day(&date).map(|images| {
+            let day = crate::store::HistoryDay {
                 date: date.clone(),
                 images,
-            }]
+            };
+            (vec![day], false)
         }),
-        None => store.history(),
+        (None, true) => store.days_before(query.before.as_deref(), limit),
+        (None, false) => store.history().map(|days| (days, false)),
     })
     .await?
     .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let (days, more) = listed;
     Ok(Json(History {
         days: days.into_iter().map(Day::from).collect(),
+        more,
     }))
 }

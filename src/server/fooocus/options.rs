@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::config::{ModelKind, Preset};
-use crate::hub::{builtin_catalog, missing};
+use crate::hub::{builtin_catalog, missing, Needed};
 use crate::pipeline::request::{aspect_label, Performance, ASPECT_RATIOS};
 use crate::runtime::describe;
 use crate::sampling::{Sampler, Scheduler};
@@ -74,7 +74,11 @@ pub struct Health {
 #[derive(Debug, Serialize)]
 pub struct MissingModel {
     pub name: String,
+    /// What it is, for people: "base model", "refiner model", "LoRA", "CLIP tokenizer".
+    pub what: &'static str,
     pub dest: String,
+    /// Where to download it by hand, when the catalog knows.
+    pub url: Option<String>,
     pub downloadable: bool,
     pub downloaded: u64,
     pub total: u64,
@@ -113,6 +117,22 @@ pub fn options(state: &AppState) -> Options {
     }
 }
 
+/// What the missing file `needed` is to the preset.
+fn role(state: &AppState, needed: &Needed) -> &'static str {
+    let preset = &state.preset;
+    if needed.dest == state.config.paths.tokenizer {
+        "CLIP tokenizer"
+    } else if needed.name == preset.base_model {
+        "base model"
+    } else if preset.refiner_model.as_deref() == Some(needed.name.as_str()) {
+        "refiner model"
+    } else if preset.loras.iter().any(|l| l.name == needed.name) {
+        "LoRA"
+    } else {
+        "model file"
+    }
+}
+
 /// The body of `GET /api/health`: the files the preset lacks right now (the model folders are
 /// scanned on each call, so a file put in place shows at once) with their download state.
 pub fn health(state: &AppState) -> Health {
@@ -128,7 +148,9 @@ pub fn health(state: &AppState) -> Health {
             let status = downloads.iter().find(|d| d.name == n.name);
             MissingModel {
                 name: n.name.clone(),
+                what: role(state, n),
                 dest: n.dest.display().to_string(),
+                url: n.entry.as_ref().map(|e| e.url(&state.hub_endpoint)),
                 downloadable: n.entry.is_some(),
                 downloaded: status.map_or(0, |s| s.downloaded),
                 total: status.map_or(0, |s| s.total),

@@ -40,6 +40,8 @@ pub struct Image {
     pub url: String,
     /// Its path relative to the output root, `YYYY-MM-DD/<file>`.
     pub path: String,
+    /// Its thumbnail (JPEG, ≤ 256 px), relative to the page: `thumbs/YYYY-MM-DD/<file>`.
+    pub thumb: String,
 }
 
 impl From<JobImage> for Image {
@@ -48,6 +50,7 @@ impl From<JobImage> for Image {
             index: image.index,
             seed: image.seed,
             url: format!("outputs/{}", image.path),
+            thumb: format!("thumbs/{}", image.path),
             path: image.path,
         }
     }
@@ -209,6 +212,8 @@ pub struct Queue {
 #[derive(Debug, Serialize)]
 pub struct History {
     pub days: Vec<Day>,
+    /// Whether days before the last one listed hold images (ask with `before`).
+    pub more: bool,
 }
 
 /// One day of saved images, newest first.
@@ -224,6 +229,8 @@ pub struct Day {
 #[derive(Debug, Serialize)]
 pub struct SavedImage {
     pub url: String,
+    /// Its thumbnail (JPEG, ≤ 256 px): `thumbs/YYYY-MM-DD/<file>`.
+    pub thumb: String,
     pub path: String,
     pub file_name: String,
     pub metadata: Option<ImageMetadata>,
@@ -236,6 +243,7 @@ impl From<HistoryDay> for Day {
             .into_iter()
             .map(|image| SavedImage {
                 url: format!("outputs/{}", image.path),
+                thumb: format!("thumbs/{}", image.path),
                 path: image.path,
                 file_name: image.file_name,
                 metadata: image.metadata,

@@ -1,0 +1,43 @@
+//! `GET /thumbs/{date}/{file}`: a saved image's thumbnail (JPEG, longest side 256 px), for the
+//! history. Made when the image was saved, else on this first request, then kept on disk; names
+//! that are not the store's images (the log, `..`, other files) are 404.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::SharedState;
+
+/// `GET /thumbs/{date}/{file}`.
+pub async fn thumb(
+    State(state): State<SharedState>,
+    Path(relative): Path<String>,
+) -> Result<Response, ApiError> {
+    let store = state.store.clone();
+    let shown = relative.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let path = store
+            .thumbnail(&relative)
+            .map_err(|e| tracing::debug!("no thumbnail for {relative:?}: {e}"))
+            .ok()?;
+        std::fs::read(path).ok()
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| ApiError::not_found(format!("no saved image {shown:?}")))?;
+    let mut response = (StatusCode::OK, bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // A saved image never changes under its name; the thumbnail neither.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=604800"),
+    );
+    Ok(response)
+}
