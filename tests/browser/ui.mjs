@@ -61,6 +61,8 @@ async function startRun(page) {
   console.log(`errors show without backticks: ${error.text}`);
   await page.evaluate(() => showError(""));
   await page.fill("#width", "512");
+  // As a person sees the page before pressing Generate: from its top, nothing focused.
+  await page.evaluate(() => { document.activeElement.blur(); window.scrollTo(0, 0); });
 }
 
 async function checkLayout(page, size) {
