@@ -6,7 +6,8 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   options: null, presets: [], job: null, styles: new Set(), previewUrl: null, retry: 500,
-  modelsReady: null, started: 0, finished: null, historyBefore: null,
+  modelsReady: null, started: 0, finished: null, historyBefore: null, historyLoading: false,
+  shown: new Set(),
 };
 const NUMBER_FIELDS = ["guidance_scale", "sharpness", "adm_positive", "adm_negative", "adm_end",
   "adaptive_cfg", "clip_skip", "refiner_switch", "image_number"];
@@ -108,8 +109,10 @@ function setSize(width, height) {
 /** Puts a preset's values (the `defaults` of api/options, or one of api/presets) in the controls. */
 function applyPreset(d) {
   setPerformance(d.performance);
-  choose($("aspect_ratio"), d.aspect_ratio);
-  $("custom-size").hidden = true;
+  if (d.aspect_ratio) {
+    choose($("aspect_ratio"), d.aspect_ratio);
+    $("custom-size").hidden = true;
+  }
   $("output_format").value = d.output_format;
   $("sampler").value = d.sampler;
   $("scheduler").value = d.scheduler;
@@ -224,12 +227,18 @@ function countDay(grid) {
 }
 
 function addToHistory(image, date, first) {
+  // An image event and a history page may both bring the same image.
+  if (state.shown.has(image.path)) return;
+  state.shown.add(image.path);
   const grid = dayGroup(date, first);
   first ? grid.prepend(thumbButton(image)) : grid.append(thumbButton(image));
   countDay(grid);
 }
 
 async function loadHistory() {
+  if (state.historyLoading) return;
+  state.historyLoading = true;
+  $("history-more").disabled = true;
   try {
     const query = state.historyBefore ? `before=${state.historyBefore}&days=3` : "days=2";
     const h = await api(`api/history?${query}`);
@@ -237,6 +246,8 @@ async function loadHistory() {
     if (h.days.length) state.historyBefore = h.days[h.days.length - 1].date;
     $("history-more").hidden = !h.more;
   } catch (e) { showError(`Cannot load the history: ${e.message}`); }
+  state.historyLoading = false;
+  $("history-more").disabled = false;
 }
 
 // ---- viewer ----
@@ -276,7 +287,7 @@ function openViewer(url, meta) {
 function reuse(m) {
   $("prompt").value = m.prompt || "";
   applyPreset({
-    performance: m.performance, aspect_ratio: `${m.width}×${m.height}`, output_format: m.output_format || "png",
+    performance: m.performance, output_format: m.output_format || "png",
     sampler: m.sampler, scheduler: m.scheduler, base_model: m.base_model, refiner_model: m.refiner_model || "None",
     negative_prompt: m.negative_prompt || "", styles: m.styles || [], loras: m.loras || [],
     guidance_scale: m.guidance_scale, sharpness: m.sharpness, adm_positive: m.adm_scaler_positive,
@@ -379,7 +390,7 @@ function showFinished(image) {
 }
 
 function onImage(e) {
-  const image = { url: e.url, thumb: e.thumb, parameters: e.parameters };
+  const image = { url: e.url, thumb: e.thumb, path: e.path, parameters: e.parameters };
   addToHistory(image, e.path.split("/")[0], true);
   if (e.job_id !== state.job) return;
   $("gallery").prepend(thumbButton(image));
@@ -452,10 +463,21 @@ async function refreshHealth() {
     $("missing").replaceChildren(...health.missing_models.map(missingItem));
     const n = health.missing_models.length;
     setModelsReady(health.ok, health.ok ? "" : `Generate is off until the ${n} missing model file${n === 1 ? " is" : "s are"} in place (see the top of the page).`);
-    if (health.ok && state.wasMissing) await reloadOptions();
+    if (health.ok && state.wasMissing) await refreshModelLists();
     state.wasMissing = !health.ok;
     if (!health.ok) setTimeout(refreshHealth, 3000);
   } catch (e) { setTimeout(refreshHealth, 5000); }
+}
+
+/** The model and LoRA lists again (the models have arrived), keeping every other setting. */
+async function refreshModelLists() {
+  try {
+    state.options = await api("api/options");
+  } catch (e) { return showError(`Cannot load the options: ${e.message}`); }
+  const keep = (select, values) => { const was = select.value; fillSelect(select, values); if (was) choose(select, was); };
+  keep($("base_model"), state.options.models);
+  keep($("refiner_model"), ["None", ...state.options.models]);
+  for (const row of document.querySelectorAll(".lora")) keep(row.children[0], ["None", ...state.options.loras]);
 }
 
 async function reloadOptions() {

@@ -24,6 +24,10 @@ pub const PROMPT_PLACEHOLDER: &str = "{prompt}";
 /// The pseudo-style that picks one real style at random, per image, from the caller's RNG.
 pub const RANDOM_STYLE: &str = "Random Style";
 
+/// Fooocus' prompt-expansion pseudo-style, which Fooocus API clients select by default; refused
+/// with its own message until prompt expansion exists here.
+pub const PROMPT_EXPANSION: &str = "Fooocus V2";
+
 /// How many close matches an unknown-style error lists.
 const MAX_SUGGESTIONS: usize = 5;
 
@@ -81,6 +85,11 @@ pub enum StyleError {
     },
     #[error("\"{RANDOM_STYLE}\" was selected but the style library is empty")]
     NothingToPick,
+    #[error(
+        "\"{PROMPT_EXPANSION}\" (Fooocus' prompt expansion) is not available in fooocus-rs yet; \
+         leave it out of the styles (every other selected style still applies)"
+    )]
+    PromptExpansion,
 }
 
 fn suggestion_text(suggestions: &[String]) -> String {
@@ -342,6 +351,9 @@ impl StyleLibrary {
 
     /// The style of this name (ignoring case), or an error listing close matches.
     pub fn get(&self, name: &str) -> Result<&Style, StyleError> {
+        if lookup_key(name) == lookup_key(PROMPT_EXPANSION) {
+            return Err(StyleError::PromptExpansion);
+        }
         self.find(name).ok_or_else(|| StyleError::Unknown {
             name: name.to_owned(),
             suggestions: self.close_matches(name),
@@ -433,7 +445,6 @@ impl StyleLibrary {
     }
 }
 
-/// Why a style name is not acceptable, if it is not.
 /// Whether a selected name is the [`RANDOM_STYLE`] pseudo-style (ignoring case).
 pub fn is_random_style(name: &str) -> bool {
     name.trim().eq_ignore_ascii_case(RANDOM_STYLE)
@@ -449,6 +460,7 @@ fn lookup_key(name: &str) -> String {
         .join(" ")
 }
 
+/// Why a style name is not acceptable, if it is not.
 fn name_problem(name: &str) -> Option<String> {
     if name.trim().is_empty() {
         return Some("has an empty name".to_owned());
@@ -608,6 +620,14 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let drawn = library.select(&["random style"], &mut rng).map(|s| s.len());
         assert_eq!(drawn.ok(), Some(1));
+        // Fooocus API clients' default selection: the expansion is refused with its own reason.
+        let err = library.check(&["Fooocus V2", "Fooocus Enhance", "Fooocus Sharp"]);
+        assert!(matches!(err, Err(StyleError::PromptExpansion)), "{err:?}");
+        let text = err.map(|_| ()).unwrap_err().to_string();
+        assert!(
+            text.contains("prompt expansion") && text.contains("leave it out"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl IntoResponse for ApiError {
 /// path, e.g. `image_number` or `loras`) in `field` and its whole path in the message.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut reader = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let top = path
@@ -82,7 +82,14 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                 ..bad
             },
         }
-    })
+    })?;
+    reader.end().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON in the request body: {e} (after the JSON value)"),
+        )
+    })?;
+    Ok(value)
 }
 
 /// Largest error body [`json_errors`] reads back to wrap it.
@@ -154,8 +161,8 @@ fn explain(
             ),
         },
         StatusCode::PAYLOAD_TOO_LARGE => format!(
-            "the request body is larger than the server's limit of {body_limit} bytes; send less \
-             (or start the server with a larger limit)"
+            "the request body is larger than the server's limit of {body_limit} bytes; send a \
+             smaller one"
         ),
         _ if text.is_empty() => status
             .canonical_reason()
@@ -205,9 +212,15 @@ mod tests {
     }
 
     #[test]
-    fn syntax_errors_have_no_field() {
-        let e = error_of(r#"{"prompt": "#);
-        assert_eq!(e.field, None);
-        assert!(e.message.starts_with("invalid JSON"), "{}", e.message);
+    fn syntax_errors_and_trailing_text_have_no_field() {
+        for body in [r#"{"prompt": "#, r#"{"prompt": "x"} junk"#] {
+            let e = error_of(body);
+            assert_eq!(e.field, None, "{body}");
+            assert!(
+                e.message.starts_with("invalid JSON"),
+                "{body}: {}",
+                e.message
+            );
+        }
     }
 }

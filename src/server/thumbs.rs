@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::SharedState;
+use crate::store::StoreError;
 
 /// `GET /thumbs/{date}/{file}`.
 pub async fn thumb(
@@ -16,17 +17,26 @@ pub async fn thumb(
 ) -> Result<Response, ApiError> {
     let store = state.store.clone();
     let shown = relative.clone();
-    let bytes = tokio::task::spawn_blocking(move || {
-        let path = store
-            .thumbnail(&relative)
-            .map_err(|e| tracing::debug!("no thumbnail for {relative:?}: {e}"))
-            .ok()?;
-        std::fs::read(path).ok()
+    let made = tokio::task::spawn_blocking(move || {
+        // Not one of the saved images (a bad name, a missing file): 404, as for the image.
+        store.resolve(&relative).ok()?;
+        Some(store.thumbnail(&relative))
     })
     .await
-    .ok()
-    .flatten()
-    .ok_or_else(|| ApiError::not_found(format!("no saved image {shown:?}")))?;
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let bytes = match made {
+        None => return Err(ApiError::not_found(format!("no saved image {shown:?}"))),
+        Some(Err(StoreError::InvalidPath { .. })) => {
+            return Err(ApiError::not_found(format!("no saved image {shown:?}")))
+        }
+        Some(Err(e)) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot make the thumbnail of {shown:?}: {e}"),
+            ))
+        }
+        Some(Ok(bytes)) => bytes,
+    };
     let mut response = (StatusCode::OK, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));

@@ -4,16 +4,22 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::{Result, StoreError};
 
-/// The temporary name used while writing `path`: `.<name>.<pid>.tmp` beside it.
+/// Writes started by this process, so that two writes of one file never share a temporary name.
+static WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// The temporary name used while writing `path`: `.<name>.<pid>.<n>.tmp` beside it, unique to
+/// this write.
 fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
 /// Writes `bytes` to `path` atomically (the folder must exist). On failure the temporary file is

@@ -141,7 +141,7 @@ pub struct ImageMetadata {
     /// Program that made the image: `fooocus-rs <version>` (see [`version_string`]).
     pub version: String,
     /// The prompt after wildcards and arrays, before styles (equal to `prompt` when it has
-    /// neither).
+    /// neither; empty in images saved before this field existed).
     pub expanded_prompt: String,
     /// The negative prompt after wildcards.
     pub expanded_negative_prompt: String,
@@ -150,7 +150,8 @@ pub struct ImageMetadata {
     pub encoded_prompt: Vec<String>,
     /// The negative texts as encoded (Fooocus' "Full Negative Prompt").
     pub encoded_negative_prompt: Vec<String>,
-    /// Free-form extra fields (e.g. the expanded prompts); not written to the A1111 text.
+    /// Free-form extra fields (older versions kept the expanded prompts here); not written to
+    /// the A1111 text.
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }

@@ -63,8 +63,6 @@ pub struct OutputStore {
     root: PathBuf,
     write_log: bool,
     lock: Mutex<()>,
-    /// Serializes thumbnail writes (two writes of one thumbnail share a temporary name).
-    thumbs: Mutex<()>,
 }
 
 impl OutputStore {
@@ -74,7 +72,6 @@ impl OutputStore {
             root: root.into(),
             write_log: true,
             lock: Mutex::new(()),
-            thumbs: Mutex::new(()),
         }
     }
 
@@ -129,14 +126,7 @@ impl OutputStore {
         let path = dir.join(&name);
         let embedded = save_image_file(&path, image, &meta, options)?.map(Box::new);
         tracing::info!("saved {}", path.display());
-        let thumb = {
-            let _thumbs = self
-                .thumbs
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            write_thumbnail(&path, image)
-        };
-        if let Err(e) = thumb {
+        if let Err(e) = write_thumbnail(&path, image) {
             tracing::warn!("image saved, but not its thumbnail: {e}");
         }
 
@@ -176,12 +166,9 @@ impl OutputStore {
         list_days_before(&self.root, before, limit)
     }
 
-    /// The thumbnail of the image a client names as `YYYY-MM-DD/<image>`: cached, or made now.
-    pub fn thumbnail(&self, relative: &str) -> Result<PathBuf> {
-        let _guard = self
-            .thumbs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// The thumbnail (JPEG bytes) of the image a client names as `YYYY-MM-DD/<image>`: cached,
+    /// or made now. Needs no lock: each write has its own temporary name.
+    pub fn thumbnail(&self, relative: &str) -> Result<Vec<u8>> {
         thumbnail(&self.root, relative)
     }
 

@@ -47,24 +47,34 @@ fn thumb_size(width: u32, height: u32) -> (u32, u32) {
     (scale(width).max(1), scale(height).max(1))
 }
 
-/// Writes the thumbnail of `image`, saved at `image_path`, atomically; returns its path.
-pub fn write_thumbnail(image_path: &Path, image: &RgbImage) -> Result<PathBuf> {
+/// The thumbnail of `image` (saved at `image_path`) as JPEG bytes.
+fn encode_thumbnail(image_path: &Path, image: &RgbImage) -> Result<Vec<u8>> {
     let (width, height) = thumb_size(image.width(), image.height());
     let small = image::imageops::thumbnail(image, width, height);
-    let path = thumb_path(image_path);
     let mut bytes = Vec::new();
     JpegEncoder::new_with_quality(Cursor::new(&mut bytes), QUALITY)
         .encode_image(&small)
         .map_err(|e| StoreError::Encode {
             format: "jpeg",
-            path: path.clone(),
+            path: thumb_path(image_path),
             message: e.to_string(),
         })?;
+    Ok(bytes)
+}
+
+/// Keeps `bytes` as the thumbnail of the image at `image_path`, atomically; returns its path.
+fn cache_thumbnail(image_path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let path = thumb_path(image_path);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io("create folder", dir, e))?;
     }
-    write_atomic(&path, &bytes)?;
+    write_atomic(&path, bytes)?;
     Ok(path)
+}
+
+/// Writes the thumbnail of `image`, saved at `image_path`, atomically; returns its path.
+pub fn write_thumbnail(image_path: &Path, image: &RgbImage) -> Result<PathBuf> {
+    cache_thumbnail(image_path, &encode_thumbnail(image_path, image)?)
 }
 
 /// Decodes the image at `path` with bounds on its size and memory.
@@ -95,11 +105,11 @@ fn is_current(thumb: &Path, image: &Path) -> bool {
     }
 }
 
-/// The thumbnail of the image a client names as `YYYY-MM-DD/<image file>` under `root`: the
-/// cached one when it is current, else made now (and cached). Anything that is not one of the
-/// store's images (the day's log, other names, paths leaving the root) is
-/// [`StoreError::InvalidPath`].
-pub fn thumbnail(root: &Path, relative: &str) -> Result<PathBuf> {
+/// The thumbnail (JPEG bytes) of the image a client names as `YYYY-MM-DD/<image file>` under
+/// `root`: the cached one when it is current, else made now and cached (a folder that cannot be
+/// written to still gets its thumbnail, only uncached). Anything that is not one of the store's
+/// images (the day's log, other names, paths leaving the root) is [`StoreError::InvalidPath`].
+pub fn thumbnail(root: &Path, relative: &str) -> Result<Vec<u8>> {
     let is_image = relative
         .rsplit_once('/')
         .is_some_and(|(_, name)| parse_image_name(name).is_some());
@@ -111,10 +121,15 @@ pub fn thumbnail(root: &Path, relative: &str) -> Result<PathBuf> {
     let image_path = resolve_output_path(root, relative)?;
     let thumb = thumb_path(&image_path);
     if is_current(&thumb, &image_path) {
-        return Ok(thumb);
+        if let Ok(bytes) = std::fs::read(&thumb) {
+            return Ok(bytes);
+        }
     }
-    let image = decode_bounded(&image_path)?;
-    write_thumbnail(&image_path, &image)
+    let bytes = encode_thumbnail(&image_path, &decode_bounded(&image_path)?)?;
+    if let Err(e) = cache_thumbnail(&image_path, &bytes) {
+        tracing::warn!("thumbnail made but not kept: {e}");
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
