@@ -27,6 +27,11 @@ pub struct ServeArgs {
     /// The port.
     #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
+    /// A host name the server may be reached by, besides its IP addresses, localhost and this
+    /// machine's name (a proxy or tunnel that keeps its own name in `Host`); repeatable.
+    /// Requests naming any other host are refused (DNS rebinding).
+    #[arg(long, value_name = "NAME")]
+    pub allowed_host: Vec<String>,
     /// The preset (from config.toml) giving the defaults.
     #[arg(long, default_value = DEFAULT_PRESET)]
     pub preset: String,
@@ -170,6 +175,7 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
         queue_capacity: args.queue_size,
         body_limit: DEFAULT_BODY_LIMIT,
         hub: (!args.no_download).then(|| HubClient::from_env(args.hf_mirror.as_deref())),
+        allowed_hosts: args.allowed_host.clone(),
     };
     runtime.block_on(async move {
         let server = match start(options).await {

@@ -73,11 +73,16 @@ pub fn run(args: InspectArgs, config: &Config) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let found = match config.find_model(ModelKind::Checkpoint, &args.file.to_string_lossy()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+    // A path on this machine as given (the command line is local), else a model name.
+    let found = if args.file.is_file() {
+        args.file.clone()
+    } else {
+        match config.find_model(ModelKind::Checkpoint, &args.file.to_string_lossy()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     };
     let heads = args

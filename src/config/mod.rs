@@ -89,8 +89,13 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
     #[error("unknown preset `{name}`: known presets are {known}")]
     UnknownPreset { name: String, known: String },
-    #[error("{name} not found: looked for it as given and in {searched} (put the file there, or add its folder to [paths] in config.toml)")]
+    #[error("{name} not found in {searched} (put the file there, or add its folder to [paths] in config.toml)")]
     NotFound { name: PathBuf, searched: String },
+    #[error(
+        "\"{name}\" is not a model name: {problem}; give the name of a file in the model folders, \
+         as GET /api/options lists them"
+    )]
+    NotAName { name: String, problem: &'static str },
 }
 
 impl Config {
@@ -149,9 +154,7 @@ impl Config {
     pub fn list_models(&self, kind: ModelKind) -> Vec<ModelEntry> {
         let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
         for dir in self.model_dirs(kind) {
-            let mut files = Vec::new();
-            collect_safetensors(dir, &mut files);
-            for path in files {
+            for path in collect_safetensors(dir) {
                 let Ok(rel) = path.strip_prefix(dir) else {
                     continue;
                 };
@@ -169,13 +172,18 @@ impl Config {
             .collect()
     }
 
-    /// Resolves a model argument: an existing path as given, else a model of `kind` whose
-    /// relative name, file name or file stem is `name`.
+    /// The model of `kind` whose relative name, file name or file stem is `name`. Names are never
+    /// paths: an absolute path, `..` or a backslash is refused before any file is looked at, and
+    /// only files inside the folders (links included) are candidates, so an answer says nothing
+    /// about files elsewhere.
     pub fn find_model(&self, kind: ModelKind, name: &str) -> Result<PathBuf, ConfigError> {
-        let as_path = Path::new(name);
-        if as_path.is_file() {
-            return Ok(as_path.to_path_buf());
+        if let Some(problem) = path_problem(name) {
+            return Err(ConfigError::NotAName {
+                name: name.to_owned(),
+                problem,
+            });
         }
+        let as_path = Path::new(name);
         let models = self.list_models(kind);
         let matches = |m: &&ModelEntry| {
             m.name == name
@@ -215,18 +223,59 @@ pub struct ModelEntry {
 
 /// Adds the `.safetensors` files under `dir` to `out`, recursively; unreadable folders are
 /// skipped (a missing model folder simply holds no models).
-fn collect_safetensors(dir: &Path, out: &mut Vec<PathBuf>) {
+/// How deep model folders are searched (a bound on links that lead back up).
+const MAX_MODEL_DEPTH: usize = 16;
+
+/// Every `.safetensors` file under `root`, recursively, whose real location lies inside `root`'s:
+/// a link leading out of the folder (or nowhere) is left out, so a model name can only ever
+/// reach files under the configured folders.
+fn collect_safetensors(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(real_root) = root.canonicalize() {
+        walk_models(root, &real_root, 0, &mut out);
+    }
+    out
+}
+
+fn walk_models(dir: &Path, real_root: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries {
-        if path.is_dir() {
-            collect_safetensors(&path, out);
+        let Ok(real) = path.canonicalize() else {
+            continue;
+        };
+        if !real.starts_with(real_root) {
+            continue;
+        }
+        if real.is_dir() {
+            if depth < MAX_MODEL_DEPTH {
+                walk_models(&path, real_root, depth + 1, out);
+            }
         } else if path.extension().is_some_and(|e| e == "safetensors") {
             out.push(path);
         }
+    }
+}
+
+/// Why `name` is a path rather than a model name, if it is one.
+fn path_problem(name: &str) -> Option<&'static str> {
+    let path = Path::new(name);
+    if name.is_empty() {
+        Some("it is empty")
+    } else if path.is_absolute() || name.starts_with(['/', '\\']) || name.get(1..2) == Some(":") {
+        Some("it is an absolute path")
+    } else if name.contains('\\') || name.contains('\0') {
+        Some("it holds a backslash or a NUL")
+    } else if path
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        Some("it holds `..` or `.`")
+    } else {
+        None
     }
 }
 
@@ -259,6 +308,66 @@ mod tests {
             assert!(config.find_model(ModelKind::Lora, name).is_ok(), "{name}");
         }
         assert!(config.find_model(ModelKind::Lora, "z").is_err());
+    }
+
+    #[test]
+    fn model_names_are_never_paths_and_links_out_of_the_folder_are_not_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("loras");
+        std::fs::create_dir_all(folder.join("sub")).unwrap();
+        std::fs::write(folder.join("in.safetensors"), b"x").unwrap();
+        let outside = dir.path().join("secret.safetensors");
+        std::fs::write(&outside, b"secret").unwrap();
+        std::os::unix::fs::symlink(&outside, folder.join("escape.safetensors")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), folder.join("up")).unwrap();
+        std::os::unix::fs::symlink(&folder, folder.join("sub/loop")).unwrap();
+        std::os::unix::fs::symlink(
+            folder.join("in.safetensors"),
+            folder.join("alias.safetensors"),
+        )
+        .unwrap();
+        let mut config = Config::default();
+        config.paths.loras = vec![folder.clone()];
+        let names: Vec<String> = config
+            .list_models(ModelKind::Lora)
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("escape") || n.starts_with("up/")),
+            "{names:?}"
+        );
+        assert!(names.contains(&"alias.safetensors".to_owned()), "{names:?}");
+        let outside_text = outside.display().to_string();
+        for name in [
+            outside_text.as_str(),
+            "/etc/passwd",
+            "../secret.safetensors",
+            "sub/../../secret.safetensors",
+            "./in.safetensors",
+            "..\\secret.safetensors",
+            "C:secret.safetensors",
+            "escape.safetensors",
+            "up/secret.safetensors",
+            "",
+        ] {
+            let err = config.find_model(ModelKind::Lora, name);
+            let text = err
+                .map(|p| p.display().to_string())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !text.contains("bytes") && !text.contains("secret\""),
+                "{name}: {text}"
+            );
+        }
+        assert!(matches!(
+            config.find_model(ModelKind::Lora, "/etc/passwd"),
+            Err(ConfigError::NotAName { .. })
+        ));
+        assert!(config.find_model(ModelKind::Lora, "in.safetensors").is_ok());
     }
 
     #[test]

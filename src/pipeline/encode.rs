@@ -6,9 +6,13 @@ use std::collections::HashMap;
 
 use candle_core::{Result, Tensor};
 
+use super::error::PipelineError;
 use crate::nets::sdxl::text::{TextConditioning, TextEncoders};
 use crate::nets::sdxl::tokenizer::ClipTokenizer;
-use crate::weights::ModelError;
+
+/// Most 77-token chunks one prompt line may take (40 × 75 = 3,000 tokens): far beyond what CLIP
+/// reads usefully, and a bound on how long one request holds the text encoders.
+pub const MAX_CHUNKS: usize = 40;
 
 /// Most encodings kept (each ~0.6 MB at full size); past it the cache starts over, so a long
 /// server session with wildcards cannot grow without bound.
@@ -35,7 +39,9 @@ impl EncodeCache {
     }
 
     /// Encodes `workloads`: contexts concatenated, pooled summed over the first `pooled_count`
-    /// (all of them when it exceeds the count). At least one workload is needed.
+    /// (all of them when it exceeds the count). At least one workload is needed. A text over
+    /// [`MAX_CHUNKS`] is refused; `interrupted` is asked before every chunk (see
+    /// [`TextEncoders::encode_chunks`]).
     pub fn encode(
         &mut self,
         encoders: &TextEncoders<'_>,
@@ -43,7 +49,8 @@ impl EncodeCache {
         workloads: &[String],
         pooled_count: usize,
         clip_skip: usize,
-    ) -> std::result::Result<TextConditioning, ModelError> {
+        interrupted: &dyn Fn() -> bool,
+    ) -> std::result::Result<TextConditioning, PipelineError> {
         let mut parts = Vec::with_capacity(workloads.len());
         for text in workloads {
             let key = (text.clone(), clip_skip);
@@ -53,7 +60,14 @@ impl EncodeCache {
                     if self.entries.len() >= MAX_ENTRIES {
                         self.entries.clear();
                     }
-                    let c = encoders.encode(tokenizer, text, clip_skip)?;
+                    let chunks = tokenizer.chunks(text)?;
+                    if chunks.len() > MAX_CHUNKS {
+                        return Err(PipelineError::PromptTooLong {
+                            chunks: chunks.len(),
+                            limit: MAX_CHUNKS,
+                        });
+                    }
+                    let c = encoders.encode_chunks(&chunks, clip_skip, interrupted)?;
                     self.entries.insert(key, c.clone());
                     c
                 }

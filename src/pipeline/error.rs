@@ -29,6 +29,12 @@ pub enum PipelineError {
         dtype: &'static str,
         hint: &'static str,
     },
+    #[error(
+        "a prompt line is {chunks} chunks of 75 tokens long; the limit is {limit} chunks (about \
+         {} tokens): shorten it",
+        limit * 75
+    )]
+    PromptTooLong { chunks: usize, limit: usize },
     #[error("{0}")]
     Other(String),
 }

@@ -17,6 +17,11 @@ use crate::weights::checkpoint::{Architecture, Checkpoint};
 
 /// Seeds run from 0 to 2⁶³ − 1, as in Fooocus.
 pub const SEED_MODULUS: u64 = 1 << 63;
+
+/// Longest prompt or negative prompt, in characters: beyond any prompt CLIP reads usefully
+/// (it is also bounded in 77-token chunks when encoded, see `encode::MAX_CHUNKS`), and short enough
+/// that one request cannot hold the worker for long.
+pub const MAX_PROMPT_CHARS: usize = 10_000;
 /// Most images one request may ask for.
 pub const MAX_IMAGES: u32 = 32;
 /// Most steps one request may force.
@@ -201,6 +206,15 @@ fn seeds(r: &GenerateRequest, preset: &Preset) -> Result<Vec<u64>, RequestError>
             format!("{image_number} images: ask for 1 to {MAX_IMAGES}"),
         ));
     }
+    if let Some(seed) = r.seed.filter(|&s| s >= SEED_MODULUS) {
+        return Err(bad(
+            "seed",
+            format!(
+                "{seed} is out of range: seeds run from 0 to {} (2^63 − 1), as in Fooocus",
+                SEED_MODULUS - 1
+            ),
+        ));
+    }
     let seed = r
         .seed
         .unwrap_or_else(|| rand::random::<u64>() % SEED_MODULUS);
@@ -216,6 +230,19 @@ fn prompts(r: &GenerateRequest, preset: &Preset, config: &Config) -> Result<Stri
         .negative_prompt
         .clone()
         .unwrap_or_else(|| preset.negative_prompt.clone());
+    for (field, text) in [("prompt", &r.prompt), ("negative_prompt", &negative_prompt)] {
+        let length = text.chars().count();
+        if length > MAX_PROMPT_CHARS {
+            return Err(bad(
+                field,
+                format!(
+                    "{length} characters: the limit is {MAX_PROMPT_CHARS} characters (and {} \
+                     chunks of 75 tokens per line); shorten it",
+                    super::encode::MAX_CHUNKS
+                ),
+            ));
+        }
+    }
     wildcards
         .check(&r.prompt)
         .map_err(|e| bad("prompt", e.to_string()))?;

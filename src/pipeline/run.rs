@@ -26,7 +26,8 @@ use crate::sampling::{
 };
 use crate::store::{EncodeOptions, OutputStore, SavedImage};
 
-/// Stop and Skip, set from another thread and checked at every sampling step.
+/// Stop and Skip, set from another thread and checked at every sampling step and before every
+/// prompt chunk is encoded.
 #[derive(Debug, Default)]
 pub struct RunControl {
     stop: AtomicBool,
@@ -51,6 +52,23 @@ impl RunControl {
     /// Whether a skip was asked for, clearing it.
     fn take_skip(&self) -> bool {
         self.skip.swap(false, Ordering::SeqCst)
+    }
+
+    /// Whether Stop or Skip asks to leave the current image (nothing is cleared).
+    fn interrupts(&self) -> bool {
+        self.stopped() || self.skip.load(Ordering::SeqCst)
+    }
+
+    /// How an image that Stop or Skip interrupted ends (clearing the skip); `None` when neither
+    /// was asked for.
+    fn interrupted_end(&self) -> Option<ImageEnd> {
+        if self.stopped() {
+            Some(ImageEnd::Stopped)
+        } else if self.take_skip() {
+            Some(ImageEnd::Skipped)
+        } else {
+            None
+        }
     }
 }
 
@@ -203,7 +221,10 @@ impl ImageJob<'_> {
             "Encoding prompts of image {}/{images}",
             index + 1
         )));
-        let text = self.encode(loaded, &prompts.workloads, device)?;
+        let text = match self.encode(loaded, &prompts.workloads, device, ctx.control) {
+            Ok(text) => text,
+            Err(e) => return ctx.control.interrupted_end().ok_or(e),
+        };
         let size = (plan.height as usize, plan.width as usize);
         let base = loaded.base;
         let base_stage = base_stage(
@@ -286,8 +307,10 @@ impl ImageJob<'_> {
         loaded: &mut Loaded<'_>,
         workloads: &Workloads,
         device: &Device,
+        control: &RunControl,
     ) -> Result<PairedText, PipelineError> {
         let clip_skip = self.plan.clip_skip;
+        let interrupted = || control.interrupts();
         let encoders = TextEncoders {
             clip_l: Some(&loaded.clip_l),
             clip_g: &loaded.clip_g,
@@ -299,6 +322,7 @@ impl ImageJob<'_> {
             &workloads.positive,
             workloads.k_pos,
             clip_skip,
+            &interrupted,
         )?;
         let neg = if self.plan.guidance.cfg == 1.0 {
             pos.clone()
@@ -309,6 +333,7 @@ impl ImageJob<'_> {
                 &workloads.negative,
                 usize::MAX,
                 clip_skip,
+                &interrupted,
             )?
         };
         Ok(PairedText::new(&pos, &neg, device)?)

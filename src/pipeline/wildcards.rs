@@ -10,6 +10,10 @@ use crate::sampling::TorchGenerator;
 /// Rounds of nested wildcard replacement.
 const MAX_ROUNDS: usize = 64;
 
+/// Longest text wildcards may expand to, in bytes (nested wildcards can grow a text
+/// exponentially).
+pub const MAX_EXPANDED_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WildcardError {
     #[error("wildcard file {path} is not UTF-8 text: save it as UTF-8")]
@@ -19,6 +23,11 @@ pub enum WildcardError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the wildcards expand the prompt past {MAX_EXPANDED_BYTES} bytes (a wildcard file whose \
+         lines name wildcards again, many times over?): shorten those files"
+    )]
+    TooLong,
 }
 
 /// The wildcard folder and the lines of the files read so far.
@@ -64,10 +73,16 @@ impl Wildcards {
                     let pick = rng.next_u32() as usize % lines.len();
                     out.push_str(&lines[pick]);
                 }
+                if out.len() > MAX_EXPANDED_BYTES {
+                    return Err(WildcardError::TooLong);
+                }
                 replaced = true;
                 rest = &rest[end..];
             }
             out.push_str(rest);
+            if out.len() > MAX_EXPANDED_BYTES {
+                return Err(WildcardError::TooLong);
+            }
             text = out;
             if !replaced {
                 break;
@@ -238,6 +253,16 @@ mod tests {
             .to_string();
         assert!(err.contains("bad.txt") && err.contains("UTF-8"), "{err}");
         assert!(Wildcards::new(dir.path()).check("__color_flower__").is_ok());
+    }
+
+    #[test]
+    fn wildcards_that_multiply_stop_at_the_size_bound() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("twice.txt"), "__twice__ __twice__\n").expect("write");
+        let mut wildcards = Wildcards::new(dir.path());
+        let mut rng = TorchGenerator::new(1);
+        let result = wildcards.apply("a __twice__", &mut rng);
+        assert!(matches!(result, Err(WildcardError::TooLong)), "{result:?}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! * [`fooocus`]: the page's own JSON API and WebSocket (one folder per API dialect), typed in
 //!   its `wire`;
 //! * [`files`]: the page and saved images; [`thumbs`]: their thumbnails; [`error`]: API errors;
-//! * [`auth`]: basic authentication; [`security`]: requests other web sites make are refused.
+//! * [`auth`]: basic authentication; [`security`]: requests other web sites make are refused;
+//!   [`hosts`]: requests naming a foreign host (DNS rebinding) are refused.
 //!
 //! Knows nothing of tensors or sampling: it validates requests into plans (off the async
 //! runtime, since planning reads model folders and checkpoint headers) and hands them to `jobs`.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod error;
 pub mod files;
 pub mod fooocus;
+pub mod hosts;
 pub mod security;
 pub mod thumbs;
 
@@ -36,6 +38,7 @@ use crate::runtime::Placement;
 use crate::store::OutputStore;
 use crate::weights::catalog::ArchitectureCache;
 pub use auth::{Accounts, Credentials};
+pub use hosts::AllowedHosts;
 
 /// Default port, as the original.
 pub const DEFAULT_PORT: u16 = 7865;
@@ -59,6 +62,20 @@ pub struct ServerOptions {
     pub body_limit: usize,
     /// Where to download what the preset lacks; `None` downloads nothing.
     pub hub: Option<HubClient>,
+    /// Host names besides IP addresses, localhost and this machine's name that requests may
+    /// name in `Host` (`--allowed-host`; see [`hosts`]).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// What the router checks before a handler runs.
+pub struct Guards {
+    /// Who may log in; `None`: no authentication.
+    pub auth: Option<Accounts>,
+    pub body_limit: usize,
+    /// Listening beyond loopback (see [`security`]).
+    pub lan: bool,
+    /// The names requests may reach the server by (see [`hosts`]).
+    pub hosts: AllowedHosts,
 }
 
 /// What handlers share.
@@ -80,9 +97,14 @@ pub struct AppState {
 
 pub type SharedState = Arc<AppState>;
 
-/// The routes over `state`.
-/// `lan`: listening beyond loopback (see [`security`]).
-pub fn router(state: SharedState, auth: Option<Accounts>, body_limit: usize, lan: bool) -> Router {
+/// The routes over `state`, behind the `guards`.
+pub fn router(state: SharedState, guards: Guards) -> Router {
+    let Guards {
+        auth,
+        body_limit,
+        lan,
+        hosts,
+    } = guards;
     let router = Router::new()
         .route("/", get(files::index))
         .route("/app.js", get(files::app_js))
@@ -114,10 +136,15 @@ pub fn router(state: SharedState, auth: Option<Accounts>, body_limit: usize, lan
         )),
         None => router,
     };
-    router.layer(axum::middleware::from_fn_with_state(
-        body_limit,
-        error::json_errors,
-    ))
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts),
+            hosts::refuse_foreign_host,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            error::json_errors,
+        ))
 }
 
 /// A started server.
@@ -206,12 +233,13 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         architectures: ArchitectureCache::default(),
         hub_endpoint,
     });
-    let app = router(
-        state,
-        options.auth,
-        options.body_limit,
-        !addr.ip().is_loopback(),
-    );
+    let guards = Guards {
+        auth: options.auth,
+        body_limit: options.body_limit,
+        lan: !addr.ip().is_loopback(),
+        hosts: AllowedHosts::new(&options.allowed_hosts),
+    };
+    let app = router(state, guards);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

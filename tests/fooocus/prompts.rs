@@ -99,3 +99,61 @@ fn fooocus_prompt_chunks_match() {
         );
     }
 }
+
+/// Encoding asks whether to go on before every chunk, and stops at the first "no": a Stop during
+/// a long prompt takes effect within one chunk.
+#[test]
+fn encoding_can_be_interrupted_between_chunks() {
+    let spec = json("fooocus/fooocus.json");
+    let tok = ClipTokenizer::from_file(fixtures().join("tokenizer/clip-tokenizer.json")).unwrap();
+    let base = SdxlFile::open(
+        fixtures().join("sdxl_base.safetensors"),
+        crate::common::tiny_heads("base_unet_sgm"),
+    )
+    .unwrap();
+    let l = base
+        .clip_l(LoadMode::Real, &Device::Cpu)
+        .unwrap()
+        .unwrap()
+        .0;
+    let g = base.clip_g(LoadMode::Real, &Device::Cpu).unwrap().0;
+    let encoders = TextEncoders {
+        clip_l: Some(&l),
+        clip_g: &g,
+    };
+    // The longest fixture prompt, repeated: many chunks.
+    let longest = spec["prompt_chunks"]["prompts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p["prompt"].as_str().unwrap().to_owned())
+        .max_by_key(String::len)
+        .unwrap();
+    let chunks = tok.chunks(&[longest.as_str(); 6].join(" ")).unwrap();
+    assert!(chunks.len() >= 6, "{} chunks", chunks.len());
+    let asked = std::cell::Cell::new(0usize);
+    let stop_at = 3;
+    let interrupted = || {
+        asked.set(asked.get() + 1);
+        asked.get() >= stop_at
+    };
+    let err = encoders
+        .encode_chunks(&chunks, 2, &interrupted)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(fooocus::nets::sdxl::text::INTERRUPTED),
+        "{err}"
+    );
+    // Two chunks were encoded, the third was not started.
+    assert_eq!(asked.get(), stop_at);
+    let asked_all = std::cell::Cell::new(0usize);
+    let never = || {
+        asked_all.set(asked_all.get() + 1);
+        false
+    };
+    encoders.encode_chunks(&chunks, 2, &never).unwrap();
+    // Once per chunk and encoder (CLIP-L and CLIP-G).
+    assert_eq!(asked_all.get(), 2 * chunks.len());
+}

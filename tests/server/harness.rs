@@ -30,6 +30,8 @@ pub struct Spec {
     pub no_models: bool,
     /// Where missing models are downloaded from (`None`: nothing is downloaded).
     pub hub: Option<fooocus::hub::HubClient>,
+    /// `--allowed-host` names.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Spec {
@@ -41,6 +43,7 @@ impl Default for Spec {
             body_limit: 64 * 1024,
             no_models: false,
             hub: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -72,6 +75,7 @@ pub async fn serve(spec: Spec) -> TestServer {
         queue_capacity: spec.queue,
         body_limit: spec.body_limit,
         hub: spec.hub.clone(),
+        allowed_hosts: spec.allowed_hosts.clone(),
     })
     .await
     .unwrap();

@@ -1,6 +1,7 @@
 //! Safety: traversal → 404, oversize body → 413, invalid JSON → 400 naming the problem, auth (from
 //! `--auth` and an auth file) on pages, API and WebSocket, requests from other web sites refused
-//! (by `Sec-Fetch-Site`, and by `Origin` on the LAN).
+//! (by `Sec-Fetch-Site`, and by `Origin` on the LAN), requests naming a foreign host refused (DNS
+//! rebinding).
 
 use base64::Engine as _;
 use serde_json::json;
@@ -344,4 +345,185 @@ async fn a_foreign_origin_is_refused_on_the_lan() {
     let proxy = [("Origin", "http://localhost:9999".to_string())];
     assert_eq!(handshake(local.addr(), &proxy).await, 101);
     local.server.shutdown().await.unwrap();
+}
+
+/// DNS rebinding: a foreign name pointed at us is same-origin to the browser, so only `Host`
+/// tells. It is refused everywhere, with or without a matching `Origin`; addresses, localhost,
+/// this machine's name and `--allowed-host` names pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_host_name_is_refused_everywhere() {
+    let server = serve(Spec {
+        allowed_hosts: vec!["fooocus.lan".into()],
+        ..Spec::default()
+    })
+    .await;
+    let addr = server.addr();
+    let port = addr.port();
+    let evil = format!("evil.example:{port}");
+    let evil_origin = format!("http://evil.example:{port}");
+    for path in [
+        "/",
+        "/app.js",
+        "/api/queue",
+        "/api/history",
+        "/outputs/2024-01-01/2024-01-01_00-00-00_1234.png",
+        "/thumbs/2024-01-01/2024-01-01_00-00-00_1234.png",
+    ] {
+        let r = request(addr, "GET", path, &[("Host", &evil)], b"").await;
+        assert_eq!(r.status, 403, "{path}");
+        let error = r.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains("--allowed-host evil.example"), "{error}");
+    }
+    let rebound = [
+        ("Host", evil.as_str()),
+        ("Origin", evil_origin.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Content-Type", "application/json"),
+    ];
+    let r = request(
+        addr,
+        "POST",
+        "/api/generate",
+        &rebound,
+        br#"{"prompt": "x"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(get(addr, "/api/queue").await.json()["jobs"], json!([]));
+    let ws = [
+        ("Host", evil.clone()),
+        ("Sec-Fetch-Site", "same-origin".to_string()),
+    ];
+    assert_eq!(handshake(addr, &ws).await, 403);
+
+    let machine = gethostname::gethostname().to_string_lossy().into_owned();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("fooocus.lan:{port}"),
+        format!("FOOOCUS.LAN:{port}"),
+        format!("{machine}:{port}"),
+    ] {
+        let r = request(addr, "GET", "/api/queue", &[("Host", &host)], b"").await;
+        assert_eq!(r.status, 200, "{host}");
+    }
+    let ws = [("Host", format!("fooocus.lan:{port}"))];
+    assert_eq!(handshake(addr, &ws).await, 101);
+    server.server.shutdown().await.unwrap();
+}
+
+/// Model and LoRA names are names inside the model folders: a path, `..` or a link leading out is
+/// refused before the file is opened, and the answer says nothing about the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_names_never_reach_files_outside_the_model_folders() {
+    let server = serve(Spec::default()).await;
+    let addr = server.addr();
+    let outside = server.dir.path().join("private.safetensors");
+    std::fs::write(&outside, vec![7u8; 1294]).unwrap();
+    std::os::unix::fs::symlink(&outside, server.dir.path().join("loras/escape.safetensors"))
+        .unwrap();
+    let outside = outside.display().to_string();
+    for (field, body) in [
+        (
+            "base_model",
+            json!({"prompt": "x", "base_model": "/etc/passwd"}),
+        ),
+        (
+            "base_model",
+            json!({"prompt": "x", "base_model": "../../../etc/passwd"}),
+        ),
+        ("base_model", json!({"prompt": "x", "base_model": outside})),
+        (
+            "refiner_model",
+            json!({"prompt": "x", "refiner_model": "../private.safetensors"}),
+        ),
+        (
+            "loras",
+            json!({"prompt": "x", "loras": [{"name": "/etc/passwd", "weight": 1}]}),
+        ),
+        (
+            "loras",
+            json!({"prompt": "x", "loras": [{"name": "../private.safetensors", "weight": 1}]}),
+        ),
+        (
+            "loras",
+            json!({"prompt": "x", "loras": [{"name": "escape.safetensors", "weight": 1}]}),
+        ),
+    ] {
+        let r = post_json(addr, "/api/generate", &body).await;
+        assert_eq!(r.status, 400, "{body}");
+        let answer = r.json();
+        assert_eq!(answer["field"], field, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        for leak in [
+            "1294",
+            "bytes",
+            "has only",
+            "permission",
+            "exists",
+            "No such file",
+        ] {
+            assert!(!error.contains(leak), "{body}: {error}");
+        }
+    }
+    let options = get(addr, "/api/options").await.json();
+    assert!(
+        !options["loras"].to_string().contains("escape"),
+        "{options}"
+    );
+    assert_eq!(get(addr, "/api/queue").await.json()["jobs"], json!([]));
+    server.server.shutdown().await.unwrap();
+}
+
+/// Work per request is bounded: a prompt over the limit and a seed out of range are refused,
+/// naming the limit, before anything is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_over_the_limit_and_seeds_out_of_range_are_refused() {
+    let server = serve(Spec {
+        body_limit: 1024 * 1024,
+        ..Spec::default()
+    })
+    .await;
+    let addr = server.addr();
+    let limit = fooocus::pipeline::plan::MAX_PROMPT_CHARS;
+    let long = "a".repeat(limit + 1);
+    for (field, body) in [
+        ("prompt", json!({"prompt": long})),
+        (
+            "negative_prompt",
+            json!({"prompt": "x", "negative_prompt": long}),
+        ),
+    ] {
+        let r = post_json(addr, "/api/generate", &body).await;
+        assert_eq!(r.status, 400, "{field}");
+        let answer = r.json();
+        assert_eq!(answer["field"], field);
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains(&format!("limit is {limit} characters")),
+            "{error}"
+        );
+    }
+    let r = post_json(
+        addr,
+        "/api/generate",
+        &json!({"prompt": "x", "seed": u64::MAX}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["field"], "seed");
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("9223372036854775807"));
+    // The last legal seed is kept as given.
+    let r = post_json(
+        addr,
+        "/api/generate",
+        &json!({"prompt": "x", "seed": (1u64 << 63) - 1, "steps": 1, "width": 512, "height": 512}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["seeds"][0], (1u64 << 63) - 1);
+    server.server.shutdown().await.unwrap();
 }

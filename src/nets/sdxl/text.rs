@@ -17,6 +17,9 @@ pub struct TextConditioning {
     pub pooled: Tensor,
 }
 
+/// The message of an encoding that its caller interrupted (see [`TextEncoders::encode_chunks`]).
+pub const INTERRUPTED: &str = "text encoding interrupted";
+
 /// The text encoders of one checkpoint (CLIP-L is absent in refiners).
 pub struct TextEncoders<'a> {
     pub clip_l: Option<&'a ClipTextModel>,
@@ -33,21 +36,33 @@ impl TextEncoders<'_> {
         clip_skip: usize,
     ) -> std::result::Result<TextConditioning, ModelError> {
         let chunks = tokenizer.chunks(prompt)?;
-        Ok(self.encode_chunks(&chunks, clip_skip)?)
+        Ok(self.encode_chunks(&chunks, clip_skip, &|| false)?)
     }
 
-    /// Encodes already tokenized chunks.
-    pub fn encode_chunks(&self, chunks: &[Chunk], clip_skip: usize) -> Result<TextConditioning> {
+    /// Encodes already tokenized chunks, one at a time (each chunk is its own CLIP input, as in
+    /// Fooocus); `interrupted` is asked before each and, when it answers true, encoding ends
+    /// with the error [`INTERRUPTED`].
+    pub fn encode_chunks(
+        &self,
+        chunks: &[Chunk],
+        clip_skip: usize,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<TextConditioning> {
         let device = self.clip_g.device().clone();
         let weighted = chunks.iter().any(Chunk::is_weighted);
         let mut parts = Vec::with_capacity(2);
+        let input = |pad| ChunkInput {
+            chunks,
+            pad,
+            weighted,
+            clip_skip,
+            interrupted,
+        };
         if let Some(clip_l) = self.clip_l {
-            let (hidden, _) =
-                encode_weighted(clip_l, chunks, Pad::EndOfText, weighted, clip_skip, &device)?;
+            let (hidden, _) = encode_weighted(clip_l, &input(Pad::EndOfText), &device)?;
             parts.push(hidden);
         }
-        let (hidden, pooled) =
-            encode_weighted(self.clip_g, chunks, Pad::Zero, weighted, clip_skip, &device)?;
+        let (hidden, pooled) = encode_weighted(self.clip_g, &input(Pad::Zero), &device)?;
         parts.push(hidden);
         let Some(pooled) = pooled else {
             candle_core::bail!("the CLIP-G encoder has no text projection");
@@ -61,28 +76,47 @@ impl TextEncoders<'_> {
     }
 }
 
-/// Runs one encoder on all chunks (plus the empty prompt when weights are present) and applies
+/// What one encoder reads: the chunks, their padding, whether weights apply, the layer.
+struct ChunkInput<'a> {
+    chunks: &'a [Chunk],
+    pad: Pad,
+    weighted: bool,
+    clip_skip: usize,
+    interrupted: &'a dyn Fn() -> bool,
+}
+
+/// Runs one encoder on each chunk (plus the empty prompt when weights are present) and applies
 /// z' = (z − z_empty)·w + z_empty to weighted tokens, then rescales each chunk to its old mean.
 /// Returns `[chunks, 77, C]` and the pooled rows.
 fn encode_weighted(
     model: &ClipTextModel,
-    chunks: &[Chunk],
-    pad: Pad,
-    weighted: bool,
-    clip_skip: usize,
+    input: &ChunkInput<'_>,
     device: &Device,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let mut rows: Vec<Vec<u32>> = chunks.iter().map(|c| c.ids(pad)).collect();
+    let ChunkInput {
+        chunks, weighted, ..
+    } = *input;
+    let mut rows: Vec<Vec<u32>> = chunks.iter().map(|c| c.ids(input.pad)).collect();
     if weighted {
-        rows.push(Chunk::empty().ids(pad));
+        rows.push(Chunk::empty().ids(input.pad));
     }
     let len = rows.first().map_or(0, Vec::len);
-    let flat: Vec<u32> = rows.concat();
-    let ids = Tensor::from_vec(flat, (rows.len(), len), device)?;
-    let out = model.forward(&ids, clip_skip)?;
-    let hidden = out.hidden.to_dtype(DType::F32)?;
+    let mut hidden_rows = Vec::with_capacity(rows.len());
+    let mut pooled_rows = Vec::with_capacity(rows.len());
+    for row in rows {
+        if (input.interrupted)() {
+            candle_core::bail!("{INTERRUPTED}");
+        }
+        let out = model.forward(&Tensor::from_vec(row, (1, len), device)?, input.clip_skip)?;
+        hidden_rows.push(out.hidden.to_dtype(DType::F32)?);
+        pooled_rows.extend(out.pooled);
+    }
+    let hidden = Tensor::cat(&hidden_rows, 0)?;
     let n = chunks.len();
-    let pooled = out.pooled.map(|p| p.narrow(0, 0, n)).transpose()?;
+    let pooled = match pooled_rows.is_empty() {
+        true => None,
+        false => Some(Tensor::cat(&pooled_rows, 0)?.narrow(0, 0, n)?),
+    };
     if !weighted {
         return Ok((hidden, pooled));
     }
