@@ -17,6 +17,7 @@ use crate::runtime::describe;
 use crate::server::{
     start, Accounts, Credentials, ServerOptions, DEFAULT_BODY_LIMIT, DEFAULT_PORT, DEFAULT_QUEUE,
 };
+use crate::server::Limits;
 
 /// Flags of the server (the default command).
 #[derive(Debug, Clone, Args)]
@@ -170,6 +171,7 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
         queue_capacity: args.queue_size,
         body_limit: DEFAULT_BODY_LIMIT,
         hub: (!args.no_download).then(|| HubClient::from_env(args.hf_mirror.as_deref())),
+        limits: Limits::default(),
     };
     runtime.block_on(async move {
         let server = match start(options).await {

@@ -5,7 +5,9 @@
 //! * [`fooocus`]: the page's own JSON API and WebSocket (one folder per API dialect), typed in
 //!   its `wire`;
 //! * [`files`]: the page and saved images; [`thumbs`]: their thumbnails; [`error`]: API errors;
-//! * [`auth`]: basic authentication; [`security`]: requests other web sites make are refused.
+//! * [`auth`]: basic authentication, failed logins slowed by [`throttle`]; [`security`]: requests
+//!   other web sites make are refused; [`headers`]: security headers on every answer;
+//! * [`listen`]: the accept loop (idle connections time out); [`limits`]: every bound on clients.
 //!
 //! Knows nothing of tensors or sampling: it validates requests into plans (off the async
 //! runtime, since planning reads model folders and checkpoint headers) and hands them to `jobs`.
@@ -14,18 +16,25 @@ pub mod auth;
 pub mod error;
 pub mod files;
 pub mod fooocus;
+pub mod headers;
+pub mod limits;
+pub mod listen;
 pub mod security;
+pub mod throttle;
 pub mod thumbs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use candle_core::Device;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::config::{Config, Preset};
 use crate::hub::background::{self, statuses, Downloads};
@@ -36,6 +45,8 @@ use crate::runtime::Placement;
 use crate::store::OutputStore;
 use crate::weights::catalog::ArchitectureCache;
 pub use auth::{Accounts, Credentials};
+pub use limits::Limits;
+pub use throttle::LoginPolicy;
 
 /// Default port, as the original.
 pub const DEFAULT_PORT: u16 = 7865;
@@ -59,6 +70,8 @@ pub struct ServerOptions {
     pub body_limit: usize,
     /// Where to download what the preset lacks; `None` downloads nothing.
     pub hub: Option<HubClient>,
+    /// Failed logins, slow WebSocket readers, idle connections, slow requests.
+    pub limits: Limits,
 }
 
 /// What handlers share.
@@ -76,13 +89,21 @@ pub struct AppState {
     pub architectures: ArchitectureCache,
     /// The hub missing models are downloaded from (shown to people who fetch them by hand).
     pub hub_endpoint: String,
+    /// A WebSocket client that has not taken a message within this is dropped.
+    pub ws_send_timeout: Duration,
 }
 
 pub type SharedState = Arc<AppState>;
 
 /// The routes over `state`.
-/// `lan`: listening beyond loopback (see [`security`]).
-pub fn router(state: SharedState, auth: Option<Accounts>, body_limit: usize, lan: bool) -> Router {
+/// `lan`: listening beyond loopback (see [`security`]); `limits`: logins and request time.
+pub fn router(
+    state: SharedState,
+    auth: Option<Accounts>,
+    body_limit: usize,
+    lan: bool,
+    limits: &Limits,
+) -> Router {
     let router = Router::new()
         .route("/", get(files::index))
         .route("/app.js", get(files::app_js))
@@ -109,15 +130,21 @@ pub fn router(state: SharedState, auth: Option<Accounts>, body_limit: usize, lan
         .with_state(state);
     let router = match auth {
         Some(accounts) => router.layer(axum::middleware::from_fn_with_state(
-            accounts,
+            auth::Gate::new(accounts, limits.login.clone()),
             auth::require_auth,
         )),
         None => router,
     };
-    router.layer(axum::middleware::from_fn_with_state(
-        body_limit,
-        error::json_errors,
-    ))
+    let router = router
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            body_limit,
+            error::json_errors,
+        ));
+    headers::with_security_headers(router)
 }
 
 /// A started server.
@@ -205,21 +232,20 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         downloads,
         architectures: ArchitectureCache::default(),
         hub_endpoint,
+        ws_send_timeout: options.limits.ws_send,
     });
     let app = router(
         state,
         options.auth,
         options.body_limit,
         !addr.ip().is_loopback(),
+        &options.limits,
     );
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let idle = options.limits.idle;
+    let task = tokio::spawn(listen::serve(listener, app, idle, async {
+        let _ = rx.await;
+    }));
     Ok(RunningServer {
         addr,
         worker,

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use fooocus::config::Preset;
 use fooocus::pipeline::styles::StyleLibrary;
 use fooocus::runtime::Placement;
-use fooocus::server::{start, Accounts, RunningServer, ServerOptions};
+use fooocus::server::{start, Accounts, Limits, RunningServer, ServerOptions};
 
 pub struct TestServer {
     pub server: RunningServer,
@@ -30,6 +30,8 @@ pub struct Spec {
     pub no_models: bool,
     /// Where missing models are downloaded from (`None`: nothing is downloaded).
     pub hub: Option<fooocus::hub::HubClient>,
+    /// Bounds on clients (tests shorten them).
+    pub limits: Limits,
 }
 
 impl Default for Spec {
@@ -41,6 +43,7 @@ impl Default for Spec {
             body_limit: 64 * 1024,
             no_models: false,
             hub: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -72,6 +75,7 @@ pub async fn serve(spec: Spec) -> TestServer {
         queue_capacity: spec.queue,
         body_limit: spec.body_limit,
         hub: spec.hub.clone(),
+        limits: spec.limits.clone(),
     })
     .await
     .unwrap();
