@@ -24,8 +24,8 @@ pub struct Limits {
 impl Default for Limits {
     /// `ws_send` 30 s: a reading client takes a message in milliseconds, a phone on a poor
     /// network in seconds; beyond that nobody is watching. `idle` 30 s, hyper's own default
-    /// (which `axum::serve` leaves off). `request` 60 s: every handler answers in well under a
-    /// second, and a 1 MiB body arrives at 17 KB/s.
+    /// (which `axum::serve` leaves off). `request` 60 s: handlers answer in seconds at most (a
+    /// thumbnail of a large image on a busy CPU), and a 1 MiB body needs only 17 KB/s.
     fn default() -> Self {
         Limits {
             login: LoginPolicy::default(),

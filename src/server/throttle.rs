@@ -65,7 +65,7 @@ struct Record {
 }
 
 /// The per-address failure table.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LoginThrottle {
     policy: LoginPolicy,
     records: Mutex<HashMap<IpAddr, Record>>,
@@ -134,7 +134,7 @@ impl LoginThrottle {
 
     /// The answer to failure number `failures` (1-based).
     fn penalty(&self, failures: u32) -> Penalty {
-        let Some(beyond) = failures.checked_sub(self.policy.free_failures + 1) else {
+        let Some(beyond) = failures.checked_sub(self.policy.free_failures.saturating_add(1)) else {
             return Penalty::None;
         };
         let wait = self
