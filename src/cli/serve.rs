@@ -14,10 +14,10 @@ use crate::config::{Config, DEFAULT_PRESET};
 use crate::hub::{builtin_catalog, missing, HubClient};
 use crate::pipeline::styles::StyleLibrary;
 use crate::runtime::describe;
+use crate::server::Limits;
 use crate::server::{
     start, Accounts, Credentials, ServerOptions, DEFAULT_BODY_LIMIT, DEFAULT_PORT, DEFAULT_QUEUE,
 };
-use crate::server::Limits;
 
 /// Flags of the server (the default command).
 #[derive(Debug, Clone, Args)]

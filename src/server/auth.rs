@@ -160,9 +160,13 @@ impl Accounts {
     /// constant time, so the time taken tells neither which part differed nor where.
     fn admits(&self, user: &str, password: &str) -> bool {
         let (user, password) = (sha256(user), sha256(password));
-        let found = self.0.iter().fold(subtle::Choice::from(0), |found, account| {
-            found | (account.user_sha256.ct_eq(&user) & account.password_sha256.ct_eq(&password))
-        });
+        let found = self
+            .0
+            .iter()
+            .fold(subtle::Choice::from(0), |found, account| {
+                found
+                    | (account.user_sha256.ct_eq(&user) & account.password_sha256.ct_eq(&password))
+            });
         found.into()
     }
 }

@@ -12,12 +12,13 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower::Service as _;
 
-/// Serves `app` on `listener` until `stop` resolves, then waits for open requests to finish.
+/// Serves `app` on `listener` until `stop` resolves, then waits for open requests to finish (as
+/// `axum::serve` does, with a watch channel each way).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -30,7 +31,9 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(idle);
-    let graceful = GracefulShutdown::new();
+    // Dropping `stopping` asks every connection to finish; each holds a `finished` receiver.
+    let (stopping, _) = watch::channel(());
+    let (finished, finished_rx) = watch::channel(());
     let mut stop = std::pin::pin!(stop);
     loop {
         let (stream, remote) = tokio::select! {
@@ -53,15 +56,27 @@ pub async fn serve(
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
-        let connection = graceful.watch(connection);
+        let mut stopping = stopping.subscribe();
+        let finished_rx = finished_rx.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::trace!("connection from {remote} ended: {e}");
             }
+            drop(finished_rx);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    drop(stopping);
+    drop(finished_rx);
+    finished.closed().await;
     Ok(())
 }
 

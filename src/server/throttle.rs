@@ -223,13 +223,20 @@ mod tests {
         for host in ["2001:db8::1", "2001:db8::2", "2001:db8::ffff:1"] {
             throttle.failed(host.parse().unwrap(), now);
         }
-        assert!(throttle.blocked("2001:db8::9".parse().unwrap(), now).is_some());
+        assert!(throttle
+            .blocked("2001:db8::9".parse().unwrap(), now)
+            .is_some());
         let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
         assert_eq!(client_key(mapped), "10.0.0.7".parse::<IpAddr>().unwrap());
         for (i, host) in ["10.0.0.1", "10.0.0.2", "10.0.0.3"].iter().enumerate() {
-            throttle.failed(host.parse().unwrap(), now + Duration::from_secs(i as u64 + 1));
+            throttle.failed(
+                host.parse().unwrap(),
+                now + Duration::from_secs(i as u64 + 1),
+            );
         }
         assert_eq!(throttle.records().len(), 3);
-        assert!(!throttle.records().contains_key(&client_key("2001:db8::1".parse().unwrap())));
+        assert!(!throttle
+            .records()
+            .contains_key(&client_key("2001:db8::1".parse().unwrap())));
     }
 }

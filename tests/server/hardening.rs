@@ -29,7 +29,9 @@ async fn failed_logins_slow_down_then_lock_out_and_the_right_password_works_afte
         ..LoginPolicy::default()
     };
     let server = serve(Spec {
-        auth: Some(Accounts::from(&"alice:s3cret".parse::<Credentials>().unwrap())),
+        auth: Some(Accounts::from(
+            &"alice:s3cret".parse::<Credentials>().unwrap(),
+        )),
         limits: Limits {
             login: policy,
             ..Limits::default()
@@ -132,7 +134,11 @@ async fn a_websocket_client_that_stops_reading_is_dropped_and_the_others_get_eve
         assert_eq!(count("progress"), 2 * 6, "{types:?}");
         assert_eq!(count("image"), 2, "{types:?}");
         sent += seen.previews.iter().map(Vec::len).sum::<usize>();
-        sent += seen.events.iter().map(|e| e.to_string().len()).sum::<usize>();
+        sent += seen
+            .events
+            .iter()
+            .map(|e| e.to_string().len())
+            .sum::<usize>();
         jobs += 1;
         assert!(jobs <= 40, "{jobs} jobs sent only {sent} bytes");
     }
@@ -141,11 +147,8 @@ async fn a_websocket_client_that_stops_reading_is_dropped_and_the_others_get_eve
     // buffered bytes (a client still connected would wait for the next event forever).
     tokio::time::sleep(bound + Duration::from_secs(1)).await;
     let mut received = Vec::new();
-    let read = tokio::time::timeout(
-        Duration::from_secs(10),
-        stalled.read_to_end(&mut received),
-    )
-    .await;
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut received)).await;
     println!("the stalled client got {} bytes", received.len());
     assert!(read.is_ok(), "the stalled client is still connected");
     assert!(received.len() < sent, "{} of {sent}", received.len());
@@ -170,7 +173,11 @@ async fn idle_connections_and_slow_requests_time_out() {
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "an idle connection stays open");
-    assert!(t0.elapsed() >= Duration::from_millis(400), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
     // A body that never arrives: 408 with the JSON body.
     let mut slow = TcpStream::connect(addr).await.unwrap();
     let head = format!(
@@ -196,7 +203,11 @@ async fn idle_connections_and_slow_requests_time_out() {
 
 /// Checks the security headers of one answer.
 fn assert_secured(r: &crate::client::Response, what: &str) {
-    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{what}");
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
     assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"), "{what}");
     assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{what}");
     let csp = r.header("content-security-policy").unwrap_or("");
