@@ -1,4 +1,5 @@
-//! The accept loop: axum's `serve` with a timer given to hyper, so that a connection that sends
+//! The accept loop: axum's `serve` (HTTP/1.1 only, as axum without its `http2` feature) with a
+//! timer given to hyper, so that a connection that sends
 //! no complete request head within [`Limits::idle`] (an idle keep-alive connection, a client
 //! trickling its headers) is closed. Each request carries its client's address as axum's
 //! `ConnectInfo<SocketAddr>` (the login throttle counts failures by it).
@@ -10,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -26,11 +27,8 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut make_service = app.into_make_service_with_connect_info::<SocketAddr>();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(idle);
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(idle);
     // Dropping `stopping` asks every connection to finish; each holds a `finished` receiver.
     let (stopping, _) = watch::channel(());
     let (finished, finished_rx) = watch::channel(());
@@ -54,8 +52,8 @@ pub async fn serve(
             Err(never) => match never {},
         };
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
         let mut stopping = stopping.subscribe();
         let finished_rx = finished_rx.clone();
         tokio::spawn(async move {
