@@ -86,7 +86,7 @@ mod tests {
         // sha256("") in base64, as browsers compute it.
         assert_eq!(
             source_hash(""),
-            "'sha256-47DEQpj8HBSa+/TimW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+            "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
         );
     }
 }
