@@ -181,6 +181,8 @@ async fn the_page_generates_in_headless_chromium_directly_and_behind_a_proxy() {
         "history thumbnails are small",
         "the viewer lists the parameters, its buttons on screen",
         "a dropped image gives back its settings",
+        "the log page shows with its style",
+        "no Content-Security-Policy violations",
     ];
 
     let server = serve(Spec::default()).await;
@@ -214,5 +216,12 @@ async fn the_page_generates_in_headless_chromium_directly_and_behind_a_proxy() {
     })
     .await;
     let page = format!("http://{}/", empty.addr());
-    drive(vec!["empty".into(), page, out], &["no-models page checked"]).await;
+    drive(
+        vec!["empty".into(), page, out],
+        &[
+            "no-models page checked",
+            "no Content-Security-Policy violations",
+        ],
+    )
+    .await;
 }

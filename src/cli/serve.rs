@@ -14,6 +14,7 @@ use crate::config::{Config, DEFAULT_PRESET};
 use crate::hub::{builtin_catalog, missing, HubClient};
 use crate::pipeline::styles::StyleLibrary;
 use crate::runtime::describe;
+use crate::server::Limits;
 use crate::server::{
     start, Accounts, Credentials, ServerOptions, DEFAULT_BODY_LIMIT, DEFAULT_PORT, DEFAULT_QUEUE,
 };
@@ -176,6 +177,7 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
         body_limit: DEFAULT_BODY_LIMIT,
         hub: (!args.no_download).then(|| HubClient::from_env(args.hf_mirror.as_deref())),
         allowed_hosts: args.allowed_host.clone(),
+        limits: Limits::default(),
     };
     runtime.block_on(async move {
         let server = match start(options).await {

@@ -1,18 +1,25 @@
 //! HTTP basic authentication on every route (pages, API, WebSocket, images): the accounts come
 //! from `--auth USER:PASSWORD` and from an auth file in the original's `auth.json` format, a
 //! JSON list of `{"user": …, "pass": …}` or `{"user": …, "hash": <sha256 hex of the password>}`.
+//! User names and passwords are compared as sha256 digests in constant time, against every
+//! account; failed logins are slowed down per client address by [`super::throttle`].
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::throttle::{LoginPolicy, LoginThrottle, Penalty};
 
 /// A user name and password, from `--auth user:pass`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,10 +42,11 @@ impl std::str::FromStr for Credentials {
     }
 }
 
-/// One account: a user and the sha256 of its password (plain passwords are hashed on load).
+/// One account: the sha256 of its user name and of its password (plain passwords are hashed on
+/// load).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Account {
-    user: String,
+    user_sha256: [u8; 32],
     password_sha256: [u8; 32],
 }
 
@@ -100,7 +108,7 @@ impl Accounts {
     /// Adds `--auth` credentials.
     pub fn add(&mut self, credentials: &Credentials) {
         self.0.push(Account {
-            user: credentials.user.clone(),
+            user_sha256: sha256(&credentials.user),
             password_sha256: sha256(&credentials.password),
         });
     }
@@ -137,7 +145,7 @@ impl Accounts {
                 _ => return Err(fail("needs a non-empty \"pass\" or a \"hash\"")),
             };
             accounts.0.push(Account {
-                user: entry.user,
+                user_sha256: sha256(&entry.user),
                 password_sha256,
             });
         }
@@ -148,19 +156,18 @@ impl Accounts {
         self.0.is_empty()
     }
 
-    /// Whether `user` / `password` is one of the accounts; the password comparison does not stop
-    /// at the first differing byte.
+    /// Whether `user` / `password` is one of the accounts. Every account is compared, each in
+    /// constant time, so the time taken tells neither which part differed nor where.
     fn admits(&self, user: &str, password: &str) -> bool {
-        let hashed = sha256(password);
-        self.0.iter().any(|account| {
-            account.user == user
-                && account
-                    .password_sha256
-                    .iter()
-                    .zip(hashed)
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        })
+        let (user, password) = (sha256(user), sha256(password));
+        let found = self
+            .0
+            .iter()
+            .fold(subtle::Choice::from(0), |found, account| {
+                found
+                    | (account.user_sha256.ct_eq(&user) & account.password_sha256.ct_eq(&password))
+            });
+        found.into()
     }
 }
 
@@ -172,41 +179,86 @@ impl From<&Credentials> for Accounts {
     }
 }
 
-/// Whether `headers` carry HTTP basic credentials of one of the `accounts`.
-pub fn authorized(headers: &HeaderMap, accounts: &Accounts) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
+/// What a request's `Authorization` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// No credentials (a browser's first request): answered with the challenge, not counted.
+    Missing,
+    /// Credentials that match no account (or are not basic credentials at all).
+    Wrong,
+    /// One of the accounts.
+    Admitted,
+}
+
+/// What the `Authorization` header of `headers` says against `accounts`.
+pub fn login(headers: &HeaderMap, accounts: &Accounts) -> Login {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Login::Missing;
     };
-    let Some(encoded) = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-    else {
-        return false;
+    let Some(encoded) = value.to_str().ok().and_then(|value| {
+        value
+            .strip_prefix("Basic ")
+            .or_else(|| value.strip_prefix("basic "))
+    }) else {
+        return Login::Wrong;
     };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Ok(decoded) = String::from_utf8(decoded) else {
-        return false;
-    };
-    match decoded.split_once(':') {
-        Some((user, password)) => accounts.admits(user, password),
-        None => false,
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    match decoded.as_deref().and_then(|text| text.split_once(':')) {
+        Some((user, password)) if accounts.admits(user, password) => Login::Admitted,
+        _ => Login::Wrong,
     }
 }
 
-/// Middleware: 401 with a basic-auth challenge unless the credentials match an account.
-pub async fn require_auth(
-    State(accounts): State<Accounts>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if authorized(request.headers(), &accounts) {
-        return next.run(request).await;
+/// The accounts and the failed-login table: the state of [`require_auth`].
+#[derive(Debug)]
+pub struct Gate {
+    accounts: Accounts,
+    throttle: LoginThrottle,
+}
+
+impl Gate {
+    pub fn new(accounts: Accounts, policy: LoginPolicy) -> Arc<Gate> {
+        Arc::new(Gate {
+            accounts,
+            throttle: LoginThrottle::new(policy),
+        })
     }
+}
+
+/// Middleware: 401 with a basic-auth challenge unless the credentials match an account; failed
+/// logins from one address are answered later and later, then 429 (see [`super::throttle`]).
+pub async fn require_auth(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+    // Without `ConnectInfo` (a router served otherwise) all clients share one record.
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let now = Instant::now();
+    if let Some(wait) = gate.throttle.blocked(client, now) {
+        return locked_out(wait);
+    }
+    match login(request.headers(), &gate.accounts) {
+        Login::Admitted => {
+            gate.throttle.succeeded(client);
+            next.run(request).await
+        }
+        Login::Missing => challenge(),
+        Login::Wrong => match gate.throttle.failed(client, now) {
+            Penalty::None => challenge(),
+            Penalty::Delay(wait) => {
+                tokio::time::sleep(wait).await;
+                challenge()
+            }
+            Penalty::Lockout(wait) => locked_out(wait),
+        },
+    }
+}
+
+/// 401 with the challenge: `WWW-Authenticate: Basic realm="fooocus", charset="UTF-8"`.
+fn challenge() -> Response {
     let mut response = ApiError::new(
         StatusCode::UNAUTHORIZED,
         "authentication required: log in with a user from --auth or --auth-file",
@@ -216,6 +268,23 @@ pub async fn require_auth(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"fooocus\", charset=\"UTF-8\""),
     );
+    response
+}
+
+/// 429 for an address locked out for `wait` more, with `Retry-After` in whole seconds.
+fn locked_out(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many failed logins from your address: try again in {seconds} s (the right \
+             password works then, and resets the count)"
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
 
@@ -240,10 +309,13 @@ mod tests {
         assert!("alice".parse::<Credentials>().is_err());
         assert!(":x".parse::<Credentials>().is_err());
         let accounts = Accounts::from(&c);
-        assert!(!authorized(&HeaderMap::new(), &accounts));
-        assert!(authorized(&basic("alice:pa:ss"), &accounts));
-        assert!(!authorized(&basic("alice:pa"), &accounts));
-        assert!(!authorized(&basic("bob:pa:ss"), &accounts));
+        assert_eq!(login(&HeaderMap::new(), &accounts), Login::Missing);
+        assert_eq!(login(&basic("alice:pa:ss"), &accounts), Login::Admitted);
+        assert_eq!(login(&basic("alice:pa"), &accounts), Login::Wrong);
+        assert_eq!(login(&basic("bob:pa:ss"), &accounts), Login::Wrong);
+        let mut bearer = HeaderMap::new();
+        bearer.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(login(&bearer, &accounts), Login::Wrong);
     }
 
     #[test]
@@ -258,10 +330,11 @@ mod tests {
         )
         .unwrap();
         let accounts = Accounts::load(&path).unwrap();
-        assert!(authorized(&basic("ann:x1"), &accounts));
-        assert!(authorized(&basic("bo:hunter2"), &accounts));
-        assert!(!authorized(&basic("bo:x1"), &accounts));
-        assert!(!authorized(&basic("ann:hunter2"), &accounts));
+        let admitted = |user_password| login(&basic(user_password), &accounts) == Login::Admitted;
+        assert!(admitted("ann:x1"));
+        assert!(admitted("bo:hunter2"));
+        assert!(!admitted("bo:x1"));
+        assert!(!admitted("ann:hunter2"));
 
         for (text, says) in [
             ("{", "is not a JSON list"),

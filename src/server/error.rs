@@ -1,7 +1,7 @@
 //! API errors as JSON: `{"error": "...", "field": "..."}` with the right status code. Every error
 //! answer of the server has this body: handlers return [`ApiError`], and [`json_errors`] rewrites
 //! the plain-text or empty errors that come from elsewhere (an unknown address, a wrong method, a
-//! body over the limit).
+//! body over the limit, a request over the time limit).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -160,6 +160,10 @@ fn explain(
                 "{path} does not answer {method}; the README lists the method of each address"
             ),
         },
+        StatusCode::REQUEST_TIMEOUT => format!(
+            "{method} {path} took longer than the server's time limit (its body arrived too \
+             slowly, or the server is overloaded); send it again"
+        ),
         StatusCode::PAYLOAD_TOO_LARGE => format!(
             "the request body is larger than the server's limit of {body_limit} bytes; send a \
              smaller one"

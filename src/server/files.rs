@@ -1,6 +1,7 @@
 //! Files over HTTP: the page and its script, style and icon (compiled into the binary from `web/`),
 //! and saved images from the output folder, resolved by [`OutputStore::resolve`] so nothing
-//! outside it is reachable (`..`, encoded and absolute variants end in 404).
+//! outside it is reachable (`..`, encoded and absolute variants end in 404). A day's `log.html`
+//! gets its own Content-Security-Policy (see [`super::headers`]).
 //!
 //! [`OutputStore::resolve`]: crate::store::OutputStore::resolve
 
@@ -9,6 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use super::headers::log_page_policy;
 use super::SharedState;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -75,9 +77,8 @@ pub async fn output(
     let mut response = (StatusCode::OK, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    if kind.starts_with("text/html") {
+        headers.insert(header::CONTENT_SECURITY_POLICY, log_page_policy());
+    }
     Ok(response)
 }

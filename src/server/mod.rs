@@ -5,8 +5,10 @@
 //! * [`fooocus`]: the page's own JSON API and WebSocket (one folder per API dialect), typed in
 //!   its `wire`;
 //! * [`files`]: the page and saved images; [`thumbs`]: their thumbnails; [`error`]: API errors;
-//! * [`auth`]: basic authentication; [`security`]: requests other web sites make are refused;
-//!   [`hosts`]: requests naming a foreign host (DNS rebinding) are refused.
+//! * [`auth`]: basic authentication, failed logins slowed by [`throttle`]; [`security`]: requests
+//!   other web sites make are refused; [`hosts`]: requests naming a foreign host (DNS rebinding)
+//!   are refused; [`headers`]: security headers on every answer;
+//! * [`listen`]: the accept loop (idle connections time out); [`limits`]: every bound on clients.
 //!
 //! Knows nothing of tensors or sampling: it validates requests into plans (off the async
 //! runtime, since planning reads model folders and checkpoint headers) and hands them to `jobs`.
@@ -15,19 +17,26 @@ pub mod auth;
 pub mod error;
 pub mod files;
 pub mod fooocus;
+pub mod headers;
 pub mod hosts;
+pub mod limits;
+pub mod listen;
 pub mod security;
+pub mod throttle;
 pub mod thumbs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 use candle_core::Device;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::config::{Config, Preset};
 use crate::hub::background::{self, statuses, Downloads};
@@ -39,6 +48,8 @@ use crate::store::OutputStore;
 use crate::weights::catalog::ArchitectureCache;
 pub use auth::{Accounts, Credentials};
 pub use hosts::AllowedHosts;
+pub use limits::Limits;
+pub use throttle::LoginPolicy;
 
 /// Default port, as the original.
 pub const DEFAULT_PORT: u16 = 7865;
@@ -65,6 +76,8 @@ pub struct ServerOptions {
     /// Host names besides IP addresses, localhost and this machine's name that requests may
     /// name in `Host` (`--allowed-host`; see [`hosts`]).
     pub allowed_hosts: Vec<String>,
+    /// Failed logins, slow WebSocket readers, idle connections, slow requests.
+    pub limits: Limits,
 }
 
 /// What the router checks before a handler runs.
@@ -76,6 +89,8 @@ pub struct Guards {
     pub lan: bool,
     /// The names requests may reach the server by (see [`hosts`]).
     pub hosts: AllowedHosts,
+    /// Logins and request time.
+    pub limits: Limits,
 }
 
 /// What handlers share.
@@ -93,6 +108,8 @@ pub struct AppState {
     pub architectures: ArchitectureCache,
     /// The hub missing models are downloaded from (shown to people who fetch them by hand).
     pub hub_endpoint: String,
+    /// A WebSocket client that has not taken a message within this is dropped.
+    pub ws_send_timeout: Duration,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -104,6 +121,7 @@ pub fn router(state: SharedState, guards: Guards) -> Router {
         body_limit,
         lan,
         hosts,
+        limits,
     } = guards;
     let router = Router::new()
         .route("/", get(files::index))
@@ -131,20 +149,25 @@ pub fn router(state: SharedState, guards: Guards) -> Router {
         .with_state(state);
     let router = match auth {
         Some(accounts) => router.layer(axum::middleware::from_fn_with_state(
-            accounts,
+            auth::Gate::new(accounts, limits.login.clone()),
             auth::require_auth,
         )),
         None => router,
     };
-    router
+    let router = router
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(hosts),
             hosts::refuse_foreign_host,
         ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             body_limit,
             error::json_errors,
-        ))
+        ));
+    headers::with_security_headers(router)
 }
 
 /// A started server.
@@ -232,22 +255,21 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         downloads,
         architectures: ArchitectureCache::default(),
         hub_endpoint,
+        ws_send_timeout: options.limits.ws_send,
     });
     let guards = Guards {
         auth: options.auth,
         body_limit: options.body_limit,
         lan: !addr.ip().is_loopback(),
         hosts: AllowedHosts::new(&options.allowed_hosts),
+        limits: options.limits.clone(),
     };
     let app = router(state, guards);
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let idle = options.limits.idle;
+    let task = tokio::spawn(listen::serve(listener, app, idle, async {
+        let _ = rx.await;
+    }));
     Ok(RunningServer {
         addr,
         worker,

@@ -40,10 +40,6 @@ pub async fn thumb(
     let mut response = (StatusCode::OK, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
     // A saved image never changes under its name; the thumbnail neither.
     headers.insert(
         header::CACHE_CONTROL,

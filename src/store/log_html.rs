@@ -94,7 +94,8 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
-const STYLE: &str = r#"
+/// The inline style of `log.html` (allowed by its hash in the page's Content-Security-Policy).
+pub const STYLE: &str = r#"
 :root { color-scheme: light dark; --bg: #f4f4f1; --fg: #1c1c1e; --muted: #6d6d73; --card: #ffffff; --line: #dcdcd8; --accent: #3b6fd8; }
 @media (prefers-color-scheme: dark) {
   :root { --bg: #131315; --fg: #e6e6e9; --muted: #9797a0; --card: #1d1d21; --line: #303036; --accent: #7fa6ff; }
@@ -114,7 +115,8 @@ td { padding: .2rem 0; white-space: pre-wrap; word-break: break-word; }
 button { margin-top: .5rem; font: inherit; font-size: 12px; color: var(--accent); background: none; border: 1px solid var(--line); border-radius: 6px; padding: .25rem .6rem; cursor: pointer; }
 "#;
 
-const SCRIPT: &str = r#"
+/// The inline script of `log.html` (allowed by its hash, like [`STYLE`]).
+pub const SCRIPT: &str = r#"
 document.addEventListener('click', (event) => {
   const button = event.target.closest('button[data-parameters]');
   if (!button || !navigator.clipboard) return;

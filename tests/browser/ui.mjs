@@ -7,6 +7,7 @@
 //       OUTDIR/<size>-{idle,running,done,viewer}.png.
 //   node ui.mjs empty URL OUTDIR               a server without models: one banner line per file
 //       with its address, Generate off with the reason. Saves OUTDIR/{desktop,phone}-no-models.png.
+// Both modes fail on any Content-Security-Policy violation; `run` also opens the day's log page.
 // Prints one line per check passed; exits non-zero on the first failure.
 import { chromium } from "playwright-core";
 
@@ -28,6 +29,30 @@ const browser = await chromium.launch({
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
   ],
 });
+
+// Chromium reports each Content-Security-Policy violation on the console.
+const violations = [];
+function watchPolicy(page) {
+  page.on("console", (m) => { if (/Content Security Policy/i.test(m.text())) violations.push(m.text()); });
+}
+
+function checkPolicy() {
+  if (violations.length > 0) fail("the page breaks its Content-Security-Policy", violations);
+  console.log("no Content-Security-Policy violations");
+}
+
+// The day's log page, styled and scripted inline (allowed by hash).
+async function checkLogPage(page) {
+  const href = await page.evaluate(() => document.getElementById("log-link").href);
+  const log = await browser.newPage({ viewport: SIZES.desktop });
+  watchPolicy(log);
+  const response = await log.goto(href);
+  if (response.status() !== 200) fail("the log page is missing", response.status());
+  const padding = await log.evaluate(() => getComputedStyle(document.body).paddingTop);
+  if (padding !== "24px") fail("the log page lost its style", padding);
+  await log.close();
+  console.log("the log page shows with its style");
+}
 
 function rect(page, selector) {
   return page.evaluate((s) => {
@@ -181,6 +206,7 @@ async function run(size) {
   const page = await browser.newPage({ viewport: SIZES[size] });
   page.on("console", (m) => console.log(`page: ${m.text()}`));
   page.on("pageerror", (e) => fail(`page error: ${e.message}`));
+  watchPolicy(page);
   await ready(page);
   if (size === "desktop") await checkHistoryPages(page);
   await startRun(page);
@@ -189,10 +215,13 @@ async function run(size) {
   await checkThumbnails(page);
   await checkViewer(page, size);
   await checkDrop(page);
+  await checkLogPage(page);
+  checkPolicy();
 }
 
 async function empty() {
   const page = await browser.newPage({ viewport: SIZES.desktop });
+  watchPolicy(page);
   await ready(page);
   await page.waitForFunction(() => document.querySelectorAll("#missing li").length > 0 && !document.getElementById("generate-reason").hidden, null, { timeout: 30000 });
   const seen = await page.evaluate(() => ({
@@ -210,6 +239,7 @@ async function empty() {
   if (scroll > 0) fail("the phone page scrolls sideways without models", scroll);
   await shot(page, "phone-no-models", true);
   console.log("no-models page checked");
+  checkPolicy();
 }
 
 try {

@@ -191,3 +191,27 @@ pub async fn wait_job(addr: SocketAddr, job: u64) -> Value {
     }
     panic!("job {job} did not finish");
 }
+
+/// A WebSocket handshake on a raw socket with a small receive buffer and small segments, for a
+/// client that then never reads: the server's kernel sizes its send buffer by the segment size,
+/// so its sends back up after some 100 KB instead of megabytes.
+pub async fn raw_websocket(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket2::SockRef::from(&socket).set_tcp_mss(536).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "{answer:?}");
+        answer.push(byte[0]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    stream
+}

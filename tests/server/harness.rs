@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use fooocus::config::Preset;
 use fooocus::pipeline::styles::StyleLibrary;
 use fooocus::runtime::Placement;
-use fooocus::server::{start, Accounts, RunningServer, ServerOptions};
+use fooocus::server::{start, Accounts, Limits, RunningServer, ServerOptions};
 
 pub struct TestServer {
     pub server: RunningServer,
@@ -32,6 +32,8 @@ pub struct Spec {
     pub hub: Option<fooocus::hub::HubClient>,
     /// `--allowed-host` names.
     pub allowed_hosts: Vec<String>,
+    /// Bounds on clients (tests shorten them).
+    pub limits: Limits,
 }
 
 impl Default for Spec {
@@ -44,6 +46,7 @@ impl Default for Spec {
             no_models: false,
             hub: None,
             allowed_hosts: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -76,6 +79,7 @@ pub async fn serve(spec: Spec) -> TestServer {
         body_limit: spec.body_limit,
         hub: spec.hub.clone(),
         allowed_hosts: spec.allowed_hosts.clone(),
+        limits: spec.limits.clone(),
     })
     .await
     .unwrap();

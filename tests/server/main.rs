@@ -5,6 +5,7 @@ mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod flows;
+mod hardening;
 mod harness;
 mod models;
 mod pages;

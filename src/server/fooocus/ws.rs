@@ -2,7 +2,10 @@
 //! ([`wire::Message`]); the newest
 //! step preview goes out as a binary frame (JPEG). A slow client misses intermediate previews,
 //! never events (up to the broadcast buffer, after which it gets a `lagged` notice); the worker
-//! never waits for a socket.
+//! never waits for a socket. A client whose socket has not taken a message within
+//! [`AppState::ws_send_timeout`] (it stopped reading) is dropped.
+//!
+//! [`AppState::ws_send_timeout`]: crate::server::AppState::ws_send_timeout
 //!
 //! [`Event`]: crate::jobs::Event
 
@@ -10,6 +13,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
@@ -37,7 +41,8 @@ async fn serve(
     let Some(hello) = text(&wire::Message::Hello { queue }) else {
         return;
     };
-    if socket.send(hello).await.is_err() {
+    let bound = state.ws_send_timeout;
+    if !deliver(&mut socket, hello, bound).await {
         return;
     }
     loop {
@@ -68,8 +73,22 @@ async fn serve(
                 Some(Ok(_)) => continue,
             },
         };
-        if socket.send(message).await.is_err() {
+        if !deliver(&mut socket, message, bound).await {
             break;
+        }
+    }
+}
+
+/// Sends `message`; false when the client is gone or has not taken it within `bound`.
+async fn deliver(socket: &mut WebSocket, message: Message, bound: Duration) -> bool {
+    match tokio::time::timeout(bound, socket.send(message)).await {
+        Ok(sent) => sent.is_ok(),
+        Err(_) => {
+            tracing::info!(
+                "dropping a WebSocket client that took no message for {} s",
+                bound.as_secs_f32()
+            );
+            false
         }
     }
 }
