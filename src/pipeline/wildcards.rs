@@ -9,6 +9,9 @@ use crate::sampling::TorchGenerator;
 
 /// Rounds of nested wildcard replacement.
 const MAX_ROUNDS: usize = 64;
+/// Longest text the replacement may grow to: a line naming its own file twice doubles the
+/// prompt every round.
+const MAX_EXPANDED_LEN: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WildcardError {
@@ -19,6 +22,8 @@ pub enum WildcardError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the wildcards grow the prompt past {MAX_EXPANDED_LEN} bytes: a wildcard file names itself (or a file naming it back) more than once in a line")]
+    TooLong,
 }
 
 /// The wildcard folder and the lines of the files read so far.
@@ -63,6 +68,9 @@ impl Wildcards {
                 } else {
                     let pick = rng.next_u32() as usize % lines.len();
                     out.push_str(&lines[pick]);
+                }
+                if out.len() > MAX_EXPANDED_LEN {
+                    return Err(WildcardError::TooLong);
                 }
                 replaced = true;
                 rest = &rest[end..];
@@ -258,5 +266,18 @@ mod tests {
                 .len()
                 > 1
         );
+    }
+
+    /// A line naming its own file twice doubles the prompt each round, 2⁶⁴ times over (found by
+    /// `cargo fuzz`, target `wildcards`): refused once past the bound, naming the cause.
+    #[test]
+    fn self_doubling_wildcards_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fz.txt"), "__fz__ and __fz__\n").unwrap();
+        let err = Wildcards::new(dir.path())
+            .apply("__fz__", &mut TorchGenerator::new(0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names itself"), "{err}");
     }
 }
