@@ -284,4 +284,17 @@ mod tests {
                 > 1
         );
     }
+
+    /// A line naming its own file twice doubles the prompt each round, 2⁶⁴ times over (found by
+    /// `cargo fuzz`, target `wildcards`): refused once past the bound, naming the cause.
+    #[test]
+    fn self_doubling_wildcards_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fz.txt"), "__fz__ and __fz__\n").unwrap();
+        let err = Wildcards::new(dir.path())
+            .apply("__fz__", &mut TorchGenerator::new(0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names itself"), "{err}");
+    }
 }

@@ -109,12 +109,19 @@ fn embedded_from<R: BufRead + Seek>(mut reader: R) -> std::result::Result<Embedd
             );
         }
         Some(OutputFormat::Webp) => {
-            let mut decoder =
-                image::codecs::webp::WebPDecoder::new(reader).map_err(|e| e.to_string())?;
-            fill_from_exif(
-                &mut out,
-                decoder.exif_metadata().map_err(|e| e.to_string())?,
-            );
+            // A chunk cannot be longer than the file: without this limit a chunk header claiming
+            // 4 GiB makes the decoder allocate that much before it finds the file too short.
+            let len = reader.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+            reader.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+            let mut decoder = image_webp::WebPDecoder::new(reader).map_err(|e| e.to_string())?;
+            decoder.set_memory_limit(usize::try_from(len).unwrap_or(usize::MAX));
+            let exif = decoder.exif_metadata().map_err(|e| match e {
+                image_webp::DecodingError::MemoryLimitExceeded => {
+                    format!("its EXIF chunk claims more than the file's {len} bytes: it is damaged")
+                }
+                e => e.to_string(),
+            })?;
+            fill_from_exif(&mut out, exif);
         }
     }
     Ok(out)
@@ -152,4 +159,31 @@ pub fn embedded_text_from_bytes(bytes: &[u8]) -> Result<EmbeddedText> {
 /// headers are corrupt.
 pub fn read_metadata(path: &Path) -> Result<Option<ImageMetadata>> {
     Ok(read_embedded_text(path)?.metadata())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WebP whose EXIF chunk claims 4 GiB (found by `cargo fuzz`, target `image_metadata`):
+    /// refused as damaged instead of allocating the claimed size.
+    #[test]
+    fn webp_exif_longer_than_the_file_is_an_error() {
+        let mut webp = b"RIFF\0\0\0\0WEBP".to_vec();
+        webp.extend_from_slice(b"VP8X\x0a\0\0\0\x08\0\0\0\x01\0\0\x01\0\0");
+        // A 2×2 lossy frame (from the seed the fuzzer started with).
+        webp.extend_from_slice(
+            b"VP8 \x30\0\0\0\xd0\x01\0\x9d\x01\x2a\x02\0\x02\0\x01\x40\x26\x25\xa0\x02\x74\xba\
+              \x01\xf8\0\x03\xb0\0\xfe\xf6\x13\x5f\xfe\x2c\xe4\x62\x3b\x3c\xdf\xfe\x04\xef\xc0\x9d\
+              \xf8\x13\xbf\xf0\0\0\0\0",
+        );
+        webp.extend_from_slice(b"EXIF\x5a\x04\xff\xffII*\0\x08\0\0\0");
+        let riff_len = (webp.len() - 8) as u32;
+        webp[4..8].copy_from_slice(&riff_len.to_le_bytes());
+        let err = embedded_text_from_bytes(&webp).unwrap_err().to_string();
+        assert!(
+            err.contains("<memory>") && err.contains("EXIF chunk"),
+            "{err}"
+        );
+    }
 }
