@@ -7,12 +7,9 @@ use std::collections::HashMap;
 use candle_core::{Result, Tensor};
 
 use super::error::PipelineError;
+use super::plan::MAX_CHUNKS;
 use crate::nets::sdxl::text::{TextConditioning, TextEncoders};
 use crate::nets::sdxl::tokenizer::ClipTokenizer;
-
-/// Most 77-token chunks one prompt line may take (40 × 75 = 3,000 tokens): far beyond what CLIP
-/// reads usefully, and a bound on how long one request holds the text encoders.
-pub const MAX_CHUNKS: usize = 40;
 
 /// Most encodings kept (each ~0.6 MB at full size); past it the cache starts over, so a long
 /// server session with wildcards cannot grow without bound.

@@ -19,9 +19,13 @@ use crate::weights::checkpoint::{Architecture, Checkpoint};
 pub const SEED_MODULUS: u64 = 1 << 63;
 
 /// Longest prompt or negative prompt, in characters: beyond any prompt CLIP reads usefully
-/// (it is also bounded in 77-token chunks when encoded, see `encode::MAX_CHUNKS`), and short enough
+/// (it is also bounded in 77-token chunks when encoded, see [`MAX_CHUNKS`]), and short enough
 /// that one request cannot hold the worker for long.
 pub const MAX_PROMPT_CHARS: usize = 10_000;
+
+/// Most 77-token chunks one prompt line may take when encoded (40 × 75 = 3,000 tokens): far
+/// beyond what CLIP reads usefully, and a bound on how long one request holds the text encoders.
+pub const MAX_CHUNKS: usize = 40;
 /// Most images one request may ask for.
 pub const MAX_IMAGES: u32 = 32;
 /// Most steps one request may force.
@@ -238,7 +242,7 @@ fn prompts(r: &GenerateRequest, preset: &Preset, config: &Config) -> Result<Stri
                 format!(
                     "{length} characters: the limit is {MAX_PROMPT_CHARS} characters (and {} \
                      chunks of 75 tokens per line); shorten it",
-                    super::encode::MAX_CHUNKS
+                    MAX_CHUNKS
                 ),
             ));
         }

@@ -2,6 +2,7 @@
 //! concatenated context and the pooled vector of the first chunk.
 
 use candle_core::{Device, Tensor};
+use fooocus::nets::sdxl::clip::ClipTextModel;
 use fooocus::nets::sdxl::file::SdxlFile;
 use fooocus::nets::sdxl::text::TextEncoders;
 use fooocus::nets::sdxl::tokenizer::{ClipTokenizer, Pad};
@@ -15,11 +16,8 @@ fn usize_of(v: &serde_json::Value) -> usize {
     v.as_u64().expect("a count") as usize
 }
 
-#[test]
-fn fooocus_prompt_chunks_match() {
-    let spec = json("fooocus/fooocus.json");
-    let chunks_ref = Tensors::open("fooocus/prompt_chunks.safetensors");
-    let tok = ClipTokenizer::from_file(fixtures().join("tokenizer/clip-tokenizer.json")).unwrap();
+/// The tiny base checkpoint's CLIP-L and CLIP-G.
+fn base_text_models() -> (ClipTextModel, ClipTextModel) {
     let base = SdxlFile::open(
         fixtures().join("sdxl_base.safetensors"),
         crate::common::tiny_heads("base_unet_sgm"),
@@ -31,6 +29,15 @@ fn fooocus_prompt_chunks_match() {
         .unwrap()
         .0;
     let g = base.clip_g(LoadMode::Real, &Device::Cpu).unwrap().0;
+    (l, g)
+}
+
+#[test]
+fn fooocus_prompt_chunks_match() {
+    let spec = json("fooocus/fooocus.json");
+    let chunks_ref = Tensors::open("fooocus/prompt_chunks.safetensors");
+    let tok = ClipTokenizer::from_file(fixtures().join("tokenizer/clip-tokenizer.json")).unwrap();
+    let (l, g) = base_text_models();
     let encoders = TextEncoders {
         clip_l: Some(&l),
         clip_g: &g,
@@ -106,17 +113,7 @@ fn fooocus_prompt_chunks_match() {
 fn encoding_can_be_interrupted_between_chunks() {
     let spec = json("fooocus/fooocus.json");
     let tok = ClipTokenizer::from_file(fixtures().join("tokenizer/clip-tokenizer.json")).unwrap();
-    let base = SdxlFile::open(
-        fixtures().join("sdxl_base.safetensors"),
-        crate::common::tiny_heads("base_unet_sgm"),
-    )
-    .unwrap();
-    let l = base
-        .clip_l(LoadMode::Real, &Device::Cpu)
-        .unwrap()
-        .unwrap()
-        .0;
-    let g = base.clip_g(LoadMode::Real, &Device::Cpu).unwrap().0;
+    let (l, g) = base_text_models();
     let encoders = TextEncoders {
         clip_l: Some(&l),
         clip_g: &g,
