@@ -24,7 +24,7 @@ pub struct AllowedHosts {
 impl AllowedHosts {
     /// This machine's host name (and `NAME.local`) and the `extra` names (`--allowed-host`).
     pub fn new(extra: &[String]) -> Self {
-        let mut names: Vec<String> = extra.iter().map(|n| normalize(n)).collect();
+        let mut names: Vec<String> = extra.iter().map(|n| bare_host(n)).collect();
         let machine = gethostname::gethostname().to_string_lossy().to_lowercase();
         if !machine.is_empty() {
             names.push(format!("{machine}.local"));
@@ -42,7 +42,7 @@ impl AllowedHosts {
         let Some(host) = host else {
             return true;
         };
-        let name = normalize(host);
+        let name = bare_host(host);
         name.parse::<std::net::IpAddr>().is_ok()
             || name == "localhost"
             || name.ends_with(".localhost")
@@ -50,8 +50,8 @@ impl AllowedHosts {
     }
 }
 
-/// A `Host` value without its port, brackets and trailing dot, lowercase.
-fn normalize(host: &str) -> String {
+/// A `Host` (or an `Origin`'s authority) without its port, brackets and trailing dot, lowercase.
+pub(super) fn bare_host(host: &str) -> String {
     let host = host.trim();
     let bare = match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
@@ -76,7 +76,7 @@ pub async fn refuse_foreign_host(
     if hosts.allows(host.as_deref()) {
         return next.run(request).await;
     }
-    let shown = host.as_deref().map(normalize).unwrap_or_default();
+    let shown = host.as_deref().map(bare_host).unwrap_or_default();
     ApiError::new(
         StatusCode::FORBIDDEN,
         format!(

@@ -42,12 +42,8 @@ fn origin_is_local(headers: &HeaderMap) -> bool {
     let Some((_, rest)) = origin.split_once("://") else {
         return false;
     };
-    let authority = rest.trim_end_matches('/');
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    host.eq_ignore_ascii_case("localhost")
+    let host = super::hosts::bare_host(rest.trim_end_matches('/'));
+    host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
