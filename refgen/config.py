@@ -79,3 +79,13 @@ SAMPLER_SHAPE = [1, 4, 6, 10]
 SAMPLER_S = 0.6
 SAMPLER_TABLE = dict(beta_start=0.0009, beta_end=0.011, n=800)
 SAMPLER_STEPS = [1, 3, 21]
+
+# Image to image (refgen/image.py). The upscaler: RRDBNet with spandrel's fixed growth 32.
+RRDB = dict(in_nc=3, out_nc=3, nf=16, nb=2, gc=32, scale=4, seed=515,
+            input_hw=(40, 56), input_seed=516, tile=24, overlap=8)
+# Vary (Subtle): an input outside the [1024, 2048] shape-ceil band, so it is resized.
+VARY = dict(method="vary_subtle", input_hw=(448, 640), input_seed=601, steps=9, denoise=0.5, seed=602)
+# Upscale (2x): a small input, so the SR image is brought to shape ceil 1024.
+UPSCALE = dict(method="upscale_2x", input_hw=(64, 96), input_seed=701, factor=2.0, steps=9, denoise=0.382, seed=702)
+# The square of the 1216 x 832 results stored as float (y, x, side): it spans tile seams.
+CROP = (320, 384, 256)

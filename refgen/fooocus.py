@@ -196,14 +196,9 @@ class FooocusDenoiser:
         return out["denoised"]
 
 
-def fooocus_run(models, tok, ref, out_dir):
-    s = dict(C.FOOOCUS)
-    steps = s["steps"]
-    H, W = C.IMAGE_HW
-    h, w = C.LATENT_HW
-    rows = [C.POSITIVE, C.NEGATIVE]
-    ids_l, ids_g = ref["ids_l"][rows], ref["ids_g"][rows]
-    context, pooled = ref["context"][rows], ref["pooled"][rows]
+def stages(models, context, pooled, H, W, s):
+    """The base (emphasized and consistent ADM) and refiner conditioning of an H x W image, from
+    the [cond, uncond] context and pooled rows."""
     D = C.BASE_UNET["time_id_embed_dim"]
     ec = [int(H * s["adm_positive"]), int(W * s["adm_positive"]), 0, 0, round64(H), round64(W)]
     eu = [int(H * s["adm_negative"]), int(W * s["adm_negative"]), 0, 0, round64(H), round64(W)]
@@ -213,9 +208,22 @@ def fooocus_run(models, tok, ref, out_dir):
     base = {"unet": models.base_unet, "context": context, "pooled": pooled, "time_ids_emphasized": tie,
             "time_ids_consistent": tic, "y_emphasized": make_y(pooled, tie, D), "y_consistent": make_y(pooled, tic, D)}
     cg = C.CLIP_G["hidden_size"]
+    h, w = H // 8, W // 8
     rti = torch.tensor([[h * 8, w * 8, 0, 0, 6.0], [h * 8, w * 8, 0, 0, 2.5]], dtype=torch.float32)
     refiner = {"unet": models.refiner_unet, "context": context[..., -cg:], "pooled": pooled, "time_ids": rti,
                "y": make_y(pooled, rti, C.REFINER_UNET["time_id_embed_dim"])}
+    return base, refiner, (ec, eu, cons)
+
+
+def fooocus_run(models, tok, ref, out_dir):
+    s = dict(C.FOOOCUS)
+    steps = s["steps"]
+    H, W = C.IMAGE_HW
+    h, w = C.LATENT_HW
+    rows = [C.POSITIVE, C.NEGATIVE]
+    ids_l, ids_g = ref["ids_l"][rows], ref["ids_g"][rows]
+    context, pooled = ref["context"][rows], ref["pooled"][rows]
+    base, refiner, (ec, eu, cons) = stages(models, context, pooled, H, W, s)
     switch = round(steps * s["refiner_switch"])  # half to even
     sigmas = engine.karras(steps, ref["sig"])
     gen = torch.Generator().manual_seed(C.FOOOCUS_SEED)

@@ -35,3 +35,4 @@ def generate(out, threads):
     fooocus.generate(m, tk, ref, os.path.join(out, "fooocus"), summary)
     save_json(os.path.join(out, "reference", "reference.json"), summary)
     lora.generate(m, tk, ref, base, os.path.join(out, "lora"))
+    return m, ref

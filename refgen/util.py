@@ -20,8 +20,8 @@ def fp16_exact(t):
     return t.detach().to(torch.float16).to(torch.float32)
 
 
-_DTYPES = {torch.int64: ("I64", 8), torch.float32: ("F32", 4), torch.float16: ("F16", 2)}
-_RANK = {"I64": 0, "F32": 1, "F16": 2}  # the safetensors writer's order: larger dtype ids first
+_DTYPES = {torch.int64: ("I64", 8), torch.float32: ("F32", 4), torch.float16: ("F16", 2), torch.uint8: ("U8", 1)}
+_RANK = {"I64": 0, "F32": 1, "F16": 2, "U8": 3}  # the safetensors writer's order: larger dtype ids first
 
 
 def save_tensors(path, tensors, metadata=None):

@@ -164,7 +164,7 @@ fn encode(
 fn decode(vae: &Vae, latent: &Tensor, tile: usize) -> anyhow::Result<Tensor> {
     let (_, _, h, w) = latent.dims4()?;
     Ok(if tile > 0 && (h > tile || w > tile) {
-        decode_tiled(vae, latent, tile, tile / 4)?
+        decode_tiled(vae, latent, tile)?
     } else {
         vae.decode(latent)?
     })

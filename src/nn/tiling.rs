@@ -1,160 +1,160 @@
-//! Tiled application over an image: a function too large to run on a whole image (a VAE decode,
-//! an upscaler) runs on overlapping tiles one by one, and the results are blended with linear
-//! ramps across the overlaps, so peak memory depends on the tile size, not the image size.
+//! Tiled application over an image, as Fooocus (ComfyUI's `tiled_scale`) does it: a function
+//! too large to run on a whole image (the upscaler, a VAE encode or decode) runs on tiles that
+//! start at 0, t − o, 2(t − o), … and are cut at the border; each result is weighted by a
+//! feather that ramps as (k + 1)/F over the F = round(o·s) cells at each of its four edges, the
+//! weighted results are summed and divided by the summed weights. Peak memory depends on the
+//! tile, not the image. Following the original to the cell keeps tiled results comparable with
+//! the reference (including its quirk on tiles narrower than the feather, see [`feather`]).
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 
-/// Tile placement along one axis: starts of `tile`-long windows covering `len` with at least
-/// `overlap` shared cells between neighbours.
-fn starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
-    if len <= tile {
-        return vec![0];
-    }
-    let step = tile.saturating_sub(overlap).max(1);
-    let mut s: Vec<usize> = (0..)
-        .map(|i| i * step)
-        .take_while(|&p| p + tile < len)
-        .collect();
-    s.push(len - tile);
-    s
+/// A tile shape: `width` × `height` input cells overlapping by `overlap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiles {
+    pub width: usize,
+    pub height: usize,
+    pub overlap: usize,
 }
 
-/// Blend weights along one axis of a tile of `size` pixels: a ramp over `ramp` pixels on each
-/// side that touches a neighbouring tile, 1 elsewhere.
-fn ramp(size: usize, ramp: usize, fade_start: bool, fade_end: bool) -> Vec<f32> {
-    (0..size)
-        .map(|i| {
-            let from_start = if fade_start {
-                (i as f32 + 0.5) / ramp as f32
-            } else {
-                1.0
-            };
-            let from_end = if fade_end {
-                ((size - i) as f32 - 0.5) / ramp as f32
-            } else {
-                1.0
-            };
-            from_start.min(from_end).clamp(0.0, 1.0)
-        })
-        .collect()
-}
-
-/// Applies `f` (a `[B, C, th, tw]` tile → a `[B, C', scale·th, scale·tw]` tile) to `input`
-/// `[B, C, h, w]` tile by tile, `tile` × `tile` cells overlapping by `overlap`, and blends the
-/// results with linear ramps across the overlaps; an input no larger than one tile goes whole.
-pub fn map_tiled(
-    input: &Tensor,
-    tile: usize,
-    overlap: usize,
-    scale: usize,
-    f: impl Fn(&Tensor) -> Result<Tensor>,
-) -> Result<Tensor> {
-    let (b, _, h, w) = input.dims4()?;
-    let (tile_h, tile_w) = (tile.min(h), tile.min(w));
-    if tile_h == h && tile_w == w {
-        return f(input);
-    }
-    let device = input.device();
-    let ys = starts(h, tile_h, overlap);
-    let xs = starts(w, tile_w, overlap);
-    let mut sum: Option<Tensor> = None;
-    let mut weight_sum = Tensor::zeros(
-        (1, 1, h * scale, w * scale),
-        candle_core::DType::F32,
-        device,
-    )?;
-    for (iy, &y) in ys.iter().enumerate() {
-        for (ix, &x) in xs.iter().enumerate() {
-            let part = input.narrow(2, y, tile_h)?.narrow(3, x, tile_w)?;
-            let image = f(&part)?;
-            let mask = tile_mask(
-                tile_h * scale,
-                tile_w * scale,
-                overlap * scale,
-                (iy > 0, iy + 1 < ys.len()),
-                (ix > 0, ix + 1 < xs.len()),
-                device,
-            )?;
-            let (py, px) = (y * scale, x * scale);
-            let placed = place(&image.broadcast_mul(&mask)?, py, px, h * scale, w * scale)?;
-            let placed_mask = place(&mask, py, px, h * scale, w * scale)?;
-            weight_sum = (weight_sum + placed_mask)?;
-            sum = Some(match sum {
-                Some(s) => (s + placed)?,
-                None => placed,
-            });
+impl Tiles {
+    pub fn square(side: usize, overlap: usize) -> Self {
+        Self {
+            width: side,
+            height: side,
+            overlap,
         }
     }
-    match sum {
-        Some(s) => s.broadcast_div(&weight_sum.broadcast_as((b, 1, h * scale, w * scale))?),
-        None => candle_core::bail!("nothing to tile: an empty input"),
+}
+
+/// Tile starts along an axis of `len` cells: 0, step, 2·step, … below `len`.
+fn starts(len: usize, tile: usize, overlap: usize) -> impl Iterator<Item = usize> {
+    (0..len).step_by(tile.saturating_sub(overlap).max(1))
+}
+
+/// `n · scale` rounded (scales are powers of two here, so the products are exact).
+fn scaled(n: usize, scale: f64) -> usize {
+    (n as f64 * scale).round() as usize
+}
+
+/// The feather along one axis of a tile result of `n` cells: every cell starts at 1; for
+/// k = 0…F−1 the factor (k + 1)/F scales cell k and cell n−1−k, the second taken as a Python
+/// slice `[n−1−k : n−k]` (on a result narrower than F its negative bounds wrap to the far end
+/// and scale a cell once more, as in the original).
+pub fn feather(n: usize, f: usize) -> Vec<f32> {
+    let mut v = vec![1f32; n];
+    let n_i = n as i64;
+    let wrap = |i: i64| -> usize {
+        let i = if i < 0 { i + n_i } else { i };
+        i.clamp(0, n_i) as usize
+    };
+    for k in 0..f {
+        let factor = (1.0 / f as f32) * (k + 1) as f32;
+        if k < n {
+            v[k] *= factor;
+        }
+        let (lo, hi) = (wrap(n_i - 1 - k as i64), wrap(n_i - k as i64));
+        for x in v.iter_mut().take(hi).skip(lo) {
+            *x *= factor;
+        }
     }
+    v
 }
 
-fn tile_mask(
-    th: usize,
-    tw: usize,
-    overlap: usize,
-    fade_y: (bool, bool),
-    fade_x: (bool, bool),
-    device: &Device,
+/// Applies `f` (a `[1, C, th, tw]` tile → a `[1, C', round(th·scale), round(tw·scale)]`
+/// result) to `input` `[B, C, h, w]` in `tiles` and blends the results; see the module
+/// documentation. The output is f32 on the input's device.
+pub fn tiled_scale(
+    input: &Tensor,
+    tiles: Tiles,
+    scale: f64,
+    mut f: impl FnMut(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    let ry = Tensor::from_vec(
-        ramp(th, overlap.max(1), fade_y.0, fade_y.1),
-        (th, 1),
-        device,
-    )?;
-    let rx = Tensor::from_vec(
-        ramp(tw, overlap.max(1), fade_x.0, fade_x.1),
-        (1, tw),
-        device,
-    )?;
-    ry.broadcast_mul(&rx)?.reshape((1, 1, th, tw))
-}
-
-/// Zero-pads `t` `[B, C, th, tw]` so that it sits at (y, x) in an `h × w` canvas.
-fn place(t: &Tensor, y: usize, x: usize, h: usize, w: usize) -> Result<Tensor> {
-    let (_, _, th, tw) = t.dims4()?;
-    t.pad_with_zeros(2, y, h - y - th)?
-        .pad_with_zeros(3, x, w - x - tw)
+    let (b, _, h, w) = input.dims4()?;
+    let (oh, ow) = (scaled(h, scale), scaled(w, scale));
+    let fade = scaled(tiles.overlap, scale);
+    let mut images = Vec::with_capacity(b);
+    for item in 0..b {
+        let one = input.narrow(0, item, 1)?;
+        let mut sum: Vec<f32> = Vec::new();
+        let mut weight = vec![0f32; oh * ow];
+        let mut channels = 0;
+        for y in starts(h, tiles.height, tiles.overlap) {
+            for x in starts(w, tiles.width, tiles.overlap) {
+                let (th, tw) = (tiles.height.min(h - y), tiles.width.min(w - x));
+                let part = one.narrow(2, y, th)?.narrow(3, x, tw)?.contiguous()?;
+                let result = f(&part)?.to_dtype(DType::F32)?;
+                let (_, c, rh, rw) = result.dims4()?;
+                if sum.is_empty() {
+                    channels = c;
+                    sum = vec![0f32; c * oh * ow];
+                }
+                let values = result.flatten_all()?.to_vec1::<f32>()?;
+                let (ry, rx) = (feather(rh, fade), feather(rw, fade));
+                let (oy, ox) = (scaled(y, scale), scaled(x, scale));
+                let rows = rh.min(oh.saturating_sub(oy));
+                let cols = rw.min(ow.saturating_sub(ox));
+                for ch in 0..c.min(channels) {
+                    for i in 0..rows {
+                        let src = &values[(ch * rh + i) * rw..][..cols];
+                        let dst = &mut sum[(ch * oh + oy + i) * ow + ox..][..cols];
+                        for (j, (d, s)) in dst.iter_mut().zip(src).enumerate() {
+                            *d += s * (ry[i] * rx[j]);
+                        }
+                    }
+                }
+                for i in 0..rows {
+                    let dst = &mut weight[(oy + i) * ow + ox..][..cols];
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d += ry[i] * rx[j];
+                    }
+                }
+            }
+        }
+        for (i, v) in sum.iter_mut().enumerate() {
+            *v /= weight[i % (oh * ow)];
+        }
+        images.push(Tensor::from_vec(
+            sum,
+            (1, channels, oh, ow),
+            input.device(),
+        )?);
+    }
+    Tensor::cat(&images, 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
-    fn tiles_cover_the_axis_with_overlap() {
-        assert_eq!(starts(10, 16, 4), vec![0]);
-        assert_eq!(starts(24, 16, 4), vec![0, 8]);
-        assert_eq!(starts(40, 16, 4), vec![0, 12, 24]);
-        for (len, tile, overlap) in [(100, 32, 8), (33, 32, 8), (64, 32, 16)] {
-            let s = starts(len, tile, overlap);
-            assert_eq!(s.last().map(|l| l + tile), Some(len));
-            assert!(s.windows(2).all(|p| p[0] + tile >= p[1] + overlap));
-        }
+    fn tiles_start_at_multiples_of_the_step() {
+        assert_eq!(starts(10, 16, 4).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(starts(40, 16, 4).collect::<Vec<_>>(), vec![0, 12, 24, 36]);
     }
 
     #[test]
-    fn ramps_fade_only_towards_neighbours() {
-        let r = ramp(8, 4, true, false);
-        assert!(r[0] < r[1] && r[3] <= 1.0 && r[7] == 1.0);
-        let r = ramp(8, 4, false, false);
-        assert!(r.iter().all(|&v| v == 1.0));
+    fn the_feather_ramps_at_both_ends_and_wraps_on_narrow_results() {
+        let v = feather(8, 2);
+        assert_eq!(v, vec![0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5]);
+        // n = 2, F = 5: k = 0 and 1 scale both cells by 0.2 and 0.4; k = 2 takes the empty
+        // slice [-1:0]; k = 3 the slice [-2:-1], i.e. cell 0 again, by 0.8; k = 4 [-3:-2], empty.
+        let v = feather(2, 5);
+        assert!((v[0] - 0.2 * 0.4 * 0.8).abs() < 1e-6 && (v[1] - 0.2 * 0.4).abs() < 1e-6);
     }
 
-    /// With a function that acts on each cell alone, tiling must reproduce the whole result.
+    /// With a function that acts on each cell alone, tiling reproduces the whole result.
     #[test]
-    fn tiling_a_local_decoder_is_exact() -> Result<()> {
+    fn tiling_a_local_function_is_exact() -> Result<()> {
         let device = Device::Cpu;
-        let latent = Tensor::randn(0f32, 1.0, (2, 4, 13, 21), &device)?;
+        let input = Tensor::randn(0f32, 1.0, (2, 4, 13, 21), &device)?;
         let local = |t: &Tensor| -> Result<Tensor> {
             let (_, _, h, w) = t.dims4()?;
             (t.narrow(1, 0, 3)? * 2.0)?.upsample_nearest2d(h * 8, w * 8)
         };
-        let whole = local(&latent)?;
+        let whole = local(&input)?;
         for (tile, overlap) in [(8, 4), (6, 2), (12, 1), (5, 4)] {
-            let tiled = map_tiled(&latent, tile, overlap, 8, local)?;
+            let tiled = tiled_scale(&input, Tiles::square(tile, overlap), 8.0, local)?;
             let err = (tiled - &whole)?
                 .abs()?
                 .flatten_all()?
@@ -162,6 +162,13 @@ mod tests {
                 .to_scalar::<f32>()?;
             assert!(err < 1e-5, "tile {tile} overlap {overlap}: {err}");
         }
+        let pooled = tiled_scale(
+            &input.narrow(2, 0, 8)?.narrow(3, 0, 16)?,
+            Tiles::square(8, 4),
+            0.5,
+            |t| t.avg_pool2d(2),
+        )?;
+        assert_eq!(pooled.dims4()?, (2, 4, 4, 8));
         Ok(())
     }
 }

@@ -23,6 +23,12 @@ pub fn fixtures() -> PathBuf {
     fixture_folder("FOOOCUS_FIXTURES", "tiny-sdxl")
 }
 
+/// The image-to-image folder (upscaler, Vary and Upscale runs): `FOOOCUS_IMAGE_FIXTURES`, or the
+/// repository's `fixtures/image-to-image`.
+pub fn image_fixtures() -> PathBuf {
+    fixture_folder("FOOOCUS_IMAGE_FIXTURES", "image-to-image")
+}
+
 /// The full-size layout folder: `FOOOCUS_LAYOUTS`, or the repository's `fixtures/layouts`.
 pub fn layouts() -> PathBuf {
     fixture_folder("FOOOCUS_LAYOUTS", "layouts")
@@ -41,11 +47,15 @@ pub struct Tensors {
 
 impl Tensors {
     pub fn open(relative: &str) -> Self {
-        let path = fixtures().join(relative);
-        let map = candle_core::safetensors::load(&path, &Device::Cpu)
+        Self::open_at(&fixtures().join(relative))
+    }
+
+    pub fn open_at(path: &std::path::Path) -> Self {
+        let relative = path.display().to_string();
+        let map = candle_core::safetensors::load(path, &Device::Cpu)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         Self {
-            name: relative.to_string(),
+            name: relative,
             map,
         }
     }
