@@ -84,8 +84,13 @@ SAMPLER_STEPS = [1, 3, 21]
 RRDB = dict(in_nc=3, out_nc=3, nf=16, nb=2, gc=32, scale=4, seed=515,
             input_hw=(40, 56), input_seed=516, tile=24, overlap=8)
 # Vary (Subtle): an input outside the [1024, 2048] shape-ceil band, so it is resized.
+# Both runs: Speed (30 steps) forced to 9 steps; the switch step comes from the performance's
+# steps, as in Fooocus (round(30 * 0.1) = 3), so the refiner takes the last 5 steps.
+I2I_SETTINGS = dict(performance="Speed", performance_steps=30, refiner_switch=0.1)
 VARY = dict(method="vary_subtle", input_hw=(448, 640), input_seed=601, steps=9, denoise=0.5, seed=602)
 # Upscale (2x): a small input, so the SR image is brought to shape ceil 1024.
 UPSCALE = dict(method="upscale_2x", input_hw=(64, 96), input_seed=701, factor=2.0, steps=9, denoise=0.382, seed=702)
 # The square of the 1216 x 832 results stored as float (y, x, side): it spans tile seams.
 CROP = (320, 384, 256)
+# A Lanczos reduction of the Vary input (W, H), against Pillow.
+REDUCED_WH = (311, 203)

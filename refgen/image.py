@@ -260,14 +260,15 @@ def crop(t, name, image01):
 def diffuse(models, ref, start_latent, steps, denoise, seed, s, record_name, t):
     """Samples from a raw start latent: the schedule of int(steps / d) cut to its last steps + 1
     values, x = z 0.13025 + noise sigma_0, Fooocus' model function with the refiner swap at
-    round(steps * switch), dpmpp_2m_sde (midpoint) with the seed's stream continued as its noise."""
+    round(performance steps * switch) (Fooocus' apply_overrides: not the forced or the Upscale
+    step count), dpmpp_2m_sde (midpoint) with the seed's stream continued as its noise."""
     _, _, h, w = start_latent.shape
     H, W = h * 8, w * 8
     rows = [C.POSITIVE, C.NEGATIVE]
     base, refiner, _ = stages(models, ref["context"][rows], ref["pooled"][rows], H, W, s)
     total = int(steps / denoise)
     sigmas = karras(total, ref["sig"])[-(steps + 1):]
-    switch = round(steps * s["refiner_switch"])
+    switch = round(C.I2I_SETTINGS["performance_steps"] * s["refiner_switch"])
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn([1, 4, h, w], generator=gen)
     sde_noise = torch.randn([steps - 1, 1, 4, h, w], generator=gen)
@@ -288,9 +289,10 @@ def diffuse(models, ref, start_latent, steps, denoise, seed, s, record_name, t):
 
 def vary_run(models, ref, out, t):
     cfg = C.VARY
-    s = dict(C.FOOOCUS)
+    s = dict(C.FOOOCUS, refiner_switch=C.I2I_SETTINGS["refiner_switch"])
     src = test_image(*cfg["input_hw"], cfg["input_seed"])
     write_png(out, "vary_input.png", src)
+    write_png(out, "reduced.png", resample(src, *C.REDUCED_WH))
     resized = vary_resize(src)
     z = vae_encode(models.vae, from_uint8(resized), tiled=False)
     final, info = diffuse(models, ref, z, cfg["steps"], cfg["denoise"], cfg["seed"], s, "vary", t)
@@ -302,7 +304,7 @@ def vary_run(models, ref, out, t):
 
 def upscale_run(models, ref, net, out, t):
     cfg, up = C.UPSCALE, C.RRDB
-    s = dict(C.FOOOCUS)
+    s = dict(C.FOOOCUS, refiner_switch=C.I2I_SETTINGS["refiner_switch"])
     src = test_image(*cfg["input_hw"], cfg["input_seed"])
     write_png(out, "upscale_input.png", src)
     sr = upscale_network(net, src, dict(up, tile=512, overlap=32))
@@ -359,6 +361,7 @@ def generate(models, ref, out, sdxl_dir):
             digests[name] = hashlib.sha256(f.read()).hexdigest()
     save_json(os.path.join(out, "image_to_image.json"), {
         "sdxl_fixtures": os.path.relpath(sdxl_dir, out), "sdxl_sha256": digests,
+        "performance": C.I2I_SETTINGS["performance"], "performance_steps": C.I2I_SETTINGS["performance_steps"],
         "positive": C.PROMPTS[C.POSITIVE], "negative": C.PROMPTS[C.NEGATIVE],
         "upscaler": upscaler, "vary": vary, "upscale": upscale,
         "crop": {"y": C.CROP[0], "x": C.CROP[1], "size": C.CROP[2]},
@@ -373,5 +376,5 @@ def generate(models, ref, out, sdxl_dir):
             "upscaler_tiling": "tiled_scale: tiles at multiples of tile - overlap, cut at the border, feather (k + 1) / F, F = round(overlap * scale), on every edge",
         },
         "keys": "image_to_image.safetensors: rrdb.{input, output, tiled_output} [1,3,H,W] in [0,1]; vary. and upscale.{start_latent (x 0.13025; upscale: tiled encode), sigmas, x_init, final_latent, image_crop ([1,3,S,S] float [0,1] of the decode at crop y, x), png_crop (uint8 SxSx3)}",
-        "pngs": "vary_input, vary_resized (the input brought to the Vary size), upscale_input, upscale_sr (the upscaler's uint8 output), upscale_resized (SR brought to the target; with factor 2 this is also the Fast 2x result)",
+        "pngs": "vary_input, vary_resized (the input brought to the Vary size), reduced (vary_input reduced by Lanczos), upscale_input, upscale_sr (the upscaler's uint8 output), upscale_resized (SR brought to the target; with factor 2 this is also the Fast 2x result)",
     })

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub use fooocus_kernels as kernels;
 pub mod hub;
+pub mod imaging;
 pub mod jobs;
 pub mod nets;
 pub mod nn;

@@ -86,6 +86,7 @@ fn generate_placed(
         styles: &s.styles,
         store: &store,
         control,
+        hub: None,
     };
     let mut models = Models::new(placement);
     let outcome = run(p, &mut models, &ctx, &mut |e| {
@@ -357,6 +358,7 @@ fn a_non_finite_latent_fails_the_run_naming_the_fix() {
         styles: &s.styles,
         store: &store,
         control: &control,
+        hub: None,
     };
     let error = match run(&p, &mut Models::new(Placement::cpu()), &ctx, &mut |_| {}) {
         Ok(_) => panic!("a run with NaN weights succeeded"),

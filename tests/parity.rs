@@ -387,10 +387,11 @@ fn weighted_tokens_follow_the_fooocus_rule() {
     assert!(other < 1e-4, "unweighted token: relative error {other}");
 }
 
-/// Tiled decoding stays close to the one-piece decode. With random tiny weights every tile's
-/// GroupNorm statistics and mid-block attention differ from the whole image's far more than with
-/// trained weights, so the stated tolerance is loose (0.25 of max|image| at the worst pixel, 0.03
-/// on average); placement and blending themselves are checked exactly in `nets::sdxl::tiling`.
+/// Tiled decoding (Fooocus' three tile shapes, averaged) stays close to the one-piece decode.
+/// With random tiny weights every tile's GroupNorm statistics and mid-block attention differ
+/// from the whole image's far more than with trained weights, so the stated tolerance is loose
+/// (0.25 of max|image| at the worst pixel, 0.03 on average); placement and blending themselves
+/// are checked exactly in `nn::tiling`, and against the reference tiling in `tests/image`.
 #[test]
 fn tiled_decode_stays_close_to_untiled() {
     let device = test_device();
@@ -400,7 +401,7 @@ fn tiled_decode_stays_close_to_untiled() {
     let whole = vae.decode(&latent).unwrap();
     let (_, _, h, w) = latent.dims4().unwrap();
     let tile = (h.min(w) * 3 / 4).max(4);
-    let tiled = decode_tiled(&vae, &latent, tile, tile / 2).unwrap();
+    let tiled = decode_tiled(&vae, &latent, tile).unwrap();
     let err = rel_err(&tiled, &whole);
     let mean = (tiled - &whole)
         .unwrap()
@@ -411,14 +412,12 @@ fn tiled_decode_stays_close_to_untiled() {
         .to_scalar::<f32>()
         .unwrap()
         / common::max_abs(&whole);
-    println!(
-        "tiled decode ({tile}-cell tiles, overlap {}): max error {err:.3e}, mean {mean:.3e}",
-        tile / 2
-    );
+    println!("tiled decode ({tile}-cell tiles): max error {err:.3e}, mean {mean:.3e}");
     assert!(err < 0.25, "tiled decode differs by {err} at worst");
     assert!(mean < 0.03, "tiled decode differs by {mean} on average");
-    let one_tile = decode_tiled(&vae, &latent, h.max(w), 2).unwrap();
-    assert_eq!(rel_err(&one_tile, &whole), 0.0);
+    // Tiles that cover the latent in every shape: the whole decode, up to the blend's rounding.
+    let one_tile = decode_tiled(&vae, &latent, 2 * h.max(w)).unwrap();
+    assert!(rel_err(&one_tile, &whole) < 1e-6);
 }
 
 /// The residual hook adds where it says: the first input block is the UNet's input convolution,

@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use base64::Engine;
 use clap::Args;
 use fooocus::cli::ComputeArgs;
 use fooocus::config::{Config, LoraChoice};
+use fooocus::hub::HubClient;
 use fooocus::pipeline::models::Models;
 use fooocus::pipeline::plan::plan;
 use fooocus::pipeline::request::GenerateRequest;
@@ -80,6 +82,19 @@ pub struct GenerateArgs {
     /// Where to save (default: the config's output folder).
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// An input image (PNG, JPEG or WebP) to vary or upscale.
+    #[arg(long, requires = "method")]
+    input_image: Option<PathBuf>,
+    /// Vary the input image: subtle (denoise 0.5) or strong (0.85).
+    #[arg(long, value_parser = ["subtle", "strong"], group = "method", requires = "input_image")]
+    vary: Option<String>,
+    /// Upscale the input image: 1.5, 2 (both re-sampled at denoise 0.382) or fast (2× without
+    /// sampling).
+    #[arg(long, value_parser = ["1.5", "2", "fast"], group = "method", requires = "input_image")]
+    upscale: Option<String>,
+    /// Never download a missing model (the upscaler is fetched on first use otherwise).
+    #[arg(long)]
+    no_download: bool,
     #[command(flatten)]
     compute: ComputeArgs,
 }
@@ -100,8 +115,21 @@ fn parse_lora(text: &str) -> Result<LoraChoice, String> {
 }
 
 impl GenerateArgs {
-    fn request(&self) -> GenerateRequest {
-        GenerateRequest {
+    fn request(&self) -> Result<GenerateRequest, String> {
+        let input_image = match &self.input_image {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
+                    .map_err(|e| format!("--input-image {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let uov_method = match (&self.vary, &self.upscale) {
+            (Some(v), _) => Some(format!("vary {v}")),
+            (None, Some(u)) => Some(format!("upscale {u}")),
+            (None, None) => None,
+        };
+        Ok(GenerateRequest {
             prompt: self.prompt.clone(),
             negative_prompt: self.negative.clone(),
             styles: if self.no_styles {
@@ -130,8 +158,10 @@ impl GenerateArgs {
             steps: self.steps,
             output_format: self.format.clone(),
             save_metadata: self.no_metadata.then_some(false),
+            input_image,
+            uov_method,
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -156,7 +186,8 @@ pub fn run(args: GenerateArgs, mut config: Config) -> ExitCode {
 fn generate(args: &GenerateArgs, config: &Config) -> Result<Vec<PathBuf>, String> {
     let preset = config.preset(&args.preset).map_err(|e| e.to_string())?;
     let styles = StyleLibrary::load(&config.paths.styles).map_err(|e| e.to_string())?;
-    let plan = plan(&args.request(), preset, config, &styles).map_err(|e| e.to_string())?;
+    let plan = plan(&args.request()?, preset, config, &styles).map_err(|e| e.to_string())?;
+    let hub = (!args.no_download).then(|| HubClient::from_env(None));
     let store = OutputStore::new(&config.paths.outputs);
     let control = RunControl::default();
     let ctx = RunContext {
@@ -164,6 +195,7 @@ fn generate(args: &GenerateArgs, config: &Config) -> Result<Vec<PathBuf>, String
         styles: &styles,
         store: &store,
         control: &control,
+        hub: hub.as_ref(),
     };
     let images = plan.seeds.len();
     let bar = ProgressBar::new((plan.steps * images) as u64);

@@ -43,6 +43,8 @@ pub struct Paths {
     pub styles: PathBuf,
     pub wildcards: PathBuf,
     pub outputs: PathBuf,
+    /// The upscaler's folder (Fooocus' `models/upscale_models`).
+    pub upscale_models: PathBuf,
 }
 
 impl Default for Paths {
@@ -54,6 +56,7 @@ impl Default for Paths {
             styles: PathBuf::from("styles"),
             wildcards: PathBuf::from("wildcards"),
             outputs: PathBuf::from("outputs"),
+            upscale_models: PathBuf::from("models/upscale_models"),
         }
     }
 }

@@ -21,6 +21,8 @@ pub enum Folder {
     Loras,
     /// The CLIP tokenizer's path in the config.
     Tokenizer,
+    /// The upscaler's folder (fetched on first use, not at start).
+    UpscaleModels,
 }
 
 /// One downloadable file.
@@ -97,7 +99,26 @@ pub fn builtin_catalog() -> Vec<CatalogEntry> {
             "tokenizer.json",
             Folder::Tokenizer,
         ),
+        upscaler_entry(),
     ]
+}
+
+/// The file name of Fooocus' upscaler (ESRGAN 4×, a PyTorch state dict).
+pub const UPSCALER_FILE: &str = "fooocus_upscaler_s409985e5.bin";
+
+/// Fooocus' upscaler, with its published size and sha256 (the hub's LFS pointer at commit
+/// b3da241 of lllyasviel/misc). Its licence is not stated on the repository page: it is
+/// downloaded on first use, never shipped.
+pub fn upscaler_entry() -> CatalogEntry {
+    CatalogEntry {
+        name: UPSCALER_FILE.into(),
+        repo: "lllyasviel/misc".into(),
+        revision: main_revision(),
+        file: UPSCALER_FILE.into(),
+        folder: Folder::UpscaleModels,
+        size: Some(33_636_613),
+        sha256: Some("b2a66d21d2e44d2b59c53414419279763a423a61f05bc43d7c24e0489aeca5a3".into()),
+    }
 }
 
 /// A file a preset needs and where it belongs.

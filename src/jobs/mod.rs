@@ -24,6 +24,7 @@ pub use events::{Event, JobId, JobImage, PreviewFrame, Progress};
 pub use table::{JobState, JobStatus};
 
 use crate::config::Config;
+use crate::hub::HubClient;
 use crate::pipeline::plan::Plan;
 use crate::pipeline::run::RunControl;
 use crate::pipeline::styles::StyleLibrary;
@@ -53,6 +54,8 @@ pub struct WorkerSetup {
     pub placement: Placement,
     /// Jobs that may wait in the queue (besides the running one).
     pub capacity: usize,
+    /// Fetches models a job needs on first use (the upscaler); `None`: downloads are off.
+    pub hub: Option<HubClient>,
 }
 
 /// State shared by the handle and the thread.

@@ -44,6 +44,7 @@ pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup) {
             styles: &setup.styles,
             store: &setup.store,
             control: &control,
+            hub: setup.hub.as_ref(),
         };
         let mut on_event = |event: RunEvent<'_>| on_run_event(&shared, job.id, event);
         let result = catch_unwind(AssertUnwindSafe(|| {

@@ -1,11 +1,11 @@
 //! A plan's image metadata (what the store embeds in every image) and the way back: the request
 //! that reproduces a saved image.
 
-use super::plan::Plan;
+use super::plan::{Plan, Task};
 use super::request::GenerateRequest;
 use super::styles::Workloads;
 use crate::config::LoraChoice;
-use crate::store::{short_hash, ImageMetadata, LoraEntry};
+use crate::store::{short_hash, ImageMetadata, InputImageRecord, LoraEntry};
 
 /// What one image's prompts became: the texts after wildcards and arrays, and the workloads
 /// encoded from them.
@@ -58,12 +58,21 @@ pub fn metadata(plan: &Plan, seed: u64, used: &PromptsUsed<'_>) -> ImageMetadata
             .collect(),
         vae: None,
         output_format: plan.output_format,
+        input_image: match &plan.task {
+            Task::TextToImage => None,
+            Task::Uov { method, input, .. } => Some(InputImageRecord {
+                method: method.label().to_string(),
+                denoise: method.denoise(),
+                sha256: input.sha256.clone(),
+            }),
+        },
         ..ImageMetadata::default()
     }
 }
 
 /// The request that makes the image `meta` describes again (one image, its seed). LoRAs that a
-/// performance mode adds are left to the mode.
+/// performance mode adds are left to the mode; an input image is named by its sha256 (the store
+/// keeps every input under that name).
 pub fn request_from_metadata(meta: &ImageMetadata) -> GenerateRequest {
     let forced = meta
         .performance
@@ -105,5 +114,10 @@ pub fn request_from_metadata(meta: &ImageMetadata) -> GenerateRequest {
         adaptive_cfg: Some(meta.adaptive_cfg),
         output_format: Some(meta.output_format.extension().to_string()),
         save_metadata: Some(true),
+        input_image: meta
+            .input_image
+            .as_ref()
+            .map(|i| format!("sha256:{}", i.sha256)),
+        uov_method: meta.input_image.as_ref().map(|i| i.method.clone()),
     }
 }

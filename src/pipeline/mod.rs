@@ -8,6 +8,7 @@ pub mod denoiser;
 pub mod encode;
 mod error;
 pub mod guidance;
+pub mod image;
 pub mod meta;
 pub mod models;
 pub mod plan;

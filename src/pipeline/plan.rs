@@ -6,13 +6,15 @@ use std::path::PathBuf;
 
 use crate::config::{Config, LoraChoice, ModelKind, Preset};
 use crate::pipeline::guidance::Guidance;
+use crate::pipeline::image::uov::output_size;
+use crate::pipeline::image::{read_input, InputImage, UovMethod};
 use crate::pipeline::request::{
     parse_aspect_ratio, FastMode, GenerateRequest, Performance, ASPECT_RATIOS,
 };
 use crate::pipeline::styles::StyleLibrary;
 use crate::pipeline::wildcards::Wildcards;
 use crate::sampling::{Sampler, Scheduler};
-use crate::store::OutputFormat;
+use crate::store::{OutputFormat, OutputStore};
 use crate::weights::checkpoint::{Architecture, Checkpoint};
 
 /// Seeds run from 0 to 2⁶³ − 1, as in Fooocus.
@@ -76,11 +78,30 @@ pub struct RefinerPlan {
 
 /// What a run makes of its images. Each input-image feature (vary, upscale, inpaint) adds a
 /// task here and its step in `run`, rather than a branch through the whole pipeline.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum Task {
     /// From noise, with the prompt alone.
     #[default]
     TextToImage,
+    /// "Upscale or Variation" of an input image. `samples` is false where the result needs no
+    /// diffusion (Fast 2×, or an upscale past the 2800 shape ceil); `upscaler` is where the
+    /// upscaler file is (or will be downloaded to) for the upscale methods.
+    Uov {
+        method: UovMethod,
+        input: InputImage,
+        samples: bool,
+        upscaler: Option<PathBuf>,
+    },
+}
+
+impl Task {
+    /// The denoising strength of its sampling (1 from noise).
+    pub fn denoise(&self) -> f64 {
+        match self {
+            Task::TextToImage => 1.0,
+            Task::Uov { method, .. } => method.denoise(),
+        }
+    }
 }
 
 /// Everything a run needs, validated.
@@ -139,8 +160,29 @@ pub fn plan(
         .check(&style_names)
         .map_err(|e| bad("styles", e.to_string()))?;
 
-    let (width, height) = size(r, preset)?;
-    let seeds = seeds(r, preset)?;
+    let task = task(r, config)?;
+    let ((width, height), uov_steps) = match &task {
+        Task::TextToImage => (size(r, preset)?, None),
+        Task::Uov {
+            method,
+            input,
+            samples,
+            ..
+        } => {
+            let ((h, w), _) = output_size(*method, input.pixels.height(), input.pixels.width());
+            let steps = if *samples {
+                method.steps(performance)
+            } else {
+                0
+            };
+            ((w, h), Some(steps))
+        }
+    };
+    let mut seeds = seeds(r, preset)?;
+    if matches!(task, Task::Uov { samples: false, .. }) {
+        // A result without diffusion is one image, whatever the count asked for.
+        seeds.truncate(1);
+    }
     let negative_prompt = prompts(r, preset, config)?;
 
     let base_name = r
@@ -153,7 +195,11 @@ pub fn plan(
     let base_model = checkpoint("base_model", &base_name, base_path, Architecture::SdxlBase)?;
 
     let perf_steps = performance.steps();
-    let steps = steps(r, perf_steps)?;
+    let steps = match uov_steps {
+        Some(0) => 0,
+        Some(s) => steps(r, s)?,
+        None => steps(r, perf_steps)?,
+    };
     let fast = performance.fast();
     let refiner = match fast {
         Some(_) => None,
@@ -179,7 +225,7 @@ pub fn plan(
         .map_err(|e: String| bad("output_format", e))?;
 
     Ok(Plan {
-        task: Task::TextToImage,
+        task,
         prompt: r.prompt.clone(),
         negative_prompt,
         styles: style_names,
@@ -198,6 +244,46 @@ pub fn plan(
         clip_skip,
         output_format,
         save_metadata: r.save_metadata.unwrap_or(preset.save_metadata),
+    })
+}
+
+/// The task: text to image, or "Upscale or Variation" of the input image (read and decoded
+/// here, so that a bad image is refused before anything is queued).
+fn task(r: &GenerateRequest, config: &Config) -> Result<Task, RequestError> {
+    let method = r
+        .uov_method
+        .as_deref()
+        .filter(|m| !m.trim().is_empty() && !m.trim().eq_ignore_ascii_case("disabled"));
+    let input = r.input_image.as_deref();
+    let (method, input) = match (method, input) {
+        (None, None) => return Ok(Task::TextToImage),
+        (None, Some(_)) => {
+            return Err(bad(
+                "uov_method",
+                "an input image needs a method: Vary (Subtle), Vary (Strong), Upscale (1.5x), \
+                 Upscale (2x) or Upscale (Fast 2x)",
+            ))
+        }
+        (Some(_), None) => {
+            return Err(bad(
+                "input_image",
+                "the method needs an input image: base64, a data URL or the address of one of \
+                 our saved images",
+            ))
+        }
+        (Some(m), Some(i)) => (m, i),
+    };
+    let method: UovMethod = method.parse().map_err(|e: String| bad("uov_method", e))?;
+    let store = OutputStore::new(&config.paths.outputs);
+    let input = read_input(input, &store).map_err(|e| bad("input_image", e))?;
+    let (_, samples) = output_size(method, input.pixels.height(), input.pixels.width());
+    let upscaler =
+        (!method.is_vary()).then(|| config.paths.upscale_models.join(crate::hub::UPSCALER_FILE));
+    Ok(Task::Uov {
+        method,
+        input,
+        samples,
+        upscaler,
     })
 }
 

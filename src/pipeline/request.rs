@@ -43,6 +43,12 @@ pub struct GenerateRequest {
     pub adaptive_cfg: Option<f64>,
     pub output_format: Option<String>,
     pub save_metadata: Option<bool>,
+    /// The input image of "Upscale or Variation": base64 bytes, a `data:` URL, the address of
+    /// one of our saved images (`/outputs/…`), or `sha256:<hex>` of a kept or saved image.
+    pub input_image: Option<String>,
+    /// `Vary (Subtle)`, `Vary (Strong)`, `Upscale (1.5x)`, `Upscale (2x)`, `Upscale (Fast 2x)`
+    /// (or `subtle`, `strong`, `1.5`, `2`, `fast`); `Disabled` or absent: text to image.
+    pub uov_method: Option<String>,
 }
 
 /// Fooocus' performance modes.

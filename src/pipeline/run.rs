@@ -12,13 +12,16 @@ use image::RgbImage;
 use super::conditioning::{base_stage, refiner_stage, PairedText};
 use super::denoiser::FooocusDenoiser;
 use super::error::PipelineError;
+use super::image::uov::{self, Prepared};
 use super::meta::{metadata, PromptsUsed};
 use super::models::{Loaded, Models};
-use super::plan::Plan;
+use super::plan::{Plan, Task};
 use super::styles::{PromptLines, StyleLibrary, Workloads};
 use super::wildcards::{apply_arrays, Wildcards};
 use crate::config::Config;
+use crate::hub::HubClient;
 use crate::nets::sdxl::text::TextEncoders;
+use crate::nets::sdxl::tiling::decode_tiled;
 use crate::nets::sdxl::vae::{Vae, VAE_FACTOR};
 use crate::sampling::{
     calculate_sigmas, DiscreteSchedule, SampleOutcome, SamplerOptions, SeededNoise, StepControl,
@@ -128,6 +131,8 @@ pub struct RunContext<'a> {
     pub styles: &'a StyleLibrary,
     pub store: &'a OutputStore,
     pub control: &'a RunControl,
+    /// Fetches a missing upscaler on first use; `None`: downloads are off.
+    pub hub: Option<&'a HubClient>,
 }
 
 /// Runs `plan`, saving each image as it finishes.
@@ -137,14 +142,37 @@ pub fn run(
     ctx: &RunContext<'_>,
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<RunOutcome, PipelineError> {
+    if let Task::Uov { samples: false, .. } = plan.task {
+        return direct_result(plan, models, ctx, on_event);
+    }
     models.prepare(plan, ctx.config, &mut |s| on_event(RunEvent::Stage(s)))?;
+    let start = start_latent_of_input(plan, models, ctx, on_event)?;
+    sample_from(plan, models, start.as_ref(), ctx, on_event)
+}
+
+/// Runs `plan` from `start` (its encoded input; `None`: from noise) with the models prepared,
+/// saving each image as it finishes.
+pub fn sample_from(
+    plan: &Plan,
+    models: &mut Models,
+    start: Option<&Start>,
+    ctx: &RunContext<'_>,
+    on_event: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<RunOutcome, PipelineError> {
     let device = models.device().clone();
     let mut loaded = models.loaded()?;
     let table = DiscreteSchedule::sdxl();
-    let sigmas = calculate_sigmas(&table, plan.scheduler, plan.steps, 1.0, plan.sampler)?;
+    let sigmas = calculate_sigmas(
+        &table,
+        plan.scheduler,
+        plan.steps,
+        plan.task.denoise(),
+        plan.sampler,
+    )?;
     let schedule = Schedule {
         table: &table,
         sigmas: &sigmas,
+        start,
     };
     let mut wildcards = Wildcards::new(&ctx.config.paths.wildcards);
     let mut outcome = RunOutcome::default();
@@ -177,11 +205,151 @@ pub fn run(
     Ok(outcome)
 }
 
-/// The sampling schedule every image of a run shares.
+/// The sampling schedule every image of a run shares, and the encoded input it starts from.
 #[derive(Clone, Copy)]
 struct Schedule<'a> {
     table: &'a DiscreteSchedule,
     sigmas: &'a [f32],
+    start: Option<&'a Start>,
+}
+
+/// What an image-to-image run starts from: the encoded input (model space, `[1, 4, h, w]`),
+/// and whether its VAE passes are tiled (Upscale) or whole (Vary, as Fooocus).
+pub struct Start {
+    pub latent: Tensor,
+    pub tiled: bool,
+}
+
+/// Fooocus' VAE tile for a decode, in latent cells (three shapes around it).
+const DECODE_TILE: usize = 64;
+
+/// The encoded input of an "Upscale or Variation" run: the input brought to its size (through
+/// the upscaler for Upscale), kept in the store, and VAE-encoded once for every image.
+fn start_latent_of_input(
+    plan: &Plan,
+    models: &mut Models,
+    ctx: &RunContext<'_>,
+    on_event: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<Option<Start>, PipelineError> {
+    let Task::Uov { method, input, .. } = &plan.task else {
+        return Ok(None);
+    };
+    let pixels = match prepared_input(plan, models, ctx, on_event)? {
+        Prepared::Sample(pixels) => pixels,
+        Prepared::Direct(_) => {
+            return Err(PipelineError::Other(
+                "the input needs no sampling, yet the plan samples it".into(),
+            ))
+        }
+    };
+    ctx.store
+        .keep_input(&input.sha256, &input.bytes, input.extension())?;
+    on_event(RunEvent::Stage("VAE encoding the input image".into()));
+    let device = models.device().clone();
+    let vae = models.loaded()?.vae;
+    let tiled = !method.is_vary();
+    let latent = uov::encode(&vae, &pixels, tiled, &device)?;
+    Ok(Some(Start { latent, tiled }))
+}
+
+/// The input of an "Upscale or Variation" plan brought to what its method needs.
+fn prepared_input(
+    plan: &Plan,
+    models: &mut Models,
+    ctx: &RunContext<'_>,
+    on_event: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<Prepared, PipelineError> {
+    let Task::Uov {
+        method,
+        input,
+        upscaler,
+        ..
+    } = &plan.task
+    else {
+        return Err(PipelineError::Other("the plan has no input image".into()));
+    };
+    let device = models.device().clone();
+    let network = match upscaler {
+        Some(path) => {
+            let mut stage = |s: String| on_event(RunEvent::Stage(s));
+            Some(models.upscaler(path, ctx.hub, &mut stage)?)
+        }
+        None => None,
+    };
+    on_event(RunEvent::Stage(format!(
+        "{} of the input image",
+        method.label()
+    )));
+    Ok(uov::prepare(*method, &input.pixels, network, &device)?)
+}
+
+/// A result that needs no sampling (Upscale (Fast 2x), or an upscale too large to sample):
+/// the upscaled input, saved with its metadata as the run's one image.
+fn direct_result(
+    plan: &Plan,
+    models: &mut Models,
+    ctx: &RunContext<'_>,
+    on_event: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<RunOutcome, PipelineError> {
+    let seed = plan.seeds.first().copied().unwrap_or(0);
+    on_event(RunEvent::ImageStarted {
+        index: 0,
+        images: 1,
+    });
+    let image = match prepared_input(plan, models, ctx, on_event)? {
+        Prepared::Direct(image) => image,
+        Prepared::Sample(_) => {
+            return Err(PipelineError::Other(
+                "the input needs sampling, yet the plan does not sample it".into(),
+            ))
+        }
+    };
+    if let Task::Uov { input, .. } = &plan.task {
+        ctx.store
+            .keep_input(&input.sha256, &input.bytes, input.extension())?;
+    }
+    let workloads = Workloads {
+        positive: Vec::new(),
+        negative: Vec::new(),
+        k_pos: 0,
+    };
+    let used = PromptsUsed {
+        prompt: &plan.prompt,
+        negative: &plan.negative_prompt,
+        workloads: &workloads,
+    };
+    let saved = save(plan, seed, &image, &used, ctx.store)?;
+    on_event(RunEvent::Saved {
+        index: 0,
+        seed,
+        image: &saved,
+    });
+    Ok(RunOutcome {
+        images: vec![ImageResult {
+            index: 0,
+            seed,
+            saved,
+            evaluations: Evaluations::default(),
+        }],
+        ..RunOutcome::default()
+    })
+}
+
+/// Saves `image` of `plan` (seed `seed`) with its metadata.
+fn save(
+    plan: &Plan,
+    seed: u64,
+    image: &RgbImage,
+    used: &PromptsUsed<'_>,
+    store: &OutputStore,
+) -> Result<SavedImage, PipelineError> {
+    let meta = metadata(plan, seed, used);
+    let options = EncodeOptions {
+        format: plan.output_format,
+        embed_metadata: plan.save_metadata,
+        ..Default::default()
+    };
+    Ok(store.save(image, &meta, &options)?)
 }
 
 /// How one image ended.
@@ -262,7 +430,8 @@ impl ImageJob<'_> {
             "Saving image {}/{images}",
             index + 1
         )));
-        let saved = self.decode_and_save(&latent, &loaded.vae, &prompts, ctx.store)?;
+        let tiled = schedule.start.is_some_and(|s| s.tiled);
+        let saved = self.decode_and_save(&latent, &loaded.vae, tiled, &prompts, ctx.store)?;
         on_event(RunEvent::Saved {
             index,
             seed,
@@ -358,6 +527,10 @@ impl ImageJob<'_> {
             sigmas.first().copied().unwrap_or(0.0),
             schedule.table,
         )?;
+        let x = match schedule.start {
+            Some(start) => (start.latent.to_dtype(x.dtype())? + x)?,
+            None => x,
+        };
         let (steps, images) = (sigmas.len().saturating_sub(1), plan.seeds.len());
         let mut callback = |state: &crate::sampling::StepState<'_>| {
             on_event(RunEvent::Step {
@@ -387,15 +560,21 @@ impl ImageJob<'_> {
         })
     }
 
-    /// Decodes `latent` with the base VAE and saves it with the image's metadata.
+    /// Decodes `latent` with the base VAE (in tiles or whole) and saves it with the image's
+    /// metadata.
     fn decode_and_save(
         &self,
         latent: &Tensor,
         vae: &Vae,
+        tiled: bool,
         prompts: &Prompts,
         store: &OutputStore,
     ) -> Result<SavedImage, PipelineError> {
-        let decoded = vae.decode(latent)?;
+        let decoded = if tiled {
+            decode_tiled(vae, latent, DECODE_TILE)?
+        } else {
+            vae.decode(latent)?
+        };
         check_finite(&decoded, "decoded image", DType::F32)?;
         let image = to_rgb(&decoded)?;
         let used = PromptsUsed {
@@ -403,13 +582,7 @@ impl ImageJob<'_> {
             negative: &prompts.negative,
             workloads: &prompts.workloads,
         };
-        let meta = metadata(self.plan, self.seed, &used);
-        let options = EncodeOptions {
-            format: self.plan.output_format,
-            embed_metadata: self.plan.save_metadata,
-            ..Default::default()
-        };
-        Ok(store.save(&image, &meta, &options)?)
+        save(self.plan, self.seed, &image, &used, store)
     }
 }
 

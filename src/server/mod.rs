@@ -228,9 +228,9 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         Some(client) => client.endpoint().to_string(),
         None => HubClient::from_env(None).endpoint().to_string(),
     };
-    if let Some(client) = options.hub {
+    if let Some(client) = &options.hub {
         if !needed.is_empty() {
-            background::spawn(needed, client, downloads.clone());
+            background::spawn(needed, client.clone(), downloads.clone());
         }
     }
     let store = Arc::new(OutputStore::new(config.paths.outputs.clone()));
@@ -241,6 +241,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
             store: store.clone(),
             placement: options.placement.clone(),
             capacity: options.queue_capacity,
+            hub: options.hub,
         })
         .map_err(StartError::Worker)?,
     );

@@ -76,6 +76,18 @@ pub struct LoraEntry {
     pub weight: f64,
 }
 
+/// What an image-to-image run started from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputImageRecord {
+    /// Fooocus' name of the method (`Vary (Subtle)`, `Upscale (2x)`, …).
+    pub method: String,
+    /// The denoising strength (0 for a result returned without diffusion).
+    pub denoise: f64,
+    /// SHA-256 of the input file's bytes (64 lowercase hex digits); the store keeps the file
+    /// under `inputs/<sha256>.<ext>`.
+    pub sha256: String,
+}
+
 /// Everything needed to reproduce one saved image. The pipeline fills it; the store embeds it,
 /// logs it and reads it back.
 ///
@@ -150,6 +162,10 @@ pub struct ImageMetadata {
     pub encoded_prompt: Vec<String>,
     /// The negative texts as encoded (Fooocus' "Full Negative Prompt").
     pub encoded_negative_prompt: Vec<String>,
+    /// The input image of an image-to-image run ("Upscale or Variation"); `None` for text to
+    /// image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_image: Option<InputImageRecord>,
     /// Free-form extra fields (older versions kept the expanded prompts here); not written to
     /// the A1111 text.
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
@@ -190,6 +206,7 @@ impl Default for ImageMetadata {
             expanded_negative_prompt: String::new(),
             encoded_prompt: Vec::new(),
             encoded_negative_prompt: Vec::new(),
+            input_image: None,
             extra: serde_json::Map::new(),
         }
     }

@@ -37,7 +37,9 @@ pub use encode::{encode_image, EncodeOptions};
 pub use error::{Result, StoreError};
 pub use hash::{file_sha256, short_hash};
 pub use history::{HistoryDay, HistoryImage};
-pub use metadata::{version_string, ImageMetadata, LoraEntry, OutputFormat, JSON_KEYWORD};
+pub use metadata::{
+    version_string, ImageMetadata, InputImageRecord, LoraEntry, OutputFormat, JSON_KEYWORD,
+};
 pub use read::{embedded_text_from_bytes, read_embedded_text, read_metadata, EmbeddedText};
 pub use save::{save_image_file, OutputStore, SavedImage};
 

@@ -11,6 +11,7 @@ use rand::Rng;
 use super::atomic::write_atomic;
 use super::encode::{encode_image, EncodeOptions};
 use super::error::{Result, StoreError};
+use super::hash::file_sha256;
 use super::history::{list_day, list_days_before, list_history, HistoryDay, HistoryImage};
 use super::log_html::{log_image, LogEntry};
 use super::metadata::ImageMetadata;
@@ -177,7 +178,44 @@ impl OutputStore {
     pub fn resolve(&self, relative: &str) -> Result<PathBuf> {
         resolve_output_path(&self.root, relative)
     }
+
+    /// Keeps `bytes`, an input image a run was given, as `<root>/inputs/<sha256>.<extension>`
+    /// (atomically, once per content), so that a request rebuilt from an output's metadata can
+    /// find its input again by hash.
+    pub fn keep_input(&self, sha256: &str, bytes: &[u8], extension: &str) -> Result<PathBuf> {
+        let dir = self.root.join(INPUTS_FOLDER);
+        let path = dir.join(format!("{sha256}.{extension}"));
+        if !path.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io("create folder", &dir, e))?;
+            write_atomic(&path, bytes)?;
+        }
+        Ok(path)
+    }
+
+    /// The kept input or saved output whose file has this sha256 (64 lowercase hex digits):
+    /// `inputs/` first, then every day's images, newest day first.
+    pub fn find_by_sha256(&self, sha256: &str) -> Result<Option<PathBuf>> {
+        let inputs = self.root.join(INPUTS_FOLDER);
+        for extension in ["png", "jpg", "jpeg", "webp"] {
+            let path = inputs.join(format!("{sha256}.{extension}"));
+            if path.is_file() {
+                return Ok(Some(path));
+            }
+        }
+        for day in self.history()? {
+            for image in &day.images {
+                let path = self.root.join(&image.path);
+                if file_sha256(&path)? == sha256 {
+                    return Ok(Some(path));
+                }
+            }
+        }
+        Ok(None)
+    }
 }
+
+/// The folder, under the output root, keeping the input images runs were given.
+pub const INPUTS_FOLDER: &str = "inputs";
 
 #[cfg(test)]
 mod tests {

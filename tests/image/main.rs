@@ -5,6 +5,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod resize;
+mod runs;
 mod upscaler;
 
 use std::path::PathBuf;

@@ -5,10 +5,12 @@
 //! cache.
 //!
 //! * [`cache`]: built networks keyed by file, LoRAs and role, under the `--vram` residency;
-//! * [`unets`]: a UNet the cache builds on demand, which the denoiser takes at each call.
+//! * [`unets`]: a UNet the cache builds on demand, which the denoiser takes at each call;
+//! * [`upscaler`]: the upscaler network, fetched and loaded on first use.
 
 pub mod cache;
 pub mod unets;
+pub mod upscaler;
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -20,11 +22,14 @@ use candle_core::Device;
 use super::encode::EncodeCache;
 use super::plan::Plan;
 use crate::config::Config;
+use crate::hub::HubClient;
+use crate::nets::esrgan::Rrdb;
 use crate::nets::sdxl::clip::ClipTextModel;
 use crate::nets::sdxl::file::{SdxlFile, SdxlWithLoras};
 use crate::nets::sdxl::shapes::HeadDims;
 use crate::nets::sdxl::tokenizer::ClipTokenizer;
 use crate::nets::sdxl::vae::Vae;
+use crate::pipeline::PipelineError;
 use crate::runtime::Placement;
 use crate::weights::backend::LoadMode;
 use crate::weights::checkpoint::Architecture;
@@ -32,6 +37,7 @@ use crate::weights::lora::LoraFile;
 use crate::weights::ModelError;
 use cache::{NetCache, NetKey, Residency, Role};
 use unets::CachedUnet;
+use upscaler::UpscalerSlot;
 
 /// Which file with which LoRAs (strengths as bit patterns, so keys compare exactly).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +129,7 @@ pub struct Models {
     nets: RefCell<NetCache>,
     /// Prompt encodings for the loaded base.
     pub cache: EncodeCache,
+    upscaler: UpscalerSlot,
 }
 
 impl Models {
@@ -139,11 +146,23 @@ impl Models {
             refiner: None,
             nets: RefCell::new(NetCache::new(residency)),
             cache: EncodeCache::default(),
+            upscaler: UpscalerSlot::default(),
         }
     }
 
     pub fn device(&self) -> &Device {
         &self.placement.device
+    }
+
+    /// The upscaler at `path`, fetched by `hub` and loaded on first use.
+    pub fn upscaler(
+        &mut self,
+        path: &Path,
+        hub: Option<&HubClient>,
+        on_stage: &mut dyn FnMut(String),
+    ) -> Result<&Rrdb, PipelineError> {
+        self.upscaler
+            .get(path, &self.placement.device, hub, on_stage)
     }
 
     /// How many times each UNet of the loaded models was built: `[base, refiner]`.
