@@ -16,7 +16,7 @@ use crate::pipeline::styles::StyleLibrary;
 use crate::runtime::describe;
 use crate::server::Limits;
 use crate::server::{
-    start, Accounts, Credentials, ServerOptions, DEFAULT_BODY_LIMIT, DEFAULT_PORT, DEFAULT_QUEUE,
+    start, Accounts, Credentials, ServerOptions, DEFAULT_BODY_LIMIT, DEFAULT_IMAGE_BODY_LIMIT, DEFAULT_PORT, DEFAULT_QUEUE,
 };
 
 /// Flags of the server (the default command).
@@ -175,6 +175,7 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
         placement,
         queue_capacity: args.queue_size,
         body_limit: DEFAULT_BODY_LIMIT,
+        image_body_limit: DEFAULT_IMAGE_BODY_LIMIT,
         hub: (!args.no_download).then(|| HubClient::from_env(args.hf_mirror.as_deref())),
         allowed_hosts: args.allowed_host.clone(),
         limits: Limits::default(),

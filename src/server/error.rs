@@ -95,11 +95,19 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// Largest error body [`json_errors`] reads back to wrap it.
 const MAX_WRAPPED_ERROR: usize = 16 * 1024;
 
+/// The request body limits, named in the 413 message.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub body: usize,
+    /// `/api/generate`'s, which may carry an input image.
+    pub generate: usize,
+}
+
 /// Middleware: an error answer that is not JSON already (axum's plain-text rejections, an empty
-/// 404 or 405) becomes the documented `{"error": ...}` body, keeping its status and headers.
-/// `body_limit` is the request body limit, named in the 413 message.
+/// 404 or 405) becomes the documented `{"error": ...}` body, keeping its status and headers;
+/// `limits` are named in the 413 message.
 pub async fn json_errors(
-    State(body_limit): State<usize>,
+    State(limits): State<BodyLimits>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -125,6 +133,11 @@ pub async fn json_errors(
         .get(header::ALLOW)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let body_limit = if uri.path() == "/api/generate" {
+        limits.generate
+    } else {
+        limits.body
+    };
     let message = explain(status, &method, &uri, body_limit, allowed.as_deref(), text);
     let body = serde_json::to_vec(&ErrorBody {
         error: message,

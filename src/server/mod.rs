@@ -55,6 +55,9 @@ pub use throttle::LoginPolicy;
 pub const DEFAULT_PORT: u16 = 7865;
 /// Largest accepted request body.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Largest accepted `/api/generate` body, which may carry an input image (a 4096² PNG in
+/// base64 is up to about 64 MiB).
+pub const DEFAULT_IMAGE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// Jobs that may wait in the queue by default.
 pub const DEFAULT_QUEUE: usize = 64;
 
@@ -70,7 +73,9 @@ pub struct ServerOptions {
     /// Where the models run and what stays resident.
     pub placement: Placement,
     pub queue_capacity: usize,
+    /// Largest request body, and largest `/api/generate` body (input images).
     pub body_limit: usize,
+    pub image_body_limit: usize,
     /// Where to download what the preset lacks; `None` downloads nothing.
     pub hub: Option<HubClient>,
     /// Host names besides IP addresses, localhost and this machine's name that requests may
@@ -85,6 +90,7 @@ pub struct Guards {
     /// Who may log in; `None`: no authentication.
     pub auth: Option<Accounts>,
     pub body_limit: usize,
+    pub image_body_limit: usize,
     /// Listening beyond loopback (see [`security`]).
     pub lan: bool,
     /// The names requests may reach the server by (see [`hosts`]).
@@ -119,6 +125,7 @@ pub fn router(state: SharedState, guards: Guards) -> Router {
     let Guards {
         auth,
         body_limit,
+        image_body_limit,
         lan,
         hosts,
         limits,
@@ -129,7 +136,10 @@ pub fn router(state: SharedState, guards: Guards) -> Router {
         .route("/app.css", get(files::app_css))
         .route("/favicon.svg", get(files::favicon))
         .route("/favicon.ico", get(files::favicon))
-        .route("/api/generate", post(fooocus::api::generate))
+        .route(
+            "/api/generate",
+            post(fooocus::api::generate).layer(DefaultBodyLimit::max(image_body_limit)),
+        )
         .route("/api/jobs/{id}", get(fooocus::api::job))
         .route("/api/jobs/{id}/stop", post(fooocus::api::stop))
         .route("/api/jobs/{id}/skip", post(fooocus::api::skip))
@@ -164,7 +174,10 @@ pub fn router(state: SharedState, guards: Guards) -> Router {
             limits.request,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            body_limit,
+            error::BodyLimits {
+                body: body_limit,
+                generate: image_body_limit,
+            },
             error::json_errors,
         ));
     headers::with_security_headers(router)
@@ -261,6 +274,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
     let guards = Guards {
         auth: options.auth,
         body_limit: options.body_limit,
+        image_body_limit: options.image_body_limit,
         lan: !addr.ip().is_loopback(),
         hosts: AllowedHosts::new(&options.allowed_hosts),
         limits: options.limits.clone(),

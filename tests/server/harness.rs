@@ -26,6 +26,8 @@ pub struct Spec {
     pub auth: Option<Accounts>,
     pub queue: usize,
     pub body_limit: usize,
+    /// `/api/generate`'s (input images).
+    pub image_body_limit: usize,
     /// Start with empty model folders (nothing installed yet).
     pub no_models: bool,
     /// Where missing models are downloaded from (`None`: nothing is downloaded).
@@ -43,6 +45,7 @@ impl Default for Spec {
             auth: None,
             queue: 32,
             body_limit: 64 * 1024,
+            image_body_limit: 4 * 1024 * 1024,
             no_models: false,
             hub: None,
             allowed_hosts: Vec::new(),
@@ -59,6 +62,17 @@ pub async fn serve(spec: Spec) -> TestServer {
         config.paths.loras = vec![dir.path().join("loras")];
         config.paths.tokenizer = dir.path().join("clip/tokenizer.json");
     }
+    // The fixture upscaler, installed (Fooocus fetches it on first use).
+    config.paths.upscale_models = dir.path().join("upscale_models");
+    std::fs::create_dir_all(&config.paths.upscale_models).unwrap();
+    std::fs::copy(
+        crate::common::image_fixtures().join("upscaler.pth"),
+        config
+            .paths
+            .upscale_models
+            .join(fooocus::hub::UPSCALER_FILE),
+    )
+    .unwrap();
     let styles = StyleLibrary::load(&config.paths.styles).unwrap();
     let preset = Preset {
         base_model: "sdxl_base.safetensors".into(),
@@ -77,6 +91,7 @@ pub async fn serve(spec: Spec) -> TestServer {
         placement: Placement::cpu(),
         queue_capacity: spec.queue,
         body_limit: spec.body_limit,
+        image_body_limit: spec.image_body_limit,
         hub: spec.hub.clone(),
         allowed_hosts: spec.allowed_hosts.clone(),
         limits: spec.limits.clone(),

@@ -11,5 +11,6 @@ mod models;
 mod pages;
 mod queue;
 mod security;
+mod uov;
 
 pub use harness::{serve, Spec, TestServer};

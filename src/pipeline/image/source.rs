@@ -1,6 +1,6 @@
 //! The input image a request names, read into pixels: base64 bytes (plain or a `data:` URL),
 //! one of our saved images by its address (`/outputs/YYYY-MM-DD/<file>`, with or without the
-//! scheme and host), or a kept input or saved output by its file's hash (`sha256:<hex>`, what a
+//! leading slash, scheme and host), or a kept input or saved output by its file's hash (`sha256:<hex>`, what a
 //! request rebuilt from metadata names). Decoded with `imaging::decode` under
 //! [`INPUT_LIMITS`].
 
@@ -104,18 +104,22 @@ pub fn read_input(text: &str, store: &OutputStore) -> Result<InputImage, String>
     InputImage::from_bytes(bytes)
 }
 
-/// The `YYYY-MM-DD/<file>` part of an address of our outputs.
+/// The `YYYY-MM-DD/<file>` part of an address of our outputs: `/outputs/…` or `outputs/…` (as
+/// the API's image `url`), or the same after a scheme and host.
 fn output_address(text: &str) -> Option<&str> {
     let path = match text.split_once("://") {
         Some((_, rest)) => &rest[rest.find('/')?..],
         None => text,
     };
     let path = path.split(['?', '#']).next().unwrap_or(path);
-    path.strip_prefix("/outputs/")
+    let path = path.strip_prefix('/').unwrap_or(path);
+    path.strip_prefix("outputs/")
 }
 
+/// Whether `text` is an address (a URL); base64 may start with `/` (JPEG's does), so a path
+/// alone is an address only under `outputs/`, which [`output_address`] takes first.
 fn looks_like_address(text: &str) -> bool {
-    text.contains("://") || text.starts_with('/')
+    text.contains("://")
 }
 
 fn by_hash(hash: &str, store: &OutputStore) -> Result<Vec<u8>, String> {
@@ -173,8 +177,11 @@ mod tests {
             output_address("http://127.0.0.1:7865/outputs/2026-01-02/a.png?x=1"),
             Some("2026-01-02/a.png")
         );
+        assert_eq!(output_address("outputs/2026-01-02/a.png"), Some("2026-01-02/a.png"));
         assert_eq!(output_address("iVBORw0KGgo"), None);
+        assert_eq!(output_address("/9j/4AAQSkZJRg"), None);
         assert!(looks_like_address("https://example.com/a.png"));
+        assert!(!looks_like_address("/9j/4AAQSkZJRg"));
     }
 
     #[test]
