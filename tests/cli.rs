@@ -180,3 +180,71 @@ fn serving_with_a_bad_auth_file_exits_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("none.json"), "{stderr}");
 }
+
+/// `fooocus generate --input-image FILE --upscale fast`: the input upscaled by the fixture
+/// upscaler and saved, its metadata naming the method and the input's sha256; the same image
+/// twice gives the same bytes; a bad method value exits non-zero naming the choices.
+#[test]
+fn generate_with_an_input_image_upscales_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_tiny_config(dir.path());
+    let input = common::image_fixtures().join("upscale_input.png");
+    let input_arg = input.display().to_string();
+    let args = [
+        "generate",
+        "",
+        "--input-image",
+        input_arg.as_str(),
+        "--upscale",
+        "fast",
+        "--no-download",
+    ];
+    let run = || {
+        let out = fooocus(&config, &args);
+        assert!(
+            out.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let paths: Vec<String> = stdout.lines().map(str::to_string).collect();
+        assert_eq!(paths.len(), 1, "{stdout}");
+        std::path::PathBuf::from(&paths[0])
+    };
+    let first = run();
+    let meta = fooocus::store::read_metadata(&first).unwrap().unwrap();
+    let record = meta.input_image.unwrap();
+    assert_eq!(record.method, "Upscale (Fast 2x)");
+    assert_eq!(
+        record.sha256,
+        fooocus::store::file_sha256(&input).unwrap(),
+        "the metadata names the input file's sha256"
+    );
+    let reference = image::open(common::image_fixtures().join("upscale_resized.png"))
+        .unwrap()
+        .to_rgb8();
+    let ours = image::open(&first).unwrap().to_rgb8();
+    assert_eq!(ours.dimensions(), reference.dimensions());
+    let second = run();
+    assert_eq!(
+        image::open(&second).unwrap().to_rgb8().into_raw(),
+        ours.into_raw()
+    );
+    let out = fooocus(
+        &config,
+        &[
+            "generate",
+            "x",
+            "--input-image",
+            &input_arg,
+            "--vary",
+            "wild",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("subtle") && stderr.contains("strong"),
+        "{stderr}"
+    );
+}

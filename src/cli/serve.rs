@@ -16,7 +16,8 @@ use crate::pipeline::styles::StyleLibrary;
 use crate::runtime::describe;
 use crate::server::Limits;
 use crate::server::{
-    start, Accounts, Credentials, ServerOptions, DEFAULT_BODY_LIMIT, DEFAULT_IMAGE_BODY_LIMIT, DEFAULT_PORT, DEFAULT_QUEUE,
+    start, Accounts, Credentials, ServerOptions, DEFAULT_BODY_LIMIT, DEFAULT_IMAGE_BODY_LIMIT,
+    DEFAULT_PORT, DEFAULT_QUEUE,
 };
 
 /// Flags of the server (the default command).

@@ -122,7 +122,8 @@ pub fn tiny_heads(unet_key: &str) -> HeadDims {
 }
 
 /// A configuration over the tiny fixtures with its writable folders (wildcards, an extra LoRA
-/// folder, outputs) in `dir`: the repository's styles, the fixture tokenizer, the tiny head sizes.
+/// folder, outputs, the upscaler's folder with the fixture upscaler) in `dir`: the repository's
+/// styles, the fixture tokenizer, the tiny head sizes.
 pub fn tiny_config(dir: &std::path::Path) -> fooocus::config::Config {
     use fooocus::config::{Config, HeadDimsConfig};
     let fixtures = fixtures();
@@ -133,6 +134,17 @@ pub fn tiny_config(dir: &std::path::Path) -> fooocus::config::Config {
     config.paths.styles = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("styles");
     config.paths.wildcards = dir.join("wildcards");
     config.paths.outputs = dir.join("outputs");
+    // The fixture upscaler, installed (a user's is fetched on first use).
+    config.paths.upscale_models = dir.join("upscale_models");
+    std::fs::create_dir_all(&config.paths.upscale_models).unwrap();
+    std::fs::copy(
+        image_fixtures().join("upscaler.pth"),
+        config
+            .paths
+            .upscale_models
+            .join(fooocus::hub::UPSCALER_FILE),
+    )
+    .unwrap();
     std::fs::create_dir_all(&config.paths.wildcards).unwrap();
     std::fs::create_dir_all(dir.join("loras")).unwrap();
     for (file, key) in [
@@ -163,7 +175,7 @@ pub fn write_tiny_config(dir: &std::path::Path) -> PathBuf {
     let path = |p: &std::path::Path| format!("{:?}", p.display().to_string());
     let mut text = format!(
         "[paths]\ncheckpoints = {}\nloras = {}\ntokenizer = {}\nstyles = {}\nwildcards = {}\n\
-         outputs = {}\n\n[presets.default]\nbase_model = \"sdxl_base.safetensors\"\n\
+         outputs = {}\nupscale_models = {}\n\n[presets.default]\nbase_model = \"sdxl_base.safetensors\"\n\
          refiner_model = \"sdxl_refiner.safetensors\"\nloras = []\n",
         list(&config.paths.checkpoints),
         list(&config.paths.loras),
@@ -171,6 +183,7 @@ pub fn write_tiny_config(dir: &std::path::Path) -> PathBuf {
         path(&config.paths.styles),
         path(&config.paths.wildcards),
         path(&config.paths.outputs),
+        path(&config.paths.upscale_models),
     );
     for (file, h) in &config.head_dims {
         text += &format!(

@@ -82,22 +82,6 @@ fn request(which: &str) -> GenerateRequest {
     }
 }
 
-/// A configuration over the tiny fixtures in `dir`, with the fixture upscaler installed.
-fn config(dir: &Path) -> Config {
-    let mut config = common::tiny_config(dir);
-    config.paths.upscale_models = dir.join("upscale_models");
-    std::fs::create_dir_all(&config.paths.upscale_models).unwrap();
-    std::fs::copy(
-        fixture("upscaler.pth"),
-        config
-            .paths
-            .upscale_models
-            .join(fooocus::hub::UPSCALER_FILE),
-    )
-    .unwrap();
-    config
-}
-
 /// What a run left: the saved files and the last step's x0 (the final latent: every step of
 /// dpmpp_2m_sde that ends at σ = 0 returns its x0).
 struct Ran {
@@ -198,7 +182,7 @@ fn whole_run(which: &str, sr: Option<&RgbImage>) -> Ran {
     let r = &s[which];
     let t = tensors();
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = common::tiny_config(dir.path());
     let ran = generate_from(&config, &request(which), sr);
     assert_eq!(ran.steps, r["steps"].as_u64().unwrap() as usize);
     assert_eq!(ran.saved.len(), 1);
@@ -282,7 +266,7 @@ fn upscale_2x_from_the_input_file() {
     let s = spec();
     let t = tensors();
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = common::tiny_config(dir.path());
     let ran = generate(&config, &request("upscale"));
     let latent = ran.last_denoised.unwrap();
     let err = common::rel_err(&latent, &t.get("upscale.final_latent"));
@@ -388,7 +372,7 @@ fn tiled_decode_matches_the_reference() {
 fn metadata_rebuilds_the_same_vary() {
     check_sdxl_fixtures();
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = common::tiny_config(dir.path());
     let first = generate(&config, &request("vary"));
     let meta = read_metadata(&first.saved[0]).unwrap().unwrap();
     let record = meta.input_image.clone().unwrap();

@@ -62,17 +62,6 @@ pub async fn serve(spec: Spec) -> TestServer {
         config.paths.loras = vec![dir.path().join("loras")];
         config.paths.tokenizer = dir.path().join("clip/tokenizer.json");
     }
-    // The fixture upscaler, installed (Fooocus fetches it on first use).
-    config.paths.upscale_models = dir.path().join("upscale_models");
-    std::fs::create_dir_all(&config.paths.upscale_models).unwrap();
-    std::fs::copy(
-        crate::common::image_fixtures().join("upscaler.pth"),
-        config
-            .paths
-            .upscale_models
-            .join(fooocus::hub::UPSCALER_FILE),
-    )
-    .unwrap();
     let styles = StyleLibrary::load(&config.paths.styles).unwrap();
     let preset = Preset {
         base_model: "sdxl_base.safetensors".into(),

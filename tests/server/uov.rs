@@ -18,7 +18,10 @@ fn png(width: u32, height: u32) -> Vec<u8> {
     });
     let mut bytes = Vec::new();
     image
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
         .unwrap();
     bytes
 }
@@ -38,7 +41,11 @@ fn png_header_claiming(width: u32, height: u32) -> Vec<u8> {
         for b in bytes {
             crc ^= u32::from(*b);
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -146,7 +153,11 @@ async fn an_upscaled_result_can_be_sent_back_by_its_address() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.json());
-    assert_eq!(r.json()["seeds"].as_array().unwrap().len(), 1, "Fast 2x is one image");
+    assert_eq!(
+        r.json()["seeds"].as_array().unwrap().len(),
+        1,
+        "Fast 2x is one image"
+    );
     let job = r.json()["job_id"].as_u64().unwrap();
     let status = wait_job(addr, job).await;
     assert_eq!(status["state"], "done", "{status}");

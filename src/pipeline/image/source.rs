@@ -177,7 +177,10 @@ mod tests {
             output_address("http://127.0.0.1:7865/outputs/2026-01-02/a.png?x=1"),
             Some("2026-01-02/a.png")
         );
-        assert_eq!(output_address("outputs/2026-01-02/a.png"), Some("2026-01-02/a.png"));
+        assert_eq!(
+            output_address("outputs/2026-01-02/a.png"),
+            Some("2026-01-02/a.png")
+        );
         assert_eq!(output_address("iVBORw0KGgo"), None);
         assert_eq!(output_address("/9j/4AAQSkZJRg"), None);
         assert!(looks_like_address("https://example.com/a.png"));
