@@ -3,7 +3,8 @@
 //! the same at phone size (390×844) behind a path-prefix reverse proxy started here, and a
 //! server without models. `ui.mjs` checks what a user sees (the prompt box does not move, the
 //! progress never covers the preview, small thumbnails, the viewer's parameters and buttons,
-//! Generate off with the reason when models are missing) and saves screenshots to
+//! Generate off with the reason when models are missing; an image dropped on the Input Image box
+//! varied, sent back and upscaled) and saves screenshots to
 //! `target/browser/`. Without Chromium, Node.js or playwright-core the test says SKIPPED with
 //! the install commands and passes (fails with `FOOOCUS_REQUIRE_ALL_TESTS=1`, as in CI). Its own
 //! test binary, so that no other test competes with it for the CPU.
@@ -191,7 +192,12 @@ async fn the_page_generates_in_headless_chromium_directly_and_behind_a_proxy() {
     let desktop: Vec<&str> = run
         .iter()
         .copied()
-        .chain(["the history pages back through earlier days"])
+        .chain([
+            "the history pages back through earlier days",
+            "a dropped image becomes the input",
+            "Vary (Subtle) ran with",
+            "Upscale (Fast 2x) of the sent image",
+        ])
         .collect();
     drive(
         vec!["run".into(), "desktop".into(), direct, out.clone()],
@@ -200,7 +206,11 @@ async fn the_page_generates_in_headless_chromium_directly_and_behind_a_proxy() {
     .await;
     let proxy = start_proxy(server.addr()).await;
     let proxied = format!("http://{proxy}{PREFIX}/");
-    let phone: Vec<&str> = run.iter().copied().chain(["phone layout fits"]).collect();
+    let phone: Vec<&str> = run
+        .iter()
+        .copied()
+        .chain(["phone layout fits", "the Input Image panel fits the phone"])
+        .collect();
     drive(
         vec!["run".into(), "phone".into(), proxied, out.clone()],
         &phone,

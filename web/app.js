@@ -12,6 +12,7 @@ const state = {
 const NUMBER_FIELDS = ["guidance_scale", "sharpness", "adm_positive", "adm_negative", "adm_end",
   "adaptive_cfg", "clip_skip", "refiner_switch", "image_number"];
 const CUSTOM = "custom";
+const UOV_METHODS = ["Disabled", "Vary (Subtle)", "Vary (Strong)", "Upscale (1.5x)", "Upscale (2x)", "Upscale (Fast 2x)"];
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -174,7 +175,71 @@ function collectRequest() {
   if (!$("random_seed").checked && /^\d+$/.test($("seed").value.trim())) r.seed = $("seed").value.trim();
   r.loras = [...document.querySelectorAll(".lora")].map((row) => ({ name: row.children[0].value, weight: Number(row.children[1].value) }))
     .filter((l) => l.name !== "None");
+  const method = uovMethod();
+  if ($("input-toggle").checked && method !== "Disabled") {
+    r.uov_method = method;
+    if (state.input) r.input_image = state.input.source;
+  }
   return r;
+}
+
+// ---- the input image (Upscale or Variation) ----
+function buildUov() {
+  $("uov").replaceChildren(...UOV_METHODS.map((m) => el("label", { class: "inline" },
+    Object.assign(el("input", { type: "radio", name: "uov", value: m }), { checked: m === "Disabled" }), " " + m)));
+}
+
+function uovMethod() {
+  const chosen = document.querySelector("input[name=uov]:checked");
+  return chosen ? chosen.value : "Disabled";
+}
+
+function setUovMethod(method) {
+  for (const r of document.querySelectorAll("input[name=uov]")) r.checked = r.value === method;
+}
+
+function showInputPanel(open) {
+  $("input-toggle").checked = open;
+  $("input-panel").hidden = !open;
+}
+
+/** Makes `source` (a data URL, the address of one of our images, or `sha256:…`) the input,
+ *  shown by `preview` (an address the page may load; none for a hash). */
+function setInput(source, preview, name) {
+  if (state.input && state.input.objectUrl) URL.revokeObjectURL(state.input.objectUrl);
+  state.input = { source, name, objectUrl: preview && preview.startsWith("blob:") ? preview : null };
+  $("input-preview").hidden = !preview;
+  if (preview) $("input-preview").src = preview; else $("input-preview").removeAttribute("src");
+  $("input-note").textContent = preview ? "" : `The input: ${name}.`;
+  $("input-note").hidden = !!preview;
+  $("input-hint").hidden = true;
+  $("input-clear").hidden = false;
+  if (uovMethod() === "Disabled") setUovMethod("Vary (Subtle)");
+  showInputPanel(true);
+}
+
+function clearInput() {
+  if (state.input && state.input.objectUrl) URL.revokeObjectURL(state.input.objectUrl);
+  state.input = null;
+  $("input-preview").hidden = true;
+  $("input-preview").removeAttribute("src");
+  $("input-note").hidden = true;
+  $("input-hint").hidden = false;
+  $("input-clear").hidden = true;
+}
+
+/** A file the user dropped, pasted or chose, read as a data URL for the request. */
+async function inputFromFile(file) {
+  if (!/^image\/(png|jpeg|webp)$/.test(file.type)) return showError(`${file.name} is not a PNG, JPEG or WebP image.`);
+  const data = await new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  }).catch((e) => showError(`Cannot read ${file.name}: ${e.message}`));
+  if (typeof data !== "string") return;
+  showError("");
+  setInput(data, URL.createObjectURL(file), file.name);
 }
 
 async function generate() {
@@ -267,6 +332,7 @@ function paramRows(m) {
   rows.push(["LoRAs", m.loras && m.loras.length ? m.loras.map((l) => `${l.name} × ${fmt(l.weight)}`).join("\n") : "none"]);
   rows.push(["ADM", `${fmt(m.adm_scaler_positive)} / ${fmt(m.adm_scaler_negative)} until ${fmt(m.adm_scaler_end)}; CFG mimicking ${fmt(m.adaptive_cfg)}; CLIP skip ${m.clip_skip}`]);
   rows.push(["Format", m.output_format || "png"]);
+  if (m.input_image) rows.push(["Input image", `${m.input_image.method}, denoise ${fmt(m.input_image.denoise, 3)}`]);
   if (m.version) rows.push(["Made with", m.version]);
   return rows;
 }
@@ -280,6 +346,7 @@ function openViewer(url, meta) {
   $("copy-seed").disabled = $("reuse").disabled = !meta;
   $("copy-seed").onclick = () => meta && navigator.clipboard && navigator.clipboard.writeText(String(meta.seed));
   $("reuse").onclick = () => { if (meta) reuse(meta); $("viewer").close(); };
+  $("send-input").onclick = () => { setInput(url, url, url.split("/").pop()); $("viewer").close(); };
   $("viewer").showModal();
 }
 
@@ -296,6 +363,10 @@ function reuse(m) {
   });
   setSize(m.width, m.height);
   $("random_seed").checked = false; $("seed-row").hidden = false; $("seed").value = m.seed;
+  if (m.input_image) {
+    setInput(`sha256:${m.input_image.sha256}`, null, `the input of that image (sha256 ${m.input_image.sha256.slice(0, 10)}…)`);
+    setUovMethod(m.input_image.method);
+  } else setUovMethod("Disabled");
 }
 
 // ---- dropping an image of ours ----
@@ -339,13 +410,31 @@ async function onDrop(file) {
 function wireDrop() {
   let depth = 0;
   const hasFiles = (ev) => ev.dataTransfer && [...ev.dataTransfer.types].includes("Files");
-  document.addEventListener("dragenter", (ev) => { if (hasFiles(ev)) { depth++; $("drop").hidden = false; } });
+  document.addEventListener("dragenter", (ev) => {
+    if (!hasFiles(ev)) return;
+    depth++;
+    $("drop-text").textContent = $("input-panel").hidden ? "Drop the image to reuse its settings"
+      : "Drop it on the input box to vary or upscale it, elsewhere to reuse its settings";
+    $("drop").hidden = false;
+  });
   document.addEventListener("dragleave", () => { depth = Math.max(0, depth - 1); if (!depth) $("drop").hidden = true; });
   document.addEventListener("dragover", (ev) => { if (hasFiles(ev)) ev.preventDefault(); });
   document.addEventListener("drop", (ev) => {
     if (!hasFiles(ev)) return;
     ev.preventDefault(); depth = 0; $("drop").hidden = true;
-    if (ev.dataTransfer.files.length) onDrop(ev.dataTransfer.files[0]);
+    $("input-drop").classList.remove("over");
+    const file = ev.dataTransfer.files[0];
+    if (!file) return;
+    // Onto the input box: the image becomes the input; elsewhere: its settings are reused.
+    if (ev.target.closest && ev.target.closest("#input-drop")) inputFromFile(file); else onDrop(file);
+  });
+  $("input-drop").addEventListener("dragover", () => $("input-drop").classList.add("over"));
+  $("input-drop").addEventListener("dragleave", () => $("input-drop").classList.remove("over"));
+  document.addEventListener("paste", (ev) => {
+    const file = ev.clipboardData && [...ev.clipboardData.files].find((f) => f.type.startsWith("image/"));
+    if (!file) return;
+    ev.preventDefault();
+    inputFromFile(file);
   });
 }
 
@@ -501,6 +590,10 @@ function wire() {
   $("stop").addEventListener("click", () => state.job !== null && fetch(`api/jobs/${state.job}/stop`, { method: "POST" }));
   $("skip").addEventListener("click", () => state.job !== null && fetch(`api/jobs/${state.job}/skip`, { method: "POST" }));
   $("advanced-toggle").addEventListener("change", (ev) => { $("advanced").hidden = !ev.target.checked; });
+  $("input-toggle").addEventListener("change", (ev) => { $("input-panel").hidden = !ev.target.checked; });
+  $("input-file").addEventListener("change", (ev) => { if (ev.target.files[0]) inputFromFile(ev.target.files[0]); ev.target.value = ""; });
+  $("input-clear").addEventListener("click", clearInput);
+  buildUov();
   $("random_seed").addEventListener("change", (ev) => { $("seed-row").hidden = ev.target.checked; });
   $("aspect_ratio").addEventListener("change", () => { $("custom-size").hidden = $("aspect_ratio").value !== CUSTOM; });
   $("preset").addEventListener("change", () => {

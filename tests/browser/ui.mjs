@@ -5,6 +5,9 @@
 //       the parameters with its buttons on screen; reusing and dropping an image restores its
 //       settings; on the phone the settings sit right under Generate. Saves
 //       OUTDIR/<size>-{idle,running,done,viewer}.png.
+//       On the desktop an image dropped on the Input Image box is varied (Subtle) with previews,
+//       sent back to the input and upscaled (Fast 2x): OUTDIR/desktop-{input,vary,upscale}.png;
+//       on the phone the Input Image panel fits (OUTDIR/phone-input.png).
 //   node ui.mjs empty URL OUTDIR               a server without models: one banner line per file
 //       with its address, Generate off with the reason. Saves OUTDIR/{desktop,phone}-no-models.png.
 // Both modes fail on any Content-Security-Policy violation; `run` also opens the day's log page.
@@ -174,6 +177,67 @@ async function checkDrop(page) {
   console.log("a dropped image gives back its settings");
 }
 
+/** Drops the run's image onto the Input Image box, varies it (Subtle) with previews, sends the
+ *  result back to the input and upscales it (Fast 2x). */
+async function checkInputImage(page, size) {
+  await page.check("#input-toggle");
+  await page.evaluate(async () => {
+    const url = document.querySelector("#gallery .thumb img").getAttribute("src").replace(/^thumbs\//, "outputs/");
+    const blob = await (await fetch(url)).blob();
+    const data = new DataTransfer();
+    data.items.add(new File([blob], "earlier.png", { type: "image/png" }));
+    document.getElementById("input-drop").dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true }));
+  });
+  await page.waitForFunction(() => { const i = document.getElementById("input-preview"); return !i.hidden && i.complete && i.naturalWidth > 0; }, null, { timeout: 10000 });
+  if ((await page.inputValue("#prompt")) === "") fail("dropping on the input box replaced the settings");
+  const method = await page.evaluate(() => document.querySelector("input[name=uov]:checked").value);
+  if (method !== "Vary (Subtle)") fail("a dropped input does not choose Vary (Subtle)", method);
+  console.log("a dropped image becomes the input");
+  await shot(page, `${size}-input`);
+  const frames = [];
+  await page.exposeFunction("previewFrame", (src) => frames.push(src));
+  await page.evaluate(() => new MutationObserver(() => {
+    const src = document.getElementById("preview").src;
+    if (src.startsWith("blob:")) window.previewFrame(src);
+  }).observe(document.getElementById("preview"), { attributes: true, attributeFilter: ["src"] }));
+  await page.click("#generate");
+  await page.waitForFunction(() => !document.getElementById("stop").hidden, null, { timeout: 30000 });
+  await page.waitForFunction(() => document.getElementById("stop").hidden, null, { timeout: 900000 });
+  const vary = await page.evaluate(() => ({ error: document.getElementById("error").textContent, thumbs: document.querySelectorAll("#gallery .thumb").length, status: document.getElementById("step-text").textContent }));
+  if (vary.error || vary.thumbs !== 1 || !vary.status.startsWith("Done")) fail("Vary (Subtle) did not finish", vary);
+  if (frames.length < 1) fail("no preview frames during Vary");
+  console.log(`Vary (Subtle) ran with ${frames.length} preview frame(s): ${vary.status}`);
+  await shot(page, `${size}-vary`);
+  await page.click("#gallery .thumb");
+  await page.waitForFunction(() => { const i = document.getElementById("viewer-img"); return i.complete && i.naturalWidth > 0; });
+  const input = await page.evaluate(() => {
+    const row = [...document.querySelectorAll("#viewer-params dt")].find((dt) => dt.textContent === "Input image");
+    return row ? row.nextElementSibling.textContent : null;
+  });
+  if (!input || !input.startsWith("Vary (Subtle)")) fail("the viewer does not show the input image's method", input);
+  const varied = await page.evaluate(() => { const i = document.getElementById("viewer-img"); return { w: i.naturalWidth, h: i.naturalHeight }; });
+  await page.click("#send-input");
+  await page.waitForFunction(() => { const i = document.getElementById("input-preview"); return !i.hidden && i.complete && i.naturalWidth > 0 && !i.src.startsWith("blob:"); }, null, { timeout: 10000 });
+  await page.check('input[name=uov][value="Upscale (Fast 2x)"]');
+  await page.click("#generate");
+  await page.waitForFunction(() => !document.getElementById("stop").hidden, null, { timeout: 30000 });
+  await page.waitForFunction(() => document.getElementById("stop").hidden, null, { timeout: 900000 });
+  await page.waitForFunction(() => { const p = document.getElementById("preview"); return !p.hidden && p.complete && p.naturalWidth > 0; }, null, { timeout: 30000 });
+  const upscaled = await page.evaluate(() => { const p = document.getElementById("preview"); return { w: p.naturalWidth, h: p.naturalHeight, error: document.getElementById("error").textContent }; });
+  if (upscaled.error || upscaled.w !== 2 * varied.w || upscaled.h !== 2 * varied.h) fail("Upscale (Fast 2x) of the sent image is wrong", { varied, upscaled });
+  console.log(`Upscale (Fast 2x) of the sent image: ${varied.w}×${varied.h} → ${upscaled.w}×${upscaled.h}`);
+  await shot(page, `${size}-upscale`);
+}
+
+async function checkPhoneInput(page) {
+  await page.check("#input-toggle");
+  const fits = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth - innerWidth, panel: document.getElementById("input-panel").getBoundingClientRect().right - innerWidth }));
+  if (fits.scroll > 0 || fits.panel > 0) fail("the Input Image panel does not fit the phone", fits);
+  await shot(page, "phone-input", true);
+  await page.uncheck("#input-toggle");
+  console.log("the Input Image panel fits the phone");
+}
+
 async function checkPhone(page) {
   const phone = await page.evaluate(() => {
     const box = (s) => document.querySelector(s).getBoundingClientRect();
@@ -215,6 +279,7 @@ async function run(size) {
   await checkThumbnails(page);
   await checkViewer(page, size);
   await checkDrop(page);
+  if (size === "desktop") await checkInputImage(page, size); else await checkPhoneInput(page);
   await checkLogPage(page);
   checkPolicy();
 }
