@@ -180,7 +180,10 @@ fn the_readme_examples_work_as_written() {
 
 /// `YYYY-MM-DD/<file>` of an image saved under `outputs`, if there is one.
 fn saved_image(outputs: &Path) -> Option<String> {
-    let day = std::fs::read_dir(outputs).ok()?.flatten().next()?;
+    let day = std::fs::read_dir(outputs)
+        .ok()?
+        .flatten()
+        .find(|e| fooocus::store::naming::is_date_folder(&e.file_name().to_string_lossy()))?;
     let image = std::fs::read_dir(day.path())
         .ok()?
         .flatten()
