@@ -196,6 +196,19 @@ class FooocusDenoiser:
         return out["denoised"]
 
 
+def sample(base, refiner, s, switch, logsig, x_init, sigmas, sde_noise):
+    """dpmpp_2m_sde (eta 1, midpoint) over Fooocus' model function from x_init, the SDE noise
+    replayed; returns the final latent, every call's record and the replay (its arguments)."""
+    record = []
+    den = FooocusDenoiser(base, refiner, s, switch, logsig, record)
+    rep = Replay(sde_noise)
+    final = KD.sample_dpmpp_2m_sde(den, x_init.clone(), sigmas, disable=True, eta=1.0, s_noise=1.0,
+                                    noise_sampler=rep, solver_type="midpoint")
+    steps = len(sigmas) - 1
+    assert rep.i == steps - 1 and len(record) == steps
+    return final, record, rep
+
+
 def stages(models, context, pooled, H, W, s):
     """The base (emphasized and consistent ADM) and refiner conditioning of an H x W image, from
     the [cond, uncond] context and pooled rows."""
@@ -230,12 +243,7 @@ def fooocus_run(models, tok, ref, out_dir):
     noise = torch.randn([1, 4, h, w], generator=gen)
     sde_noise = torch.randn([steps - 1, 1, 4, h, w], generator=gen)
     x_init = noise * torch.sqrt(1.0 + sigmas[0] ** 2)
-    record = []
-    den = FooocusDenoiser(base, refiner, s, switch, ref["logsig"], record)
-    rep = Replay(sde_noise)
-    final = KD.sample_dpmpp_2m_sde(den, x_init.clone(), sigmas, disable=True, eta=1.0, s_noise=1.0,
-                                    noise_sampler=rep, solver_type="midpoint")
-    assert rep.i == steps - 1 and len(record) == steps
+    final, record, rep = sample(base, refiner, s, switch, ref["logsig"], x_init, sigmas, sde_noise)
     image = vae_decode(models.vae, final)
     t = {"noise": noise, "sigmas": sigmas, "x_init": x_init, "sde_noise": sde_noise,
          "sde_noise_sigmas": torch.tensor(rep.args, dtype=torch.float32), "ids_clip_l": ids_l, "ids_clip_g": ids_g,

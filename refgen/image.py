@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from . import config as C
-from .engine import KD, Replay, karras
-from .fooocus import FooocusDenoiser, stages
+from .engine import karras
+from .fooocus import sample, stages
 from .util import rel, save_json, save_tensors
 
 # ----------------------------------------------------------------------------- the upscaler
@@ -274,12 +274,7 @@ def diffuse(models, ref, start_latent, steps, denoise, seed, s, record_name, t):
     sde_noise = torch.randn([steps - 1, 1, 4, h, w], generator=gen)
     z = start_latent * C.VAE_SCALE
     x_init = z + noise * sigmas[0]
-    record = []
-    den = FooocusDenoiser(base, refiner, s, switch, ref["logsig"], record)
-    rep = Replay(sde_noise)
-    final = KD.sample_dpmpp_2m_sde(den, x_init.clone(), sigmas, disable=True, eta=1.0, s_noise=1.0,
-                                    noise_sampler=rep, solver_type="midpoint")
-    assert rep.i == steps - 1 and len(record) == steps
+    final, record, _ = sample(base, refiner, s, switch, ref["logsig"], x_init, sigmas, sde_noise)
     t.update({f"{record_name}.start_latent": z, f"{record_name}.sigmas": sigmas,
               f"{record_name}.x_init": x_init, f"{record_name}.final_latent": final})
     return final, {"sigmas": sigmas.tolist(), "total_steps": total, "switch": switch,

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use fooocus::config::{Config, LoraChoice, Preset};
+use fooocus::config::{Config, LoraChoice};
 use fooocus::pipeline::meta::request_from_metadata;
 use fooocus::pipeline::models::Models;
 use fooocus::pipeline::plan::{plan, Plan};
@@ -36,16 +36,6 @@ fn setup() -> Setup {
     }
 }
 
-/// The tiny models with the default preset's tuning, small and short.
-fn preset() -> Preset {
-    Preset {
-        base_model: "sdxl_base.safetensors".into(),
-        refiner_model: Some("sdxl_refiner.safetensors".into()),
-        loras: vec![],
-        ..Preset::default()
-    }
-}
-
 fn request(prompt: &str) -> GenerateRequest {
     GenerateRequest {
         prompt: prompt.into(),
@@ -60,7 +50,7 @@ fn request(prompt: &str) -> GenerateRequest {
 }
 
 fn planned(s: &Setup, r: &GenerateRequest) -> Plan {
-    plan(r, &preset(), &s.config, &s.styles).unwrap()
+    plan(r, &common::tiny_preset(), &s.config, &s.styles).unwrap()
 }
 
 fn generate(
@@ -198,7 +188,7 @@ fn stop_keeps_finished_images_and_skip_moves_on() {
 }
 
 fn rejected(s: &Setup, r: GenerateRequest) -> String {
-    let err = plan(&r, &preset(), &s.config, &s.styles).expect_err("must be rejected");
+    let err = plan(&r, &common::tiny_preset(), &s.config, &s.styles).expect_err("must be rejected");
     err.to_string()
 }
 
@@ -315,7 +305,7 @@ fn bad_requests_name_their_field() {
     // An empty prompt is fine.
     assert!(plan(
         &with(&|r| r.prompt = String::new()),
-        &preset(),
+        &common::tiny_preset(),
         &s.config,
         &s.styles
     )

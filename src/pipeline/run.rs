@@ -231,7 +231,7 @@ fn start_latent_of_input(
     ctx: &RunContext<'_>,
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<Option<Start>, PipelineError> {
-    let Task::Uov { method, input, .. } = &plan.task else {
+    let Task::Uov { method, .. } = &plan.task else {
         return Ok(None);
     };
     let pixels = match prepared_input(plan, models, ctx, on_event)? {
@@ -242,8 +242,6 @@ fn start_latent_of_input(
             ))
         }
     };
-    ctx.store
-        .keep_input(&input.sha256, &input.bytes, input.extension())?;
     on_event(RunEvent::Stage("VAE encoding the input image".into()));
     let device = models.device().clone();
     let vae = models.loaded()?.vae;
@@ -252,7 +250,8 @@ fn start_latent_of_input(
     Ok(Some(Start { latent, tiled }))
 }
 
-/// The input of an "Upscale or Variation" plan brought to what its method needs.
+/// The input of an "Upscale or Variation" plan brought to what its method needs; the input
+/// file is kept in the store (by its sha256, which the outputs' metadata names).
 fn prepared_input(
     plan: &Plan,
     models: &mut Models,
@@ -268,6 +267,8 @@ fn prepared_input(
     else {
         return Err(PipelineError::Other("the plan has no input image".into()));
     };
+    ctx.store
+        .keep_input(&input.sha256, &input.bytes, input.extension())?;
     let device = models.device().clone();
     let network = match upscaler {
         Some(path) => {
@@ -304,10 +305,6 @@ fn direct_result(
             ))
         }
     };
-    if let Task::Uov { input, .. } = &plan.task {
-        ctx.store
-            .keep_input(&input.sha256, &input.bytes, input.extension())?;
-    }
     let workloads = Workloads {
         positive: Vec::new(),
         negative: Vec::new(),

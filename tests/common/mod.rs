@@ -162,6 +162,16 @@ pub fn tiny_config(dir: &std::path::Path) -> fooocus::config::Config {
     config
 }
 
+/// The tiny models with the default preset's tuning and no LoRA.
+pub fn tiny_preset() -> fooocus::config::Preset {
+    fooocus::config::Preset {
+        base_model: "sdxl_base.safetensors".into(),
+        refiner_model: Some("sdxl_refiner.safetensors".into()),
+        loras: vec![],
+        ..fooocus::config::Preset::default()
+    }
+}
+
 /// The same setup as [`tiny_config`], written as `dir/config.toml` for the binary; returns its path.
 pub fn write_tiny_config(dir: &std::path::Path) -> PathBuf {
     let config = tiny_config(dir);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use candle_core::{Device, Tensor};
-use fooocus::config::{Config, Preset};
+use fooocus::config::Config;
 use fooocus::nets::esrgan::{load_upscaler, Rrdb};
 use fooocus::nets::sdxl::file::SdxlFile;
 use fooocus::nets::sdxl::tiling::decode_tiled;
@@ -40,15 +40,6 @@ fn check_sdxl_fixtures() {
             common::image_fixtures().display(),
             s["sdxl_fixtures"]
         );
-    }
-}
-
-fn preset() -> Preset {
-    Preset {
-        base_model: "sdxl_base.safetensors".into(),
-        refiner_model: Some("sdxl_refiner.safetensors".into()),
-        loras: vec![],
-        ..Preset::default()
     }
 }
 
@@ -98,7 +89,7 @@ fn generate(config: &Config, request: &GenerateRequest) -> Ran {
 /// the upscaler (the run's sampling half: `run::sample_from` on the encoded pixels).
 fn generate_from(config: &Config, request: &GenerateRequest, sr: Option<&RgbImage>) -> Ran {
     let styles = StyleLibrary::load(&config.paths.styles).unwrap();
-    let p = plan(request, &preset(), config, &styles).unwrap();
+    let p = plan(request, &common::tiny_preset(), config, &styles).unwrap();
     let store = OutputStore::new(&config.paths.outputs);
     let control = RunControl::default();
     let ctx = RunContext {
