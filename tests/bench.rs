@@ -103,3 +103,16 @@ fn bench_refuses_an_unknown_part() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("a multiple of 64"));
 }
+
+/// The Upscale parts: Fooocus' upscaler at its real size (random weights) and a tiled encode.
+#[test]
+fn bench_times_the_upscaler_and_the_tiled_encode() {
+    let report = bench_json("upscaler64,encode128", &[]);
+    let parts: Vec<&str> = report["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["part"].as_str().unwrap())
+        .collect();
+    assert_eq!(parts, ["upscaler64", "encode128"]);
+}

@@ -16,6 +16,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
 use crate::cli::ComputeArgs;
+use crate::nets::esrgan::{Rrdb, FOOOCUS_UPSCALER};
 use crate::nets::sdxl::clip::ClipTextModel;
 use crate::nets::sdxl::file::SdxlFile;
 use crate::nets::sdxl::shapes::{HeadDims, SdxlConfig, UnetConfig};
@@ -52,6 +53,10 @@ pub enum Part {
     Unet(usize),
     Vae(usize),
     Generate(usize),
+    /// Fooocus' upscaler (nf 64, 23 blocks, 4×) on an N² image in its 512-pixel tiles.
+    Upscaler(usize),
+    /// A VAE encode of an N² image in Fooocus' three tilings (512-pixel tiles).
+    Encode(usize),
 }
 
 impl std::str::FromStr for Part {
@@ -75,10 +80,14 @@ impl std::str::FromStr for Part {
                     Part::Vae(px)
                 } else if let Some(px) = sized("generate") {
                     Part::Generate(px)
+                } else if let Some(px) = sized("upscaler") {
+                    Part::Upscaler(px)
+                } else if let Some(px) = sized("encode") {
+                    Part::Encode(px)
                 } else {
                     return Err(anyhow!(
                         "unknown part `{s}`: choose from conv512, norm512, linear, attention, text, unetN, vaeN, \
-                         generateN (N = image side, a multiple of 64, e.g. unet1024)"
+                         generateN, upscalerN, encodeN (N = image side, a multiple of 64, e.g. unet1024)"
                     ));
                 }
             }
@@ -107,8 +116,10 @@ pub struct BenchArgs {
     /// [1, 128, 512, 512], the VAE's last level at 512²), norm512 (GroupNorm 32 + SiLU on the
     /// same), linear (the UNet's widest at 1024²: 640 → 5120 on [2, 4096, 640]), attention (its
     /// self-attention there: 10 heads of 64, 4096 tokens, batch 2), text, unetN (one UNet step
-    /// with CFG), vaeN (a decode), generateN (a whole generation), N being the image side (512,
-    /// 768, 1024, 1536…).
+    /// with CFG), vaeN (a decode), generateN (a whole generation), upscalerN (Fooocus' ESRGAN
+    /// upscaler on an N² input, random weights), encodeN (a tiled VAE encode), N being the image
+    /// side (512, 768, 1024, 1536…). An Upscale 2× of 1024²: upscaler1024, encode2048,
+    /// unet2048 (one of its 18 steps at Speed), vae2048.
     #[arg(long, value_delimiter = ',', default_values_t = PARTS.map(String::from))]
     pub parts: Vec<String>,
     /// Timed runs per part (the median is reported).
@@ -230,6 +241,12 @@ impl Networks<'_> {
     fn random_unet(&self, config: &UnetConfig) -> candle_core::Result<UNet> {
         let vb = self.vb(self.weight_storage).pp(UNET_PREFIX);
         UNet::load(vb.with_kernels(self.kernels), config, self.dtype)
+    }
+
+    /// Fooocus' upscaler with random weights (always f32, as Fooocus runs it).
+    pub(crate) fn upscaler(&self) -> anyhow::Result<Rrdb> {
+        let vb = self.vb(DType::F32);
+        Ok(Rrdb::load(vb, FOOOCUS_UPSCALER)?)
     }
 
     pub(crate) fn vae(&self) -> anyhow::Result<Vae> {

@@ -1,6 +1,7 @@
 //! The timed work of each benchmark part, with its networks built and inputs drawn beforehand:
 //! single layers (convolution, norm, linear, attention), text encoders on a CFG pair of 77-token prompts, one UNet evaluation at batch 2 with the CFG
-//! combination, a VAE decode (tiled above `--vae-tile`), and a whole generation (text encoders,
+//! combination, a VAE decode (tiled above `--vae-tile`), a tiled VAE encode, Fooocus' upscaler,
+//! and a whole generation (text encoders,
 //! `dpmpp_2m_sde` on a Karras schedule with Fooocus guidance, the refiner below the switch σ when
 //! there is one, VAE decode).
 
@@ -9,7 +10,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use super::{BenchArgs, Networks, Part};
 use crate::nets::sdxl::clip::ClipTextModel;
 use crate::nets::sdxl::shapes::SdxlConfig;
-use crate::nets::sdxl::tiling::decode_tiled;
+use crate::nets::sdxl::tiling::{decode_tiled, encode_tiled};
 use crate::nets::sdxl::unet::{adm_vector, UNet};
 use crate::nets::sdxl::vae::{Vae, VAE_FACTOR};
 use crate::nn::{Builder, Kernels};
@@ -19,6 +20,7 @@ use crate::pipeline::conditioning::{
 };
 use crate::pipeline::denoiser::{Adm, FooocusDenoiser, Stage};
 use crate::pipeline::guidance::Guidance;
+use crate::pipeline::image::uov::{ENCODE_TILE, UPSCALER_TILES};
 use crate::sampling::{
     DiscreteSchedule, SampleOutcome, Sampler, SamplerOptions, Scheduler, SdeSolver, SeededNoise,
     StepControl,
@@ -77,6 +79,22 @@ pub fn prepare(part: Part, nets: &Networks, args: &BenchArgs) -> anyhow::Result<
             })
         }
         Part::Generate(px) => generate(nets, args, side(px))?,
+        Part::Upscaler(px) => {
+            let upscaler = nets.upscaler()?;
+            let image = Tensor::rand(0f32, 1.0, (1, 3, px, px), &dev)?;
+            Box::new(move || {
+                upscaler.upscale_tiled(&image, UPSCALER_TILES)?;
+                Ok(())
+            })
+        }
+        Part::Encode(px) => {
+            let vae = nets.vae()?;
+            let image = Tensor::rand(-1f32, 1.0, (1, 3, px, px), &dev)?;
+            Box::new(move || {
+                encode_tiled(&vae, &image, ENCODE_TILE)?;
+                Ok(())
+            })
+        }
     };
     Ok(Box::new(move || {
         work()?;

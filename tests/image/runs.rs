@@ -82,12 +82,17 @@ struct Ran {
 }
 
 fn generate(config: &Config, request: &GenerateRequest) -> Ran {
-    generate_from(config, request, None)
+    generate_from(config, request, None, Placement::cpu())
 }
 
 /// A run of `request`; with `sr`, an Upscale run from that upscaler output instead of running
 /// the upscaler (the run's sampling half: `run::sample_from` on the encoded pixels).
-fn generate_from(config: &Config, request: &GenerateRequest, sr: Option<&RgbImage>) -> Ran {
+fn generate_from(
+    config: &Config,
+    request: &GenerateRequest,
+    sr: Option<&RgbImage>,
+    placement: Placement,
+) -> Ran {
     let styles = StyleLibrary::load(&config.paths.styles).unwrap();
     let p = plan(request, &common::tiny_preset(), config, &styles).unwrap();
     let store = OutputStore::new(&config.paths.outputs);
@@ -99,7 +104,7 @@ fn generate_from(config: &Config, request: &GenerateRequest, sr: Option<&RgbImag
         control: &control,
         hub: None,
     };
-    let mut models = Models::new(Placement::cpu());
+    let mut models = Models::new(placement);
     let mut last = None;
     let mut steps = 0;
     let mut on_event = |e: RunEvent<'_>| {
@@ -174,7 +179,7 @@ fn whole_run(which: &str, sr: Option<&RgbImage>) -> Ran {
     let t = tensors();
     let dir = tempfile::tempdir().unwrap();
     let config = common::tiny_config(dir.path());
-    let ran = generate_from(&config, &request(which), sr);
+    let ran = generate_from(&config, &request(which), sr, Placement::cpu());
     assert_eq!(ran.steps, r["steps"].as_u64().unwrap() as usize);
     assert_eq!(ran.saved.len(), 1);
     let latent = ran.last_denoised.clone().unwrap();
@@ -204,6 +209,28 @@ fn whole_run(which: &str, sr: Option<&RgbImage>) -> Ran {
 #[test]
 fn vary_subtle_matches_the_reference() {
     whole_run("vary", None);
+}
+
+/// The Vary run with the text encoders and UNets in f16 (a GPU's path, here on the CPU): the
+/// final latent within the project's f16 tolerance for whole runs (2e-2 of max, as
+/// `engine_runs`).
+#[test]
+fn vary_subtle_in_f16_stays_within_the_f16_tolerance() {
+    check_sdxl_fixtures();
+    let t = tensors();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::tiny_config(dir.path());
+    let placement = Placement {
+        precision: fooocus::runtime::Precision::F16,
+        ..Placement::cpu()
+    };
+    let ran = generate_from(&config, &request("vary"), None, placement);
+    assert_close(
+        "vary final latent (f16)",
+        &ran.last_denoised.unwrap(),
+        &t.get("vary.final_latent"),
+        2e-2,
+    );
 }
 
 /// The Upscale run from the reference's upscaler output: resize, tiled encode, the 0.382

@@ -15,6 +15,16 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::weights::ModelError;
 
+/// Fooocus' upscaler (`fooocus_upscaler_s409985e5.bin`), as its loader infers it.
+pub const FOOOCUS_UPSCALER: RrdbConfig = RrdbConfig {
+    in_channels: 3,
+    out_channels: 3,
+    features: 64,
+    growth: 32,
+    blocks: 23,
+    scale: 4,
+};
+
 /// The shapes of an RRDBNet, read from its weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RrdbConfig {

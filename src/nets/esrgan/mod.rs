@@ -8,5 +8,5 @@
 pub mod keys;
 pub mod rrdb;
 
-pub use keys::{load_upscaler, RrdbConfig};
+pub use keys::{load_upscaler, RrdbConfig, FOOOCUS_UPSCALER};
 pub use rrdb::Rrdb;

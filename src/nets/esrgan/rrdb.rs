@@ -87,7 +87,6 @@ pub struct Rrdb {
 impl Rrdb {
     /// Builds the network from old-layout weights on `device`, in f32.
     pub fn new(weights: UpscalerWeights, device: &Device, kernels: Kernels) -> Result<Self> {
-        let c = weights.config;
         let tensors: HashMap<String, Tensor> = weights
             .tensors
             .into_iter()
@@ -97,6 +96,11 @@ impl Rrdb {
             VarBuilder::from_tensors(tensors, DType::F32, device),
             kernels,
         );
+        Self::load(vb, weights.config)
+    }
+
+    /// Builds the network of `c` from `vb`, which holds the old-layout names.
+    pub fn load(vb: Builder, c: RrdbConfig) -> Result<Self> {
         let body = vb.pp("model.1.sub");
         let blocks = (0..c.blocks)
             .map(|i| {
