@@ -345,8 +345,9 @@ fn start_latents_match() {
     );
 }
 
-/// Fooocus' tiled decode of the Upscale run's final latent against the reference's, on the
-/// stored crop (within 1e-3 of max), and its stated distance from the whole decode.
+/// Fooocus' tiled decode of the Upscale run's final latent and the whole decode of the Vary
+/// run's against the reference's, on the stored crops (within 1e-3 of max), and the tiled
+/// decode's stated distance from the whole one.
 #[test]
 fn tiled_decode_matches_the_reference() {
     check_sdxl_fixtures();
@@ -377,6 +378,9 @@ fn tiled_decode_matches_the_reference() {
     );
     let whole = unit(vae.decode(&latent).unwrap());
     let seam = common::max_abs(&(&tiled - &whole).unwrap());
+    // Vary decodes whole, as Fooocus.
+    let vary = unit(vae.decode(&t.get("vary.final_latent")).unwrap());
+    assert_close("vary decode", &crop(&vary), &t.get("vary.image_crop"), 1e-3);
     let stated = s["upscale"]["tiled_vae"]["image_tiled_vs_untiled_max_abs"]
         .as_f64()
         .unwrap() as f32;
