@@ -389,9 +389,12 @@ fn weighted_tokens_follow_the_fooocus_rule() {
 
 /// Tiled decoding (Fooocus' three tile shapes, averaged) stays close to the one-piece decode.
 /// With random tiny weights every tile's GroupNorm statistics and mid-block attention differ
-/// from the whole image's far more than with trained weights, so the stated tolerance is loose
-/// (0.25 of max|image| at the worst pixel, 0.03 on average); placement and blending themselves
-/// are checked exactly in `nn::tiling`, and against the reference tiling in `tests/image`.
+/// from the whole image's far more than with trained weights, and 12-cell tiles cut into 6 × 24
+/// and 24 × 6 cells on a 24 × 16 latent are all seam, so the stated bound is loose: 0.35 of
+/// max|image| at the worst pixel (measured 0.135 on `fixtures/`, 0.317 on `../shared/fixtures`;
+/// the single-shape blend this replaced measured up to 0.2), 0.03 on average (0.017, 0.022).
+/// Placement and blending themselves are checked exactly in `nn::tiling`, and against the
+/// reference tiling in `tests/image`; sharing GroupNorm statistics across tiles would tighten it.
 #[test]
 fn tiled_decode_stays_close_to_untiled() {
     let device = test_device();
@@ -413,10 +416,11 @@ fn tiled_decode_stays_close_to_untiled() {
         .unwrap()
         / common::max_abs(&whole);
     println!("tiled decode ({tile}-cell tiles): max error {err:.3e}, mean {mean:.3e}");
-    assert!(err < 0.25, "tiled decode differs by {err} at worst");
+    assert!(err < 0.35, "tiled decode differs by {err} at worst");
     assert!(mean < 0.03, "tiled decode differs by {mean} on average");
-    // Tiles that cover the latent in every shape: the whole decode, up to the blend's rounding.
-    let one_tile = decode_tiled(&vae, &latent, 2 * h.max(w)).unwrap();
+    // Tiles whose every shape covers the latent in one (the narrow side, half the tile, less
+    // the quarter-tile overlap, reaches past the latent): the whole decode, up to rounding.
+    let one_tile = decode_tiled(&vae, &latent, 4 * h.max(w)).unwrap();
     assert!(rel_err(&one_tile, &whole) < 1e-6);
 }
 
