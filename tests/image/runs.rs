@@ -233,6 +233,27 @@ fn vary_subtle_in_f16_stays_within_the_f16_tolerance() {
     );
 }
 
+/// The Upscale run's sampling half in f16, within the same f16 bound.
+#[test]
+fn upscale_2x_in_f16_stays_within_the_f16_tolerance() {
+    check_sdxl_fixtures();
+    let t = tensors();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::tiny_config(dir.path());
+    let placement = Placement {
+        precision: fooocus::runtime::Precision::F16,
+        ..Placement::cpu()
+    };
+    let sr = image::open(fixture("upscale_sr.png")).unwrap().to_rgb8();
+    let ran = generate_from(&config, &request("upscale"), Some(&sr), placement);
+    assert_close(
+        "upscale final latent (f16)",
+        &ran.last_denoised.unwrap(),
+        &t.get("upscale.final_latent"),
+        2e-2,
+    );
+}
+
 /// The Upscale run from the reference's upscaler output: resize, tiled encode, the 0.382
 /// schedule with the refiner swap, tiled decode.
 #[test]
