@@ -40,6 +40,16 @@ fn bench_runs_on_the_tiny_fixtures() {
     }
 }
 
+/// The parts a report measured, in order.
+fn part_names(report: &serde_json::Value) -> Vec<&str> {
+    report["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["part"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn bench_runs_in_half_precision_with_the_refiner() {
     let args = ["--precision", "f16", "--refiner-switch", "0.667"];
@@ -52,12 +62,7 @@ fn bench_runs_in_half_precision_with_the_refiner() {
         "{}",
         report["device"]
     );
-    let parts: Vec<&str> = report["measurements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["part"].as_str().unwrap())
-        .collect();
+    let parts = part_names(&report);
     assert_eq!(parts, ["generate256", "unet128"]);
 }
 
@@ -108,11 +113,6 @@ fn bench_refuses_an_unknown_part() {
 #[test]
 fn bench_times_the_upscaler_and_the_tiled_encode() {
     let report = bench_json("upscaler64,encode128", &[]);
-    let parts: Vec<&str> = report["measurements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["part"].as_str().unwrap())
-        .collect();
+    let parts = part_names(&report);
     assert_eq!(parts, ["upscaler64", "encode128"]);
 }

@@ -211,11 +211,10 @@ fn vary_subtle_matches_the_reference() {
     whole_run("vary", None);
 }
 
-/// The Vary run with the text encoders and UNets in f16 (a GPU's path, here on the CPU): the
-/// final latent within the project's f16 tolerance for whole runs (2e-2 of max, as
-/// `engine_runs`).
-#[test]
-fn vary_subtle_in_f16_stays_within_the_f16_tolerance() {
+/// Run `which` with the text encoders and UNets in f16 (a GPU's path, here on the CPU; `sr` as
+/// in [`generate_from`]): the final latent within the project's f16 tolerance for whole runs
+/// (2e-2 of max, as `engine_runs`).
+fn f16_run(which: &str, sr: Option<&RgbImage>) {
     check_sdxl_fixtures();
     let t = tensors();
     let dir = tempfile::tempdir().unwrap();
@@ -224,34 +223,25 @@ fn vary_subtle_in_f16_stays_within_the_f16_tolerance() {
         precision: fooocus::runtime::Precision::F16,
         ..Placement::cpu()
     };
-    let ran = generate_from(&config, &request("vary"), None, placement);
+    let ran = generate_from(&config, &request(which), sr, placement);
     assert_close(
-        "vary final latent (f16)",
+        &format!("{which} final latent (f16)"),
         &ran.last_denoised.unwrap(),
-        &t.get("vary.final_latent"),
+        &t.get(&format!("{which}.final_latent")),
         2e-2,
     );
 }
 
-/// The Upscale run's sampling half in f16, within the same f16 bound.
+#[test]
+fn vary_subtle_in_f16_stays_within_the_f16_tolerance() {
+    f16_run("vary", None);
+}
+
+/// The Upscale run's sampling half in f16.
 #[test]
 fn upscale_2x_in_f16_stays_within_the_f16_tolerance() {
-    check_sdxl_fixtures();
-    let t = tensors();
-    let dir = tempfile::tempdir().unwrap();
-    let config = common::tiny_config(dir.path());
-    let placement = Placement {
-        precision: fooocus::runtime::Precision::F16,
-        ..Placement::cpu()
-    };
     let sr = image::open(fixture("upscale_sr.png")).unwrap().to_rgb8();
-    let ran = generate_from(&config, &request("upscale"), Some(&sr), placement);
-    assert_close(
-        "upscale final latent (f16)",
-        &ran.last_denoised.unwrap(),
-        &t.get("upscale.final_latent"),
-        2e-2,
-    );
+    f16_run("upscale", Some(&sr));
 }
 
 /// The Upscale run from the reference's upscaler output: resize, tiled encode, the 0.382
