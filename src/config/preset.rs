@@ -50,6 +50,9 @@ pub struct Preset {
     /// `png`, `jpeg` or `webp`.
     pub output_format: String,
     pub save_metadata: bool,
+    /// A step count forced on every request that forces none (Fooocus' `default_overwrite_step`);
+    /// `None`: the performance's.
+    pub steps: Option<u32>,
 }
 
 impl Default for Preset {
@@ -78,6 +81,7 @@ impl Default for Preset {
             adaptive_cfg: 7.0,
             output_format: "png".into(),
             save_metadata: true,
+            steps: None,
         }
     }
 }

@@ -135,6 +135,7 @@ impl Worker {
             images: Vec::new(),
             skipped: Vec::new(),
             error: None,
+            started: None,
         };
         let control = Arc::new(RunControl::default());
         jobs.records.insert(id, JobRecord { status, control });

@@ -41,6 +41,8 @@ pub struct JobStatus {
     /// 0-based indices of skipped images.
     pub skipped: Vec<usize>,
     pub error: Option<String>,
+    /// When the worker took it.
+    pub started: Option<std::time::Instant>,
 }
 
 pub(crate) struct JobRecord {

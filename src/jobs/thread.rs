@@ -83,6 +83,7 @@ fn next_job(shared: &Shared) -> Option<Taken> {
                 continue;
             };
             record.status.state = JobState::Running;
+            record.status.started = Some(std::time::Instant::now());
             let control = record.control.clone();
             jobs.running = Some(id);
             return Some(Taken { id, plan, control });

@@ -65,10 +65,18 @@ pub fn metadata(plan: &Plan, seed: u64, used: &PromptsUsed<'_>) -> ImageMetadata
                 denoise: method.denoise(),
                 sha256: input.sha256.clone(),
             }),
+            Task::ImageToImage { input, denoise } => Some(InputImageRecord {
+                method: IMAGE_TO_IMAGE.to_string(),
+                denoise: *denoise,
+                sha256: input.sha256.clone(),
+            }),
         },
         ..ImageMetadata::default()
     }
 }
+
+/// The method the metadata names for image to image (A1111's img2img).
+pub const IMAGE_TO_IMAGE: &str = "Image to image";
 
 /// The request that makes the image `meta` describes again (one image, its seed). LoRAs that a
 /// performance mode adds are left to the mode; an input image is named by its sha256 (the store
@@ -118,6 +126,15 @@ pub fn request_from_metadata(meta: &ImageMetadata) -> GenerateRequest {
             .input_image
             .as_ref()
             .map(|i| format!("sha256:{}", i.sha256)),
-        uov_method: meta.input_image.as_ref().map(|i| i.method.clone()),
+        uov_method: meta
+            .input_image
+            .as_ref()
+            .filter(|i| i.method != IMAGE_TO_IMAGE)
+            .map(|i| i.method.clone()),
+        denoise: meta
+            .input_image
+            .as_ref()
+            .filter(|i| i.method == IMAGE_TO_IMAGE)
+            .map(|i| i.denoise),
     }
 }

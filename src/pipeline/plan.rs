@@ -32,6 +32,9 @@ pub const MAX_CHUNKS: usize = 40;
 pub const MAX_IMAGES: u32 = 32;
 /// Most steps one request may force.
 pub const MAX_STEPS: u32 = 200;
+/// The smallest and largest side of a custom size (multiples of 8, as A1111 allows).
+pub const MIN_SIDE: u32 = 64;
+pub const MAX_SIDE: u32 = 2048;
 /// Most LoRAs besides the performance one.
 pub const MAX_LORAS: usize = 5;
 
@@ -92,6 +95,9 @@ pub enum Task {
         samples: bool,
         upscaler: Option<PathBuf>,
     },
+    /// Image to image (A1111's img2img): the input resized to the plan's size and re-sampled at
+    /// `denoise`.
+    ImageToImage { input: InputImage, denoise: f64 },
 }
 
 impl Task {
@@ -100,6 +106,7 @@ impl Task {
         match self {
             Task::TextToImage => 1.0,
             Task::Uov { method, .. } => method.denoise(),
+            Task::ImageToImage { denoise, .. } => *denoise,
         }
     }
 }
@@ -163,6 +170,10 @@ pub fn plan(
     let task = task(r, config)?;
     let ((width, height), uov_steps) = match &task {
         Task::TextToImage => (size(r, preset)?, None),
+        Task::ImageToImage { input, .. } => match (r.width, r.height) {
+            (None, None) => (own_size(&input.pixels), None),
+            _ => (size(r, preset)?, None),
+        },
         Task::Uov {
             method,
             input,
@@ -195,10 +206,11 @@ pub fn plan(
     let base_model = checkpoint("base_model", &base_name, base_path, Architecture::SdxlBase)?;
 
     let perf_steps = performance.steps();
+    let forced = r.steps.or(preset.steps);
     let steps = match uov_steps {
         Some(0) => 0,
-        Some(s) => steps(r, s)?,
-        None => steps(r, perf_steps)?,
+        Some(s) => steps(forced, s)?,
+        None => steps(forced, perf_steps)?,
     };
     let fast = performance.fast();
     let refiner = match fast {
@@ -255,14 +267,29 @@ fn task(r: &GenerateRequest, config: &Config) -> Result<Task, RequestError> {
         .as_deref()
         .filter(|m| !m.trim().is_empty() && !m.trim().eq_ignore_ascii_case("disabled"));
     let input = r.input_image.as_deref();
+    let store = OutputStore::new(&config.paths.outputs);
     let (method, input) = match (method, input) {
-        (None, None) => return Ok(Task::TextToImage),
-        (None, Some(_)) => {
-            return Err(bad(
-                "uov_method",
-                "an input image needs a method: Vary (Subtle), Vary (Strong), Upscale (1.5x), \
-                 Upscale (2x) or Upscale (Fast 2x)",
-            ))
+        (None, None) => {
+            if r.denoise.is_some() {
+                return Err(bad(
+                    "input_image",
+                    "a denoising strength needs an input image to re-sample",
+                ));
+            }
+            return Ok(Task::TextToImage);
+        }
+        (None, Some(input)) => {
+            let Some(denoise) = r.denoise else {
+                return Err(bad(
+                    "uov_method",
+                    "an input image needs a method: Vary (Subtle), Vary (Strong), Upscale \
+                     (1.5x), Upscale (2x) or Upscale (Fast 2x); or a denoising strength \
+                     (`denoise`) for image to image",
+                ));
+            };
+            let denoise = in_range("denoise", denoise, 0.01, 1.0)?;
+            let input = read_input(input, &store).map_err(|e| bad("input_image", e))?;
+            return Ok(Task::ImageToImage { input, denoise });
         }
         (Some(_), None) => {
             return Err(bad(
@@ -273,8 +300,13 @@ fn task(r: &GenerateRequest, config: &Config) -> Result<Task, RequestError> {
         }
         (Some(m), Some(i)) => (m, i),
     };
+    if r.denoise.is_some() {
+        return Err(bad(
+            "denoise",
+            "a method sets its own strength: send either `uov_method` or `denoise`",
+        ));
+    }
     let method: UovMethod = method.parse().map_err(|e: String| bad("uov_method", e))?;
-    let store = OutputStore::new(&config.paths.outputs);
     let input = read_input(input, &store).map_err(|e| bad("input_image", e))?;
     let (_, samples) = output_size(method, input.pixels.height(), input.pixels.width());
     let upscaler =
@@ -343,8 +375,8 @@ fn prompts(r: &GenerateRequest, preset: &Preset, config: &Config) -> Result<Stri
 }
 
 /// The steps asked for, else the performance's.
-fn steps(r: &GenerateRequest, perf_steps: usize) -> Result<usize, RequestError> {
-    match r.steps {
+fn steps(forced: Option<u32>, perf_steps: usize) -> Result<usize, RequestError> {
+    match forced {
         Some(s) if s == 0 || s > MAX_STEPS => {
             Err(bad("steps", format!("{s} steps: use 1 to {MAX_STEPS}")))
         }
@@ -476,10 +508,10 @@ fn size(r: &GenerateRequest, preset: &Preset) -> Result<(u32, u32), RequestError
     match (r.width, r.height) {
         (Some(w), Some(h)) => {
             for (field, v) in [("width", w), ("height", h)] {
-                if !(512..=2048).contains(&v) || v % 64 != 0 {
+                if !(MIN_SIDE..=MAX_SIDE).contains(&v) || v % 8 != 0 {
                     return Err(bad(
                         field,
-                        format!("{v}: use a multiple of 64 from 512 to 2048"),
+                        format!("{v}: use a multiple of 8 from {MIN_SIDE} to {MAX_SIDE}"),
                     ));
                 }
             }
@@ -504,6 +536,15 @@ fn size(r: &GenerateRequest, preset: &Preset) -> Result<(u32, u32), RequestError
             })
         }
     }
+}
+
+/// An image-to-image input's own size, scaled down to fit [`MAX_SIDE`] and cut to multiples of
+/// 8 (at least [`MIN_SIDE`]).
+fn own_size(pixels: &image::RgbImage) -> (u32, u32) {
+    let (w, h) = pixels.dimensions();
+    let scale = (f64::from(MAX_SIDE) / f64::from(w.max(h).max(1))).min(1.0);
+    let side = |v: u32| ((f64::from(v) * scale) as u32 / 8 * 8).clamp(MIN_SIDE, MAX_SIDE);
+    (side(w), side(h))
 }
 
 fn checkpoint(

@@ -19,7 +19,7 @@ pub struct GenerateRequest {
     pub performance: Option<String>,
     /// `W×H` from the SDXL list.
     pub aspect_ratio: Option<String>,
-    /// A custom size (advanced): both set, multiples of 64 from 512 to 2048.
+    /// A custom size (advanced): both set, multiples of 8 from 64 to 2048.
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub image_number: Option<u32>,
@@ -49,6 +49,9 @@ pub struct GenerateRequest {
     /// `Vary (Subtle)`, `Vary (Strong)`, `Upscale (1.5x)`, `Upscale (2x)`, `Upscale (Fast 2x)`
     /// (or `subtle`, `strong`, `1.5`, `2`, `fast`); `Disabled` or absent: text to image.
     pub uov_method: Option<String>,
+    /// Image to image (A1111's img2img): with an input image and no method, the input is resized
+    /// to the size asked for (else its own) and re-sampled at this denoising strength (0.01–1).
+    pub denoise: Option<f64>,
 }
 
 /// Fooocus' performance modes.

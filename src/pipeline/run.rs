@@ -20,6 +20,7 @@ use super::styles::{PromptLines, StyleLibrary, Workloads};
 use super::wildcards::{apply_arrays, Wildcards};
 use crate::config::Config;
 use crate::hub::HubClient;
+use crate::imaging::lanczos;
 use crate::nets::sdxl::text::TextEncoders;
 use crate::nets::sdxl::tiling::decode_tiled;
 use crate::nets::sdxl::vae::{Vae, VAE_FACTOR};
@@ -223,29 +224,34 @@ pub struct Start {
 /// Fooocus' VAE tile for a decode, in latent cells (three shapes around it).
 const DECODE_TILE: usize = 64;
 
-/// The encoded input of an "Upscale or Variation" run: the input brought to its size (through
-/// the upscaler for Upscale), kept in the store, and VAE-encoded once for every image.
+/// The encoded input of an image-to-image run: the input brought to its size (through the
+/// upscaler for Upscale; resized for image to image), kept in the store, and VAE-encoded once
+/// for every image.
 fn start_latent_of_input(
     plan: &Plan,
     models: &mut Models,
     ctx: &RunContext<'_>,
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<Option<Start>, PipelineError> {
-    let Task::Uov { method, .. } = &plan.task else {
-        return Ok(None);
-    };
-    let pixels = match prepared_input(plan, models, ctx, on_event)? {
-        Prepared::Sample(pixels) => pixels,
-        Prepared::Direct(_) => {
-            return Err(PipelineError::Other(
-                "the input needs no sampling, yet the plan samples it".into(),
-            ))
+    let (pixels, tiled) = match &plan.task {
+        Task::TextToImage => return Ok(None),
+        Task::Uov { method, .. } => match prepared_input(plan, models, ctx, on_event)? {
+            Prepared::Sample(pixels) => (pixels, !method.is_vary()),
+            Prepared::Direct(_) => {
+                return Err(PipelineError::Other(
+                    "the input needs no sampling, yet the plan samples it".into(),
+                ))
+            }
+        },
+        Task::ImageToImage { input, .. } => {
+            ctx.store
+                .keep_input(&input.sha256, &input.bytes, input.extension())?;
+            (lanczos(&input.pixels, plan.width, plan.height), false)
         }
     };
     on_event(RunEvent::Stage("VAE encoding the input image".into()));
     let device = models.device().clone();
     let vae = models.loaded()?.vae;
-    let tiled = !method.is_vary();
     let latent = uov::encode(&vae, &pixels, tiled, &device)?;
     Ok(Some(Start { latent, tiled }))
 }

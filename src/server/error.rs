@@ -99,8 +99,20 @@ const MAX_WRAPPED_ERROR: usize = 16 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
     pub body: usize,
-    /// `/api/generate`'s, which may carry an input image.
+    /// The routes that may carry images (see [`carries_images`]).
     pub generate: usize,
+}
+
+/// Whether requests to `path` may carry images (and so have the larger body limit).
+pub fn carries_images(path: &str) -> bool {
+    matches!(
+        path,
+        "/api/generate"
+            | "/sdapi/v1/txt2img"
+            | "/sdapi/v1/img2img"
+            | "/sdapi/v1/png-info"
+            | "/v1/images/generations"
+    )
 }
 
 /// Middleware: an error answer that is not JSON already (axum's plain-text rejections, an empty
@@ -133,7 +145,7 @@ pub async fn json_errors(
         .get(header::ALLOW)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body_limit = if uri.path() == "/api/generate" {
+    let body_limit = if carries_images(uri.path()) {
         limits.generate
     } else {
         limits.body

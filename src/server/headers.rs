@@ -11,7 +11,10 @@
 
 use std::sync::LazyLock;
 
-use axum::http::{header, HeaderValue};
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -71,6 +74,23 @@ pub fn log_page_policy() -> HeaderValue {
         HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static(PAGE_POLICY))
     });
     POLICY.clone()
+}
+
+/// Middleware: `OPTIONS` on any path answers 204 with `Allow`, before authentication (clients
+/// such as SillyTavern's sd.cpp source ping a server so, without credentials). It carries no
+/// CORS grant: other sites' pages still cannot call the API.
+pub async fn answer_options(request: Request, next: Next) -> Response {
+    if request.method() == Method::OPTIONS {
+        return (
+            StatusCode::NO_CONTENT,
+            [(
+                header::ALLOW,
+                HeaderValue::from_static("GET, POST, OPTIONS"),
+            )],
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 #[cfg(test)]

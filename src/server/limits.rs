@@ -4,6 +4,12 @@
 
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
 use super::throttle::LoginPolicy;
 
 /// How long clients may take, and how failed logins are answered.
@@ -33,5 +39,38 @@ impl Default for Limits {
             idle: Duration::from_secs(30),
             request: Duration::from_secs(60),
         }
+    }
+}
+
+/// Middleware for the routes that wait for a job (whose answers are not bounded in time): the
+/// request body must arrive within `within` (else 408) and hold at most `limit` bytes (else
+/// 413).
+pub async fn read_body_within(
+    State((within, limit)): State<(Duration, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, limit);
+    match tokio::time::timeout(within, read).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) => {
+            let status = if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            (status, e.to_string()).into_response()
+        }
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time",
+        )
+            .into_response(),
     }
 }

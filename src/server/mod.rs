@@ -2,8 +2,9 @@
 //! saved images; optional basic authentication; a body limit; the worker behind it all. Every
 //! URL the page uses is relative, so the app works unchanged under a path prefix.
 //!
-//! * [`fooocus`]: the page's own JSON API and WebSocket (one folder per API dialect), typed in
-//!   its `wire`;
+//! * one folder per API dialect, each typed in its `wire`: [`fooocus`], the page's own JSON API
+//!   and WebSocket; [`a1111`], AUTOMATIC1111's `/sdapi/v1`; [`openai`], OpenAI's images API. The
+//!   last two wait for their jobs in the request ([`waiting`]);
 //! * [`files`]: the page and saved images; [`thumbs`]: their thumbnails; [`error`]: API errors;
 //! * [`auth`]: basic authentication, failed logins slowed by [`throttle`]; [`security`]: requests
 //!   other web sites make are refused; [`hosts`]: requests naming a foreign host (DNS rebinding)
@@ -13,6 +14,7 @@
 //! Knows nothing of tensors or sampling: it validates requests into plans (off the async
 //! runtime, since planning reads model folders and checkpoint headers) and hands them to `jobs`.
 
+pub mod a1111;
 pub mod auth;
 pub mod error;
 pub mod files;
@@ -21,12 +23,14 @@ pub mod headers;
 pub mod hosts;
 pub mod limits;
 pub mod listen;
+pub mod openai;
 pub mod security;
 pub mod throttle;
 pub mod thumbs;
+pub mod waiting;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -116,6 +120,21 @@ pub struct AppState {
     pub hub_endpoint: String,
     /// A WebSocket client that has not taken a message within this is dropped.
     pub ws_send_timeout: Duration,
+    /// The checkpoint A1111's `POST options` selected for API requests that name none (`None`:
+    /// the preset's base model).
+    pub api_checkpoint: RwLock<Option<String>>,
+}
+
+impl AppState {
+    /// The SDXL checkpoints (base and refiner) under the checkpoint folders; other files there
+    /// are left out. Reads headers: call off the async runtime.
+    pub fn sdxl_checkpoints(&self) -> Vec<crate::config::ModelEntry> {
+        self.config
+            .list_models(crate::config::ModelKind::Checkpoint)
+            .into_iter()
+            .filter(|m| self.architectures.is_sdxl_checkpoint(&m.path))
+            .collect()
+    }
 }
 
 pub type SharedState = Arc<AppState>;
@@ -130,7 +149,7 @@ pub fn router(state: SharedState, guards: Guards) -> Router {
         hosts,
         limits,
     } = guards;
-    let router = Router::new()
+    let quick = Router::new()
         .route("/", get(files::index))
         .route("/app.js", get(files::app_js))
         .route("/app.css", get(files::app_css))
@@ -151,6 +170,32 @@ pub fn router(state: SharedState, guards: Guards) -> Router {
         .route("/thumbs/{*path}", get(thumbs::thumb))
         .route("/outputs/{*path}", get(files::output))
         .route("/ws", get(fooocus::ws::handler))
+        .merge(a1111_routes())
+        .route(
+            "/sdapi/v1/png-info",
+            post(a1111::handlers::png_info).layer(DefaultBodyLimit::max(image_body_limit)),
+        )
+        .route("/v1/models", get(openai::handlers::models))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request,
+        ));
+    // Requests that wait for their job: only their body is bounded in time (A1111 and OpenAI
+    // clients wait as long as the job takes, the queue included).
+    let waiting = Router::new()
+        .route("/sdapi/v1/txt2img", post(a1111::handlers::txt2img))
+        .route("/sdapi/v1/img2img", post(a1111::handlers::img2img))
+        .route(
+            "/v1/images/generations",
+            post(openai::handlers::generations),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            (limits.request, image_body_limit),
+            limits::read_body_within,
+        ))
+        .layer(DefaultBodyLimit::max(image_body_limit));
+    let router = quick
+        .merge(waiting)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             lan,
@@ -165,13 +210,10 @@ pub fn router(state: SharedState, guards: Guards) -> Router {
         None => router,
     };
     let router = router
+        .layer(axum::middleware::from_fn(headers::answer_options))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(hosts),
             hosts::refuse_foreign_host,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request,
         ))
         .layer(axum::middleware::from_fn_with_state(
             error::BodyLimits {
@@ -181,6 +223,29 @@ pub fn router(state: SharedState, guards: Guards) -> Router {
             error::json_errors,
         ));
     headers::with_security_headers(router)
+}
+
+/// A1111's quick routes (listings, progress, control, options).
+fn a1111_routes() -> Router<SharedState> {
+    use a1111::handlers as h;
+    Router::new()
+        .route("/sdapi/v1/progress", get(h::progress))
+        .route("/sdapi/v1/interrupt", post(h::interrupt))
+        .route("/sdapi/v1/skip", post(h::skip))
+        .route(
+            "/sdapi/v1/options",
+            get(h::get_options).post(h::set_options),
+        )
+        .route("/sdapi/v1/sd-models", get(h::sd_models_list))
+        .route("/sdapi/v1/samplers", get(h::samplers))
+        .route("/sdapi/v1/schedulers", get(h::schedulers))
+        .route("/sdapi/v1/upscalers", get(h::upscalers))
+        .route("/sdapi/v1/latent-upscale-modes", get(h::empty_list))
+        .route("/sdapi/v1/sd-vae", get(h::empty_list))
+        .route("/sdapi/v1/scripts", get(h::scripts))
+        .route("/sdapi/v1/loras", get(h::loras))
+        .route("/sdapi/v1/prompt-styles", get(h::prompt_styles))
+        .route("/sdapi/v1/refresh-checkpoints", post(h::refresh))
 }
 
 /// A started server.
@@ -270,6 +335,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         architectures: ArchitectureCache::default(),
         hub_endpoint,
         ws_send_timeout: options.limits.ws_send,
+        api_checkpoint: RwLock::new(None),
     });
     let guards = Guards {
         auth: options.auth,

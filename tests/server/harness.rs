@@ -36,6 +36,8 @@ pub struct Spec {
     pub allowed_hosts: Vec<String>,
     /// Bounds on clients (tests shorten them).
     pub limits: Limits,
+    /// The preset's forced step count (requests that force none run this many).
+    pub steps: Option<u32>,
 }
 
 impl Default for Spec {
@@ -50,6 +52,7 @@ impl Default for Spec {
             hub: None,
             allowed_hosts: Vec::new(),
             limits: Limits::default(),
+            steps: None,
         }
     }
 }
@@ -68,6 +71,7 @@ pub async fn serve(spec: Spec) -> TestServer {
         refiner_model: Some("sdxl_refiner.safetensors".into()),
         loras: vec![],
         image_number: 1,
+        steps: spec.steps,
         ..Preset::default()
     };
     let server = start(ServerOptions {

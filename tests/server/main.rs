@@ -1,6 +1,7 @@
 //! The server on a loopback port with the tiny checkpoints: the HTTP API, the WebSocket events
 //! and previews, the queue and worker, and the safety checks.
 
+mod apis;
 mod client;
 #[path = "../common/mod.rs"]
 mod common;

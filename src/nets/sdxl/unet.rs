@@ -244,12 +244,28 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, emb: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// `up_to`: the (height, width) an upsampling layer brings `x` to (the next skip
+    /// connection's size); `None` is twice `x`'s.
+    fn forward(
+        &self,
+        x: &Tensor,
+        emb: &Tensor,
+        context: &Tensor,
+        up_to: Option<(usize, usize)>,
+    ) -> Result<Tensor> {
         match self {
             Layer::ConvIn(conv) | Layer::Down(conv) => conv.forward(x),
             Layer::Res(res) => res.forward(x, emb),
             Layer::Attn(attn) => attn.forward(x, context),
-            Layer::Up(conv) => conv.forward_upsampled(x),
+            Layer::Up(conv) => {
+                let (_, _, h, w) = x.dims4()?;
+                match up_to {
+                    Some(size) if size != (2 * h, 2 * w) => {
+                        conv.forward(&x.upsample_nearest2d(size.0, size.1)?)
+                    }
+                    _ => conv.forward_upsampled(x),
+                }
+            }
         }
     }
 }
@@ -266,10 +282,16 @@ impl Block {
         Ok(Self(layers))
     }
 
-    fn forward(&self, x: &Tensor, emb: &Tensor, context: &Tensor) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        emb: &Tensor,
+        context: &Tensor,
+        up_to: Option<(usize, usize)>,
+    ) -> Result<Tensor> {
         self.0
             .iter()
-            .try_fold(x.clone(), |h, layer| layer.forward(&h, emb, context))
+            .try_fold(x.clone(), |h, layer| layer.forward(&h, emb, context, up_to))
     }
 }
 
@@ -391,13 +413,13 @@ impl UNet {
         let mut skips = Vec::with_capacity(self.input_blocks.len());
         let mut h = x.to_dtype(dtype)?;
         for (i, block) in self.input_blocks.iter().enumerate() {
-            h = block.forward(&h, &emb, &context)?;
+            h = block.forward(&h, &emb, &context, None)?;
             if let Some(Some(extra)) = residuals.input.get(i) {
                 h = (h + extra.to_dtype(dtype)?)?;
             }
             skips.push(h.clone());
         }
-        h = self.middle_block.forward(&h, &emb, &context)?;
+        h = self.middle_block.forward(&h, &emb, &context, None)?;
         if let Some(extra) = residuals.middle {
             h = (h + extra.to_dtype(dtype)?)?;
         }
@@ -405,7 +427,13 @@ impl UNet {
             let Some(skip) = skips.pop() else {
                 candle_core::bail!("UNet has more output blocks than input blocks");
             };
-            h = block.forward(&Tensor::cat(&[&h, &skip], 1)?, &emb, &context)?;
+            // A side that is not a multiple of the downsampling factor was rounded up on the way
+            // down; upsampling goes to the next skip's size (nearest, as diffusers and ComfyUI).
+            let up_to = match skips.last() {
+                Some(next) => Some((next.dim(2)?, next.dim(3)?)),
+                None => None,
+            };
+            h = block.forward(&Tensor::cat(&[&h, &skip], 1)?, &emb, &context, up_to)?;
         }
         self.out_conv.forward(&self.out_norm.forward_act(&h, true)?)
     }

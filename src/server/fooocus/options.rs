@@ -90,10 +90,8 @@ pub struct MissingModel {
 /// the LoRA folders.
 pub fn options(state: &AppState) -> Options {
     let models: Vec<String> = state
-        .config
-        .list_models(ModelKind::Checkpoint)
+        .sdxl_checkpoints()
         .into_iter()
-        .filter(|m| state.architectures.is_sdxl_checkpoint(&m.path))
         .map(|m| m.name)
         .collect();
     let loras: Vec<String> = state

@@ -1,0 +1,188 @@
+//! A1111's request and reply bodies as serde structs. Requests are lenient as A1111's pydantic
+//! models are: every field may be absent or `null`, unknown keys are ignored. Replies have A1111's
+//! key names; `info` is a JSON string inside the JSON reply, as A1111 sends it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The fields of `txt2img` and `img2img` that mean something here; the others (hires fix,
+/// scripts, `eta`, `s_*`, `tiling`, …) are accepted and ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct GenerationRequest {
+    pub prompt: Option<String>,
+    pub negative_prompt: Option<String>,
+    pub styles: Option<Vec<String>>,
+    /// `-1`, `""` or `null`: random.
+    pub seed: Option<Value>,
+    pub sampler_name: Option<String>,
+    pub sampler_index: Option<String>,
+    pub scheduler: Option<String>,
+    pub batch_size: Option<u32>,
+    pub n_iter: Option<u32>,
+    pub steps: Option<u32>,
+    pub cfg_scale: Option<f64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub clip_skip: Option<usize>,
+    pub refiner_checkpoint: Option<String>,
+    pub refiner_switch_at: Option<f64>,
+    pub override_settings: Option<BTreeMap<String, Value>>,
+    pub send_images: Option<bool>,
+    /// img2img: the first one is the input.
+    pub init_images: Option<Vec<String>>,
+    pub mask: Option<String>,
+    pub denoising_strength: Option<f64>,
+}
+
+/// `txt2img` / `img2img` reply.
+#[derive(Debug, Serialize)]
+pub struct ImagesReply {
+    /// Raw base64 (no `data:` prefix, no line breaks).
+    pub images: Vec<String>,
+    /// The request as it came.
+    pub parameters: Value,
+    /// [`Info`] as a JSON string.
+    pub info: String,
+}
+
+/// What A1111's `Processed.js()` says of a run (the keys clients read, in its order).
+#[derive(Debug, Serialize)]
+pub struct Info {
+    pub prompt: String,
+    pub all_prompts: Vec<String>,
+    pub negative_prompt: String,
+    pub all_negative_prompts: Vec<String>,
+    pub seed: u64,
+    pub all_seeds: Vec<u64>,
+    pub subseed: u64,
+    pub all_subseeds: Vec<u64>,
+    pub subseed_strength: f64,
+    pub width: u32,
+    pub height: u32,
+    pub sampler_name: String,
+    pub cfg_scale: f64,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub restore_faces: bool,
+    pub face_restoration_model: Option<String>,
+    pub sd_model_name: String,
+    pub sd_model_hash: Option<String>,
+    pub sd_vae_name: Option<String>,
+    pub sd_vae_hash: Option<String>,
+    pub seed_resize_from_w: i32,
+    pub seed_resize_from_h: i32,
+    pub denoising_strength: Option<f64>,
+    pub extra_generation_params: BTreeMap<String, Value>,
+    pub index_of_first_image: usize,
+    pub infotexts: Vec<String>,
+    pub styles: Vec<String>,
+    pub job_timestamp: String,
+    pub clip_skip: usize,
+    pub is_using_inpainting_conditioning: bool,
+    pub version: String,
+}
+
+/// `GET progress`.
+#[derive(Debug, Serialize)]
+pub struct ProgressReply {
+    pub progress: f64,
+    pub eta_relative: f64,
+    pub state: ProgressState,
+    /// Raw base64 of the newest step preview (a JPEG), or `null`.
+    pub current_image: Option<String>,
+    pub textinfo: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProgressState {
+    pub skipped: bool,
+    pub interrupted: bool,
+    pub stopping_generation: bool,
+    pub job: String,
+    /// The running job and the queued ones.
+    pub job_count: usize,
+    pub job_timestamp: String,
+    pub job_no: usize,
+    pub sampling_step: usize,
+    pub sampling_steps: usize,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct ProgressQuery {
+    pub skip_current_image: Option<bool>,
+}
+
+/// One entry of `sd-models`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SdModel {
+    /// `"<name> [<sha256[:10]>]"`, byte-identical to `options.sd_model_checkpoint`.
+    pub title: String,
+    pub model_name: String,
+    pub hash: String,
+    pub sha256: String,
+    pub filename: String,
+    pub config: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SamplerItem {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub options: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SchedulerItem {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub aliases: Option<Vec<&'static str>>,
+    pub default_rho: f64,
+    pub need_inner_model: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpscalerItem {
+    pub name: &'static str,
+    pub model_name: Option<&'static str>,
+    pub model_path: Option<String>,
+    pub model_url: Option<String>,
+    pub scale: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoraItem {
+    pub name: String,
+    pub alias: String,
+    pub path: String,
+    pub metadata: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StyleItem {
+    pub name: String,
+    pub prompt: String,
+    pub negative_prompt: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Scripts {
+    pub txt2img: Vec<String>,
+    pub img2img: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PngInfoRequest {
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PngInfoReply {
+    /// The A1111 `parameters` text (`""` when the image has none).
+    pub info: String,
+    pub items: BTreeMap<String, Value>,
+    pub parameters: BTreeMap<String, Value>,
+}
