@@ -3,6 +3,7 @@
 
 mod apis;
 mod client;
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod flows;
