@@ -169,6 +169,23 @@ def generate(models, tok, out_dir, summary):
             "context": ctx, "text_embeds": pooled[rows], "time_ids": time_ids, "y": y, "eps": eps, "denoised": x - sigma * eps,
         }, {"rows": f"row 0 prompt {C.POSITIVE}, row 1 prompt {C.NEGATIVE}"})
 
+    # The base UNet at a latent size its downsampling does not divide (A1111 clients ask for
+    # any multiple of 8 pixels): diffusers upsamples to each skip connection's size. Its own
+    # generator, so the fixtures above and below are unchanged.
+    odd = torch.Generator().manual_seed(C.SEED + 31)
+    ts = C.BASE_TIMESTEP
+    sigma = sig[int(ts)].reshape(1)
+    x = (torch.randn([1, 4, h + 1, w + 3], generator=odd) * sigma).repeat(2, 1, 1, 1)
+    c_in = 1.0 / torch.sqrt(sigma * sigma + 1.0)
+    time_ids = torch.tensor(C.BASE_TIME_IDS, dtype=torch.float32)
+    y = make_y(pooled[rows], time_ids, C.BASE_UNET["time_id_embed_dim"])
+    eps = unet_eps(models.base_unet, x * c_in, float(ts), context[rows], pooled[rows], time_ids, y)
+    save_tensors(f"{out_dir}/unet_base_odd_size.safetensors", {
+        "x": x, "sigma": sigma, "c_in": c_in, "unet_input": x * c_in, "timestep": torch.full((2,), float(ts)),
+        "context": context[rows], "text_embeds": pooled[rows], "time_ids": time_ids, "y": y, "eps": eps,
+        "denoised": x - sigma * eps,
+    }, {"rows": f"row 0 prompt {C.POSITIVE}, row 1 prompt {C.NEGATIVE}", "size": "latent (h + 1, w + 3)"})
+
     # VAE.
     latent = torch.randn([1, 4, h, w], generator=g) * 1.2
     image = vae_decode(models.vae, latent)

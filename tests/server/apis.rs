@@ -444,3 +444,36 @@ async fn openai_generations_answer_b64_or_url() {
         .unwrap()
         .contains("a lighthouse"));
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_loses_no_job() {
+    use tokio::io::AsyncWriteExt;
+    let server = serve(Spec::default()).await;
+    let body =
+        json!({"prompt": "left behind", "width": 256, "height": 256, "steps": 20, "seed": 9})
+            .to_string();
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let head = format!(
+        "POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        server.addr(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    // Leave as soon as the job is queued.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while get(server.addr(), "/api/queue").await.json()["jobs"] == json!([]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never showed in the queue"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(stream);
+    let job = get(server.addr(), "/api/queue").await.json()["jobs"][0]["job_id"]
+        .as_u64()
+        .unwrap();
+    let done = crate::client::wait_job(server.addr(), job).await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["images"].as_array().unwrap().len(), 1);
+}
