@@ -70,6 +70,16 @@ pub fn metadata(plan: &Plan, seed: u64, used: &PromptsUsed<'_>) -> ImageMetadata
                 denoise: *denoise,
                 sha256: input.sha256.clone(),
             }),
+            Task::Resize { input, upscaler } => Some(InputImageRecord {
+                method: if upscaler.is_some() {
+                    RESIZE_UPSCALER
+                } else {
+                    RESIZE_LANCZOS
+                }
+                .to_string(),
+                denoise: 0.0,
+                sha256: input.sha256.clone(),
+            }),
         },
         ..ImageMetadata::default()
     }
@@ -77,6 +87,17 @@ pub fn metadata(plan: &Plan, seed: u64, used: &PromptsUsed<'_>) -> ImageMetadata
 
 /// The method the metadata names for image to image (A1111's img2img).
 pub const IMAGE_TO_IMAGE: &str = "Image to image";
+/// The methods the metadata names for a resize, through the upscaler or by Lanczos alone.
+pub const RESIZE_UPSCALER: &str = "Resize (upscaler)";
+pub const RESIZE_LANCZOS: &str = "Resize (Lanczos)";
+
+fn is_image_to_image(input: &InputImageRecord) -> bool {
+    input.method == IMAGE_TO_IMAGE
+}
+
+fn is_resize(input: &InputImageRecord) -> bool {
+    input.method == RESIZE_UPSCALER || input.method == RESIZE_LANCZOS
+}
 
 /// The request that makes the image `meta` describes again (one image, its seed). LoRAs that a
 /// performance mode adds are left to the mode; an input image is named by its sha256 (the store
@@ -87,6 +108,7 @@ pub fn request_from_metadata(meta: &ImageMetadata) -> GenerateRequest {
         .parse::<super::request::Performance>()
         .ok()
         .and_then(|p| p.fast());
+    let kept = meta.input_image.as_ref();
     GenerateRequest {
         prompt: meta.prompt.clone(),
         negative_prompt: Some(meta.negative_prompt.clone()),
@@ -126,15 +148,15 @@ pub fn request_from_metadata(meta: &ImageMetadata) -> GenerateRequest {
             .input_image
             .as_ref()
             .map(|i| format!("sha256:{}", i.sha256)),
-        uov_method: meta
-            .input_image
-            .as_ref()
-            .filter(|i| i.method != IMAGE_TO_IMAGE)
+        uov_method: kept
+            .filter(|i| !is_image_to_image(i) && !is_resize(i))
             .map(|i| i.method.clone()),
-        denoise: meta
-            .input_image
-            .as_ref()
-            .filter(|i| i.method == IMAGE_TO_IMAGE)
-            .map(|i| i.denoise),
+        denoise: kept.filter(|i| is_image_to_image(i)).map(|i| i.denoise),
+        resize_to: kept
+            .filter(|i| is_resize(i))
+            .map(|_| [meta.width, meta.height]),
+        resize_upscaler: kept
+            .filter(|i| is_resize(i))
+            .map(|i| i.method == RESIZE_UPSCALER),
     }
 }

@@ -35,6 +35,9 @@ pub const MAX_STEPS: u32 = 200;
 /// The smallest and largest side of a custom size (multiples of 8, as A1111 allows).
 pub const MIN_SIDE: u32 = 64;
 pub const MAX_SIDE: u32 = 2048;
+/// The largest side a resize-only result may have (twice the largest input, as Fooocus' direct
+/// upscale returns).
+pub const MAX_RESIZE_SIDE: u32 = 8192;
 /// Most LoRAs besides the performance one.
 pub const MAX_LORAS: usize = 5;
 
@@ -98,6 +101,12 @@ pub enum Task {
     /// Image to image (A1111's img2img): the input resized to the plan's size and re-sampled at
     /// `denoise`.
     ImageToImage { input: InputImage, denoise: f64 },
+    /// Resize only (A1111's extras upscale): the input through the upscaler at `upscaler` (or
+    /// not), resized to the plan's size by Lanczos; one image, no sampling.
+    Resize {
+        input: InputImage,
+        upscaler: Option<PathBuf>,
+    },
 }
 
 impl Task {
@@ -107,7 +116,13 @@ impl Task {
             Task::TextToImage => 1.0,
             Task::Uov { method, .. } => method.denoise(),
             Task::ImageToImage { denoise, .. } => *denoise,
+            Task::Resize { .. } => 0.0,
         }
+    }
+
+    /// Whether its result is made without diffusion (one image).
+    pub fn is_direct(&self) -> bool {
+        matches!(self, Task::Uov { samples: false, .. } | Task::Resize { .. })
     }
 }
 
@@ -188,9 +203,13 @@ pub fn plan(
             };
             ((w, h), Some(steps))
         }
+        Task::Resize { .. } => {
+            let [w, h] = r.resize_to.unwrap_or_default();
+            ((w, h), Some(0))
+        }
     };
     let mut seeds = seeds(r, preset)?;
-    if matches!(task, Task::Uov { samples: false, .. }) {
+    if task.is_direct() {
         // A result without diffusion is one image, whatever the count asked for.
         seeds.truncate(1);
     }
@@ -259,64 +278,75 @@ pub fn plan(
     })
 }
 
-/// The task: text to image, or "Upscale or Variation" of the input image (read and decoded
-/// here, so that a bad image is refused before anything is queued).
+/// The task: text to image, or one of the input-image tasks (the image read and decoded here,
+/// so that a bad image is refused before anything is queued).
 fn task(r: &GenerateRequest, config: &Config) -> Result<Task, RequestError> {
     let method = r
         .uov_method
         .as_deref()
         .filter(|m| !m.trim().is_empty() && !m.trim().eq_ignore_ascii_case("disabled"));
-    let input = r.input_image.as_deref();
-    let store = OutputStore::new(&config.paths.outputs);
-    let (method, input) = match (method, input) {
-        (None, None) => {
-            if r.denoise.is_some() {
-                return Err(bad(
-                    "input_image",
-                    "a denoising strength needs an input image to re-sample",
-                ));
-            }
-            return Ok(Task::TextToImage);
-        }
-        (None, Some(input)) => {
-            let Some(denoise) = r.denoise else {
-                return Err(bad(
-                    "uov_method",
-                    "an input image needs a method: Vary (Subtle), Vary (Strong), Upscale \
-                     (1.5x), Upscale (2x) or Upscale (Fast 2x); or a denoising strength \
-                     (`denoise`) for image to image",
-                ));
-            };
-            let denoise = in_range("denoise", denoise, 0.01, 1.0)?;
-            let input = read_input(input, &store).map_err(|e| bad("input_image", e))?;
-            return Ok(Task::ImageToImage { input, denoise });
-        }
-        (Some(_), None) => {
-            return Err(bad(
+    let asked = [
+        ("uov_method", method.is_some()),
+        ("denoise", r.denoise.is_some()),
+        ("resize_to", r.resize_to.is_some()),
+    ];
+    let Some(input) = r.input_image.as_deref() else {
+        return match asked.iter().find(|(_, given)| *given) {
+            None => Ok(Task::TextToImage),
+            Some((field, _)) => Err(bad(
                 "input_image",
-                "the method needs an input image: base64, a data URL or the address of one of \
-                 our saved images",
-            ))
-        }
-        (Some(m), Some(i)) => (m, i),
+                format!(
+                    "`{field}` needs an input image: base64, a data URL or the address of one \
+                     of our saved images"
+                ),
+            )),
+        };
     };
-    if r.denoise.is_some() {
+    let mut given = asked.iter().filter(|(_, given)| *given).map(|(f, _)| *f);
+    let (Some(what), None) = (given.next(), given.next()) else {
         return Err(bad(
-            "denoise",
-            "a method sets its own strength: send either `uov_method` or `denoise`",
+            asked
+                .iter()
+                .rev()
+                .find(|(_, g)| *g)
+                .map_or("uov_method", |(f, _)| f),
+            "an input image needs a method (`uov_method`: Vary (Subtle), Vary (Strong), Upscale \
+             (1.5x), Upscale (2x) or Upscale (Fast 2x)), a denoising strength (`denoise`) for \
+             image to image, or a size to resize to (`resize_to`): one of them",
         ));
-    }
-    let method: UovMethod = method.parse().map_err(|e: String| bad("uov_method", e))?;
+    };
+    let store = OutputStore::new(&config.paths.outputs);
     let input = read_input(input, &store).map_err(|e| bad("input_image", e))?;
-    let (_, samples) = output_size(method, input.pixels.height(), input.pixels.width());
-    let upscaler =
-        (!method.is_vary()).then(|| config.paths.upscale_models.join(crate::hub::UPSCALER_FILE));
-    Ok(Task::Uov {
-        method,
-        input,
-        samples,
-        upscaler,
-    })
+    let upscaler = || config.paths.upscale_models.join(crate::hub::UPSCALER_FILE);
+    match (what, method, r.denoise, r.resize_to) {
+        ("denoise", _, Some(denoise), _) => Ok(Task::ImageToImage {
+            input,
+            denoise: in_range("denoise", denoise, 0.01, 1.0)?,
+        }),
+        ("resize_to", _, _, Some([w, h])) => {
+            for (field, v) in [("resize_to", w), ("resize_to", h)] {
+                if !(1..=MAX_RESIZE_SIDE).contains(&v) {
+                    return Err(bad(
+                        field,
+                        format!("{v}: use 1 to {MAX_RESIZE_SIDE} pixels a side"),
+                    ));
+                }
+            }
+            let upscaler = r.resize_upscaler.unwrap_or(true).then(upscaler);
+            Ok(Task::Resize { input, upscaler })
+        }
+        (_, Some(method), _, _) => {
+            let method: UovMethod = method.parse().map_err(|e: String| bad("uov_method", e))?;
+            let (_, samples) = output_size(method, input.pixels.height(), input.pixels.width());
+            Ok(Task::Uov {
+                method,
+                input,
+                samples,
+                upscaler: (!method.is_vary()).then(upscaler),
+            })
+        }
+        _ => Err(bad("uov_method", "an input image needs a method")),
+    }
 }
 
 /// One seed per image: `seed + i` (wrapped), a random seed when none is given.

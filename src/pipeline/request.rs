@@ -52,6 +52,11 @@ pub struct GenerateRequest {
     /// Image to image (A1111's img2img): with an input image and no method, the input is resized
     /// to the size asked for (else its own) and re-sampled at this denoising strength (0.01–1).
     pub denoise: Option<f64>,
+    /// Resize only (A1111's extras upscale): the input image brought to `[width, height]` (1 to
+    /// 8192 pixels a side), through the 4× upscaler first unless `resize_upscaler` is false
+    /// (Lanczos alone); one image, no sampling.
+    pub resize_to: Option<[u32; 2]>,
+    pub resize_upscaler: Option<bool>,
 }
 
 /// Fooocus' performance modes.

@@ -143,7 +143,7 @@ pub fn run(
     ctx: &RunContext<'_>,
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<RunOutcome, PipelineError> {
-    if let Task::Uov { samples: false, .. } = plan.task {
+    if plan.task.is_direct() {
         return direct_result(plan, models, ctx, on_event);
     }
     models.prepare(plan, ctx.config, &mut |s| on_event(RunEvent::Stage(s)))?;
@@ -234,7 +234,7 @@ fn start_latent_of_input(
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<Option<Start>, PipelineError> {
     let (pixels, tiled) = match &plan.task {
-        Task::TextToImage => return Ok(None),
+        Task::TextToImage | Task::Resize { .. } => return Ok(None),
         Task::Uov { method, .. } => match prepared_input(plan, models, ctx, on_event)? {
             Prepared::Sample(pixels) => (pixels, !method.is_vary()),
             Prepared::Direct(_) => {
@@ -256,22 +256,23 @@ fn start_latent_of_input(
     Ok(Some(Start { latent, tiled }))
 }
 
-/// The input of an "Upscale or Variation" plan brought to what its method needs; the input
-/// file is kept in the store (by its sha256, which the outputs' metadata names).
+/// The input of an "Upscale or Variation" or a resize plan brought to what its task needs; the
+/// input file is kept in the store (by its sha256, which the outputs' metadata names).
 fn prepared_input(
     plan: &Plan,
     models: &mut Models,
     ctx: &RunContext<'_>,
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<Prepared, PipelineError> {
-    let Task::Uov {
-        method,
-        input,
-        upscaler,
-        ..
-    } = &plan.task
-    else {
-        return Err(PipelineError::Other("the plan has no input image".into()));
+    let (input, upscaler, label) = match &plan.task {
+        Task::Uov {
+            method,
+            input,
+            upscaler,
+            ..
+        } => (input, upscaler, method.label()),
+        Task::Resize { input, upscaler } => (input, upscaler, "Resizing"),
+        _ => return Err(PipelineError::Other("the plan has no input image".into())),
     };
     ctx.store
         .keep_input(&input.sha256, &input.bytes, input.extension())?;
@@ -283,14 +284,22 @@ fn prepared_input(
         }
         None => None,
     };
-    on_event(RunEvent::Stage(format!(
-        "{} of the input image",
-        method.label()
-    )));
-    Ok(uov::prepare(*method, &input.pixels, network, &device)?)
+    on_event(RunEvent::Stage(format!("{label} of the input image")));
+    Ok(match &plan.task {
+        Task::Uov { method, .. } => uov::prepare(*method, &input.pixels, network, &device)?,
+        _ => {
+            let upscaled = match network {
+                Some(network) => Some(uov::super_resolve(network, &input.pixels, &device)?),
+                None => None,
+            };
+            let pixels = upscaled.as_ref().unwrap_or(&input.pixels);
+            Prepared::Direct(lanczos(pixels, plan.width, plan.height))
+        }
+    })
 }
 
-/// A result that needs no sampling (Upscale (Fast 2x), or an upscale too large to sample):
+/// A result that needs no sampling (Upscale (Fast 2x), an upscale too large to sample, a
+/// resize):
 /// the upscaled input, saved with its metadata as the run's one image.
 fn direct_result(
     plan: &Plan,

@@ -110,6 +110,7 @@ pub fn carries_images(path: &str) -> bool {
         "/api/generate"
             | "/sdapi/v1/txt2img"
             | "/sdapi/v1/img2img"
+            | "/sdapi/v1/extra-single-image"
             | "/sdapi/v1/png-info"
             | "/v1/images/generations"
     )

@@ -186,6 +186,10 @@ pub fn router(state: SharedState, guards: Guards) -> Router {
         .route("/sdapi/v1/txt2img", post(a1111::handlers::txt2img))
         .route("/sdapi/v1/img2img", post(a1111::handlers::img2img))
         .route(
+            "/sdapi/v1/extra-single-image",
+            post(a1111::handlers::extra_single_image),
+        )
+        .route(
             "/v1/images/generations",
             post(openai::handlers::generations),
         )

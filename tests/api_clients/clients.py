@@ -46,6 +46,11 @@ def check_webuiapi():
     assert seed_of(r2.image) == 7
     assert "Denoising strength" in r2.image.info["parameters"] or r2.info["denoising_strength"] == 0.6
 
+    up = api.extra_single_image(image=r2.image, upscaler_1="ESRGAN_4x", upscaling_resize=2)
+    assert up.image.size == (160, 128), up.image.size
+    info = api.png_info(r2.image)
+    assert info.parameters["Seed"] == "7" and info.parameters["Size-1"] == "80", info.parameters
+
     idle = api.get_progress()
     assert idle["progress"] == 0 and idle["state"]["job_count"] == 0, idle
     assert api.skip() is None

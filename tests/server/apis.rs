@@ -477,3 +477,79 @@ async fn a_client_that_leaves_loses_no_job() {
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(done["images"].as_array().unwrap().len(), 1);
 }
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 9) as u8, (y * 7) as u8, ((x ^ y) * 5) as u8])
+    });
+    let mut bytes = Vec::new();
+    image
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    bytes
+}
+
+#[tokio::test]
+async fn extras_upscale_through_the_upscaler_or_lanczos() {
+    let server = serve(Spec::default()).await;
+    let upscalers = get(server.addr(), "/sdapi/v1/upscalers").await.json();
+    let names: Vec<&str> = upscalers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["None", "Lanczos", "ESRGAN_4x"]);
+    let input = format!("data:image/png;base64,{}", b64(&png(40, 24)));
+    let cases = [
+        (
+            json!({"image": input, "upscaler_1": "ESRGAN_4x", "upscaling_resize": 3}),
+            (120, 72),
+            "Resize (upscaler)",
+        ),
+        (
+            json!({"image": input, "upscaler_1": "None", "resize_mode": 1, "upscaling_resize_w": 50, "upscaling_resize_h": 30}),
+            (50, 30),
+            "Resize (Lanczos)",
+        ),
+    ];
+    for (body, size, method) in cases {
+        let reply = post_json(server.addr(), "/sdapi/v1/extra-single-image", &body).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let bytes = unb64(reply.json()["image"].as_str().unwrap());
+        let image = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((image.width(), image.height()), size);
+        let meta = fooocus::store::embedded_text_from_bytes(&bytes)
+            .unwrap()
+            .metadata()
+            .unwrap();
+        assert_eq!(meta.input_image.unwrap().method, method);
+    }
+    let bad = post_json(
+        server.addr(),
+        "/sdapi/v1/extra-single-image",
+        &json!({"image": input, "upscaler_1": "SwinIR"}),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["detail"]
+        .as_str()
+        .unwrap()
+        .contains("`upscaler_1`"));
+    let bad = post_json(
+        server.addr(),
+        "/sdapi/v1/extra-single-image",
+        &json!({"image": "%%%"}),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["detail"].as_str().unwrap().contains("`image`"));
+}

@@ -16,9 +16,9 @@ use serde_json::Value;
 use super::meaning::{a1111_sampler, generate_request, DEFAULT_DENOISE, SCHEDULES};
 use super::models::{sd_models, select, selected, selected_entry};
 use super::wire::{
-    GenerationRequest, ImagesReply, Info, LoraItem, PngInfoReply, PngInfoRequest, ProgressQuery,
-    ProgressReply, ProgressState, SamplerItem, SchedulerItem, Scripts, SdModel, StyleItem,
-    UpscalerItem,
+    ExtrasReply, ExtrasRequest, GenerationRequest, ImagesReply, Info, LoraItem, PngInfoReply,
+    PngInfoRequest, ProgressQuery, ProgressReply, ProgressState, SamplerItem, SchedulerItem,
+    Scripts, SdModel, StyleItem, UpscalerItem,
 };
 use super::A1111Error;
 use crate::config::ModelKind;
@@ -383,15 +383,107 @@ pub async fn schedulers() -> Json<Vec<SchedulerItem>> {
     )
 }
 
-/// `GET upscalers`: none besides "None" (the upscaler runs through Upscale on the page).
-pub async fn upscalers() -> Json<Vec<UpscalerItem>> {
-    Json(vec![UpscalerItem {
-        name: "None",
+/// The upscalers `extra-single-image` takes: none (Lanczos alone) and Fooocus' 4× ESRGAN.
+const NO_UPSCALER: [&str; 2] = ["None", "Lanczos"];
+const ESRGAN: &str = "ESRGAN_4x";
+
+/// `GET upscalers`.
+pub async fn upscalers(State(state): State<SharedState>) -> Json<Vec<UpscalerItem>> {
+    let plain = |name| UpscalerItem {
+        name,
         model_name: None,
         model_path: None,
         model_url: None,
         scale: 4.0,
-    }])
+    };
+    let entry = crate::hub::upscaler_entry();
+    Json(vec![
+        plain(NO_UPSCALER[0]),
+        plain(NO_UPSCALER[1]),
+        UpscalerItem {
+            name: ESRGAN,
+            model_name: Some("fooocus_upscaler"),
+            model_path: Some(
+                state
+                    .config
+                    .paths
+                    .upscale_models
+                    .join(crate::hub::UPSCALER_FILE)
+                    .display()
+                    .to_string(),
+            ),
+            model_url: Some(entry.url(&state.hub_endpoint)),
+            scale: 4.0,
+        },
+    ])
+}
+
+/// `POST extra-single-image`: the image through the 4× ESRGAN (`upscaler_1` `ESRGAN_4x`, the
+/// default) or Lanczos alone (`None`, `Lanczos`), resized by `upscaling_resize` (default 2) or to
+/// `upscaling_resize_w` × `upscaling_resize_h` (`resize_mode` 1). A job like the others, saved.
+pub async fn extra_single_image(
+    State(state): State<SharedState>,
+    body: Bytes,
+) -> Reply<ExtrasReply> {
+    let r: ExtrasRequest = parse_json(&body)?;
+    let Some(image) = r.image.clone() else {
+        return Err(A1111Error::bad_request("`image`: send the image as base64"));
+    };
+    // Decoded here for its size (the plan decodes it again, with the same bounds).
+    let upscaler = match r.upscaler_1.as_deref().map(str::trim) {
+        None | Some("") | Some(ESRGAN) => true,
+        Some(name) if NO_UPSCALER.iter().any(|n| n.eq_ignore_ascii_case(name)) => false,
+        Some(name) => {
+            return Err(A1111Error::bad_request(format!(
+                "`upscaler_1`: no upscaler {name:?}: choose None, Lanczos or {ESRGAN}"
+            )))
+        }
+    };
+    let s = state.clone();
+    let input = off_runtime(move || {
+        crate::pipeline::image::read_input(
+            &image,
+            &crate::store::OutputStore::new(&s.config.paths.outputs),
+        )
+    })
+    .await?
+    .map_err(|e| A1111Error::bad_request(format!("`image`: {e}")))?;
+    let (w, h) = input.pixels.dimensions();
+    let size = match r.resize_mode.unwrap_or(0) {
+        1 => [
+            r.upscaling_resize_w.unwrap_or(w),
+            r.upscaling_resize_h.unwrap_or(h),
+        ],
+        _ => {
+            let f = r.upscaling_resize.unwrap_or(2.0);
+            if !(f.is_finite() && (1.0..=8.0).contains(&f)) {
+                return Err(A1111Error::bad_request(format!(
+                    "`upscaling_resize`: {f}: use 1 to 8"
+                )));
+            }
+            [
+                (f64::from(w) * f).round() as u32,
+                (f64::from(h) * f).round() as u32,
+            ]
+        }
+    };
+    let request = crate::pipeline::request::GenerateRequest {
+        input_image: r.image,
+        resize_to: Some(size),
+        resize_upscaler: Some(upscaler),
+        ..Default::default()
+    };
+    let plan = plan_request(&state, request).await.map_err(refused)?;
+    let finished = run_to_end(&state, plan).await.map_err(refused)?;
+    let image = finished
+        .images
+        .first()
+        .map(|i| b64(&i.bytes))
+        .ok_or_else(|| A1111Error::from(WaitError::Failed("the job saved no image".into())))?;
+    Ok(Json(ExtrasReply {
+        image,
+        html_info: String::new(),
+    }))
 }
 
 /// `GET latent-upscale-modes`, `GET sd-vae`: none (no hires fix; each checkpoint's own VAE).

@@ -174,6 +174,26 @@ pub struct Scripts {
     pub img2img: Vec<String>,
 }
 
+/// `extra-single-image`: the fields of A1111's extras that mean something here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ExtrasRequest {
+    pub image: Option<String>,
+    /// 0: by `upscaling_resize`; 1: to `upscaling_resize_w` × `upscaling_resize_h`.
+    pub resize_mode: Option<u8>,
+    pub upscaling_resize: Option<f64>,
+    pub upscaling_resize_w: Option<u32>,
+    pub upscaling_resize_h: Option<u32>,
+    pub upscaler_1: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExtrasReply {
+    /// Raw base64 of the saved image.
+    pub image: String,
+    pub html_info: String,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct PngInfoRequest {
     pub image: Option<String>,
