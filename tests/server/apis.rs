@@ -46,6 +46,17 @@ fn png_facts(bytes: &[u8]) -> ((u32, u32), String) {
     )
 }
 
+/// The JSON of a 200 answer (the body shown otherwise).
+fn ok_json(reply: crate::client::Response) -> Value {
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()
+}
+
 fn info(reply: &Value) -> Value {
     let text = reply["info"].as_str().expect("info is a JSON string");
     serde_json::from_str(text).unwrap()
@@ -105,13 +116,7 @@ async fn open_webui_sequence_with_empty_basic_auth() {
     let body =
         json!({"prompt": "a lighthouse", "batch_size": 1, "width": 64, "height": 72, "steps": 2});
     let reply = call(&server, "POST", "/sdapi/v1/txt2img", &auth, Some(&body)).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let reply = reply.json();
+    let reply = ok_json(reply);
     let images = reply["images"].as_array().unwrap();
     assert_eq!(images.len(), 1);
     let ((w, h), text) = png_facts(&unb64(images[0].as_str().unwrap()));
@@ -192,13 +197,7 @@ async fn sillytavern_sequence() {
         "do_not_save_samples": false
     });
     let reply = call(&server, "POST", "/sdapi/v1/txt2img", &auth, Some(&body)).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let reply = reply.json();
+    let reply = ok_json(reply);
     let info = info(&reply);
     assert_eq!(info["seed"], 123);
     assert_eq!(info["sampler_name"], "DDIM");
@@ -252,82 +251,69 @@ async fn bad_requests_name_their_field_and_queue_nothing() {
         let addr = server.addr();
         async move { post_json(addr, path, &body).await }
     };
-    // A1111: a width that is not a multiple of 8.
-    let r = post(
-        "/sdapi/v1/txt2img",
-        json!({"prompt": "x", "width": 1001, "height": 512}),
-    )
-    .await;
-    assert_eq!(r.status, 400);
-    let body = r.json();
-    for key in ["error", "detail", "body", "errors"] {
-        assert!(
-            body.get(key).is_some(),
-            "A1111's error shape lacks {key}: {body}"
-        );
-    }
-    let detail = body["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("`width`") && detail.contains("multiple of 8"),
-        "{detail}"
-    );
-    // A broken base64 input image.
-    let r = post(
-        "/sdapi/v1/img2img",
-        json!({"prompt": "x", "init_images": ["data:image/png;base64,%%%not"]}),
-    )
-    .await;
-    assert_eq!(r.status, 400);
-    assert!(
-        r.json()["detail"]
-            .as_str()
-            .unwrap()
-            .contains("`init_images`"),
-        "{}",
-        r.json()
-    );
-    // img2img without an image: A1111's 404.
-    let r = post("/sdapi/v1/img2img", json!({"prompt": "x"})).await;
-    assert_eq!(r.status, 404);
-    // A body of the wrong type: 422 naming the field.
-    let r = post("/sdapi/v1/txt2img", json!({"prompt": "x", "steps": "many"})).await;
-    assert_eq!(r.status, 422);
-    assert!(
-        r.json()["detail"].as_str().unwrap().contains("steps"),
-        "{}",
-        r.json()
-    );
-    // Too many images.
-    let r = post(
-        "/sdapi/v1/txt2img",
-        json!({"prompt": "x", "batch_size": 8, "n_iter": 8}),
-    )
-    .await;
-    assert_eq!(r.status, 400);
-    assert!(
-        r.json()["detail"]
-            .as_str()
-            .unwrap()
-            .contains("`batch_size`"),
-        "{}",
-        r.json()
-    );
-    // An unknown model.
-    let r = post(
-        "/sdapi/v1/options",
-        json!({"sd_model_checkpoint": "nope.safetensors [0123456789]"}),
-    )
-    .await;
-    assert_eq!(r.status, 400);
-    assert!(r.json()["detail"].as_str().unwrap().contains("not found"));
-    // A refiner is not a base model.
     let refiner = titles(&server)
         .await
         .into_iter()
         .find(|t| t.starts_with("sdxl_refiner"))
         .unwrap();
-    let r = post("/sdapi/v1/options", json!({"sd_model_checkpoint": refiner})).await;
-    assert_eq!(r.status, 400);
+    // A1111: (route, body, status, what `detail` says).
+    let a1111 = [
+        (
+            "/sdapi/v1/txt2img",
+            json!({"prompt": "x", "width": 1001, "height": 512}),
+            400,
+            "`width`: 1001: use a multiple of 8",
+        ),
+        (
+            "/sdapi/v1/img2img",
+            json!({"prompt": "x", "init_images": ["data:image/png;base64,%%%not"]}),
+            400,
+            "`init_images`",
+        ),
+        (
+            "/sdapi/v1/img2img",
+            json!({"prompt": "x"}),
+            404,
+            "Init image not found",
+        ),
+        (
+            "/sdapi/v1/txt2img",
+            json!({"prompt": "x", "steps": "many"}),
+            422,
+            "steps",
+        ),
+        (
+            "/sdapi/v1/txt2img",
+            json!({"prompt": "x", "batch_size": 8, "n_iter": 8}),
+            400,
+            "`batch_size`",
+        ),
+        (
+            "/sdapi/v1/options",
+            json!({"sd_model_checkpoint": "nope.safetensors [0123456789]"}),
+            400,
+            "not found",
+        ),
+        (
+            "/sdapi/v1/options",
+            json!({"sd_model_checkpoint": refiner}),
+            400,
+            "is a refiner",
+        ),
+    ];
+    for (path, body, status, says) in a1111 {
+        let r = post(path, body.clone()).await;
+        assert_eq!(r.status, status, "{path} {body}");
+        let answer = r.json();
+        for key in ["error", "detail", "body", "errors"] {
+            assert!(
+                answer.get(key).is_some(),
+                "A1111's error shape lacks {key}: {answer}"
+            );
+        }
+        let detail = answer["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{path} {body}: {detail}");
+    }
     // OpenAI: n beyond the limit, a bad size, no prompt.
     for (body, param, says) in [
         (json!({"prompt": "x", "n": 100}), "n", "1 to 10"),
@@ -359,13 +345,7 @@ async fn unknown_sampler_falls_back_and_img2img_resizes() {
     let server = serve(Spec::default()).await;
     let body = json!({"prompt": "x", "sampler_name": "Wobbly 9000", "steps": 2, "width": 64, "height": 64, "seed": 5});
     let reply = post_json(server.addr(), "/sdapi/v1/txt2img", &body).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let reply = reply.json();
+    let reply = ok_json(reply);
     // The preset's sampler (Fooocus' dpmpp_2m_sde_gpu), under its A1111 name.
     assert_eq!(info(&reply)["sampler_name"], "DPM++ 2M SDE");
     let first = reply["images"][0].as_str().unwrap().to_string();
@@ -373,13 +353,7 @@ async fn unknown_sampler_falls_back_and_img2img_resizes() {
     let body = json!({"prompt": "x", "init_images": [first], "denoising_strength": 0.5,
                       "steps": 2, "width": 80, "height": 88, "seed": 6});
     let reply = post_json(server.addr(), "/sdapi/v1/img2img", &body).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let reply = reply.json();
+    let reply = ok_json(reply);
     assert_eq!(reply["parameters"]["init_images"], Value::Null);
     assert_eq!(info(&reply)["denoising_strength"], 0.5);
     let bytes = unb64(reply["images"][0].as_str().unwrap());
@@ -421,13 +395,7 @@ async fn openai_generations_answer_b64_or_url() {
         .any(|m| m["id"] == "sdxl_base.safetensors" && m["object"] == "model"));
     let body = json!({"model": "dall-e-3", "prompt": "a lighthouse", "n": 1, "size": "1792x1024", "response_format": "url"});
     let reply = post_json(server.addr(), "/v1/images/generations", &body).await;
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let reply = reply.json();
+    let reply = ok_json(reply);
     assert_eq!(reply["size"], "1344x768");
     let url = reply["data"][0]["url"].as_str().unwrap();
     assert!(reply["data"][0].get("b64_json").is_none());
@@ -478,20 +446,6 @@ async fn a_client_that_leaves_loses_no_job() {
     assert_eq!(done["images"].as_array().unwrap().len(), 1);
 }
 
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let image = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x * 9) as u8, (y * 7) as u8, ((x ^ y) * 5) as u8])
-    });
-    let mut bytes = Vec::new();
-    image
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .unwrap();
-    bytes
-}
-
 #[tokio::test]
 async fn extras_upscale_through_the_upscaler_or_lanczos() {
     let server = serve(Spec::default()).await;
@@ -503,7 +457,7 @@ async fn extras_upscale_through_the_upscaler_or_lanczos() {
         .map(|u| u["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["None", "Lanczos", "ESRGAN_4x"]);
-    let input = format!("data:image/png;base64,{}", b64(&png(40, 24)));
+    let input = format!("data:image/png;base64,{}", b64(&crate::uov::png(40, 24)));
     let cases = [
         (
             json!({"image": input, "upscaler_1": "ESRGAN_4x", "upscaling_resize": 3}),
@@ -518,13 +472,7 @@ async fn extras_upscale_through_the_upscaler_or_lanczos() {
     ];
     for (body, size, method) in cases {
         let reply = post_json(server.addr(), "/sdapi/v1/extra-single-image", &body).await;
-        assert_eq!(
-            reply.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        let bytes = unb64(reply.json()["image"].as_str().unwrap());
+        let bytes = unb64(ok_json(reply)["image"].as_str().unwrap());
         let image = image::load_from_memory(&bytes).unwrap();
         assert_eq!((image.width(), image.height()), size);
         let meta = fooocus::store::embedded_text_from_bytes(&bytes)
