@@ -62,8 +62,9 @@ fn info(reply: &Value) -> Value {
     serde_json::from_str(text).unwrap()
 }
 
-async fn titles(server: &TestServer) -> Vec<String> {
-    get(server.addr(), "/sdapi/v1/sd-models")
+/// The checkpoints' titles, asked with `auth`.
+async fn titles(server: &TestServer, auth: &[(&str, &str)]) -> Vec<String> {
+    call(server, "GET", "/sdapi/v1/sd-models", auth, None)
         .await
         .json()
         .as_array()
@@ -87,12 +88,30 @@ async fn nothing_queued(server: &TestServer) {
 #[tokio::test]
 async fn open_webui_sequence_with_empty_basic_auth() {
     let server = serve(Spec::default()).await;
-    let auth = [("authorization", "Basic ")];
+    open_webui_sequence(&server, "Basic ").await;
+}
+
+#[tokio::test]
+async fn open_webui_sequence_with_basic_auth_on() {
+    let server = serve(Spec {
+        auth: Some(Accounts::from(
+            &"ada:lovelace".parse::<Credentials>().unwrap(),
+        )),
+        ..Spec::default()
+    })
+    .await;
+    let token = format!("Basic {}", b64(b"ada:lovelace"));
+    open_webui_sequence(&server, &token).await;
+}
+
+/// Open WebUI's automatic1111 engine: every call with its `authorization` header.
+async fn open_webui_sequence(server: &TestServer, authorization: &str) {
+    let auth = [("authorization", authorization)];
     // Verify the URL, list the models, read the current one.
-    let options = call(&server, "GET", "/sdapi/v1/options", &auth, None).await;
+    let options = call(server, "GET", "/sdapi/v1/options", &auth, None).await;
     assert_eq!(options.status, 200);
     let options = options.json();
-    let models = call(&server, "GET", "/sdapi/v1/sd-models", &auth, None)
+    let models = call(server, "GET", "/sdapi/v1/sd-models", &auth, None)
         .await
         .json();
     let titles: Vec<&str> = models
@@ -110,12 +129,12 @@ async fn open_webui_sequence_with_empty_basic_auth() {
     // Set the model: the whole dict posted back.
     let mut whole = options.clone();
     whole["sd_model_checkpoint"] = Value::from(current);
-    let set = call(&server, "POST", "/sdapi/v1/options", &auth, Some(&whole)).await;
+    let set = call(server, "POST", "/sdapi/v1/options", &auth, Some(&whole)).await;
     assert_eq!((set.status, set.json()), (200, Value::Null));
     // Generate, as its automatic1111 engine does.
     let body =
         json!({"prompt": "a lighthouse", "batch_size": 1, "width": 64, "height": 72, "steps": 2});
-    let reply = call(&server, "POST", "/sdapi/v1/txt2img", &auth, Some(&body)).await;
+    let reply = call(server, "POST", "/sdapi/v1/txt2img", &auth, Some(&body)).await;
     let reply = ok_json(reply);
     let images = reply["images"].as_array().unwrap();
     assert_eq!(images.len(), 1);
@@ -127,14 +146,35 @@ async fn open_webui_sequence_with_empty_basic_auth() {
     assert_eq!(info["width"], 64);
     assert_eq!(reply["parameters"]["prompt"], "a lighthouse");
     // The job is the page's kind: in the history.
-    let history = get(server.addr(), "/api/history").await.json();
+    let history = call(server, "GET", "/api/history", &auth, None)
+        .await
+        .json();
     assert_eq!(history["days"][0]["images"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
-async fn sillytavern_sequence() {
+async fn sillytavern_sequence_with_empty_basic_auth() {
     let server = serve(Spec::default()).await;
-    let auth = [("Authorization", "Basic ")];
+    sillytavern_sequence(&server, "Basic ").await;
+}
+
+#[tokio::test]
+async fn sillytavern_sequence_with_basic_auth_on() {
+    let server = serve(Spec {
+        auth: Some(Accounts::from(
+            &"ada:lovelace".parse::<Credentials>().unwrap(),
+        )),
+        ..Spec::default()
+    })
+    .await;
+    let token = format!("Basic {}", b64(b"ada:lovelace"));
+    sillytavern_sequence(&server, &token).await;
+}
+
+/// SillyTavern's `auto` source (its server's calls, each with `Authorization`), and the sd.cpp
+/// source's ping.
+async fn sillytavern_sequence(server: &TestServer, authorization: &str) {
+    let auth = [("Authorization", authorization)];
     for path in [
         "/sdapi/v1/options",
         "/sdapi/v1/samplers",
@@ -144,11 +184,13 @@ async fn sillytavern_sequence() {
         "/sdapi/v1/latent-upscale-modes",
         "/sdapi/v1/sd-vae",
     ] {
-        let r = call(&server, "GET", path, &auth, None).await;
+        let r = call(server, "GET", path, &auth, None).await;
         assert_eq!(r.status, 200, "{path}");
         r.json();
     }
-    let samplers = get(server.addr(), "/sdapi/v1/samplers").await.json();
+    let samplers = call(server, "GET", "/sdapi/v1/samplers", &auth, None)
+        .await
+        .json();
     let names: Vec<&str> = samplers
         .as_array()
         .unwrap()
@@ -158,20 +200,22 @@ async fn sillytavern_sequence() {
     for wanted in ["DPM++ 2M SDE", "Euler a", "DDIM", "Euler"] {
         assert!(names.contains(&wanted), "{wanted} not in {names:?}");
     }
-    let schedulers = get(server.addr(), "/sdapi/v1/schedulers").await.json();
+    let schedulers = call(server, "GET", "/sdapi/v1/schedulers", &auth, None)
+        .await
+        .json();
     assert!(schedulers
         .as_array()
         .unwrap()
         .iter()
         .any(|s| s["name"] == "normal"));
     // set-model: POST options, then poll progress until idle.
-    let title = titles(&server)
+    let title = titles(server, &auth)
         .await
         .into_iter()
         .find(|t| t.starts_with("sdxl_base"))
         .unwrap();
     let set = call(
-        &server,
+        server,
         "POST",
         "/sdapi/v1/options",
         &auth,
@@ -179,7 +223,7 @@ async fn sillytavern_sequence() {
     )
     .await;
     assert_eq!(set.status, 200);
-    let progress = call(&server, "GET", "/sdapi/v1/progress", &auth, None)
+    let progress = call(server, "GET", "/sdapi/v1/progress", &auth, None)
         .await
         .json();
     assert_eq!(progress["progress"], 0.0);
@@ -196,7 +240,7 @@ async fn sillytavern_sequence() {
         "save_images": true, "send_images": true, "do_not_save_grid": false,
         "do_not_save_samples": false
     });
-    let reply = call(&server, "POST", "/sdapi/v1/txt2img", &auth, Some(&body)).await;
+    let reply = call(server, "POST", "/sdapi/v1/txt2img", &auth, Some(&body)).await;
     let reply = ok_json(reply);
     let info = info(&reply);
     assert_eq!(info["seed"], 123);
@@ -205,7 +249,7 @@ async fn sillytavern_sequence() {
     let (_, text) = png_facts(&unb64(reply["images"][0].as_str().unwrap()));
     assert!(text.contains("Schedule type: Normal"), "{text}");
     // The sd.cpp source pings with OPTIONS and no credentials.
-    let ping = call(&server, "OPTIONS", "/v1/images/generations", &[], None).await;
+    let ping = call(server, "OPTIONS", "/v1/images/generations", &[], None).await;
     assert!((200..300).contains(&ping.status), "{}", ping.status);
 }
 
@@ -251,7 +295,7 @@ async fn bad_requests_name_their_field_and_queue_nothing() {
         let addr = server.addr();
         async move { post_json(addr, path, &body).await }
     };
-    let refiner = titles(&server)
+    let refiner = titles(&server, &[])
         .await
         .into_iter()
         .find(|t| t.starts_with("sdxl_refiner"))
