@@ -227,10 +227,20 @@ pub fn plan(
     let perf_steps = performance.steps();
     let forced = r.steps.or(preset.steps);
     let steps = match uov_steps {
-        Some(0) => 0,
-        Some(s) => steps(forced, s)?,
-        None => steps(forced, perf_steps)?,
-    };
+        Some(0) => Ok(0),
+        Some(s) => steps(forced, s),
+        None => steps(forced, perf_steps),
+    }
+    .map_err(|e| match r.steps {
+        Some(_) => e,
+        None => bad(
+            "steps",
+            format!(
+                "{} (the preset's `steps`: fix it in the configuration)",
+                e.message
+            ),
+        ),
+    })?;
     let fast = performance.fast();
     let refiner = match fast {
         Some(_) => None,

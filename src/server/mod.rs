@@ -123,6 +123,8 @@ pub struct AppState {
     /// The checkpoint A1111's `POST options` selected for API requests that name none (`None`:
     /// the preset's base model).
     pub api_checkpoint: RwLock<Option<String>>,
+    /// The jobs of API requests a client may retry (see [`waiting::InFlight`]).
+    pub in_flight: waiting::InFlight,
 }
 
 impl AppState {
@@ -227,6 +229,23 @@ pub fn router(state: SharedState, guards: Guards) -> Router {
             error::json_errors,
         ));
     headers::with_security_headers(router)
+}
+
+/// Hashes the SDXL checkpoints on a thread of their own, so that the API's model titles
+/// (`name [sha256[:10]]`) are ready before a client asks (a 7 GB file takes seconds to read).
+fn hash_checkpoints(state: SharedState) {
+    let spawned = std::thread::Builder::new()
+        .name("model-hashes".into())
+        .spawn(move || {
+            for model in state.sdxl_checkpoints() {
+                if let Err(e) = crate::store::file_sha256(&model.path) {
+                    tracing::warn!("cannot hash {}: {e}", model.name);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("model hashes will be read on first use: {e}");
+    }
 }
 
 /// A1111's quick routes (listings, progress, control, options).
@@ -340,7 +359,9 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         hub_endpoint,
         ws_send_timeout: options.limits.ws_send,
         api_checkpoint: RwLock::new(None),
+        in_flight: waiting::InFlight::default(),
     });
+    hash_checkpoints(state.clone());
     let guards = Guards {
         auth: options.auth,
         body_limit: options.body_limit,

@@ -4,11 +4,14 @@
 //! client that leaves while it waits cancels nothing: the job runs to its end and its images stay
 //! in the history.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::jobs::{JobId, JobState, SubmitError};
+use crate::jobs::{JobId, JobState, SubmitError, Worker};
 use crate::pipeline::plan::{plan, Plan, RequestError};
 use crate::pipeline::request::GenerateRequest;
 use crate::server::SharedState;
@@ -44,7 +47,6 @@ pub struct FinishedImage {
 /// A job at its end: what it saved, and whether Stop cut it short.
 #[derive(Debug, Clone)]
 pub struct Finished {
-    pub job_id: JobId,
     pub plan: Plan,
     pub images: Vec<FinishedImage>,
     pub stopped: bool,
@@ -69,10 +71,67 @@ pub async fn plan_request(
     Ok(blocking(move || plan(&request, &s.preset, &s.config, &s.styles)).await??)
 }
 
-/// Queues `plan` and waits for its job to end; the saved images are read back.
-pub async fn run_to_end(state: &SharedState, plan: Plan) -> Result<Finished, WaitError> {
+/// A request's identity across a client's retries: the hash of its body, and whether this is a
+/// retry (the OpenAI SDK sends `x-stainless-retry-count`).
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub key: [u8; 32],
+    pub again: bool,
+}
+
+impl Retry {
+    pub fn new(body: &[u8], again: bool) -> Self {
+        Retry {
+            key: Sha256::digest(body).into(),
+            again,
+        }
+    }
+}
+
+/// The jobs of requests that may be retried, by [`Retry::key`]: a client that gave up waiting
+/// (the OpenAI SDK's 600 s) and tries again waits for the job its first try queued, or takes its
+/// saved images, instead of queueing the same work again.
+#[derive(Debug, Default)]
+pub struct InFlight(Mutex<HashMap<[u8; 32], JobId>>);
+
+impl InFlight {
+    /// The job an earlier try of `key` queued, while it is queued, running or done.
+    fn find(&self, key: &[u8; 32], worker: &Worker) -> Option<JobId> {
+        let jobs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let id = *jobs.get(key)?;
+        let state = worker.status(id)?.state;
+        matches!(state, JobState::Queued | JobState::Running | JobState::Done).then_some(id)
+    }
+
+    /// Remembers `id` for `key`, forgetting the jobs the worker no longer knows.
+    fn insert(&self, key: [u8; 32], id: JobId, worker: &Worker) {
+        let mut jobs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.retain(|_, job| worker.status(*job).is_some());
+        jobs.insert(key, id);
+    }
+}
+
+/// Queues `plan` (or, for a retry, finds the job its first try queued) and waits for the job to
+/// end; the saved images are read back.
+pub async fn run_to_end(
+    state: &SharedState,
+    plan: Plan,
+    retry: Option<Retry>,
+) -> Result<Finished, WaitError> {
     let mut events = state.worker.subscribe();
-    let (job_id, _) = state.worker.submit(plan.clone())?;
+    let earlier = retry
+        .filter(|r| r.again)
+        .and_then(|r| state.in_flight.find(&r.key, &state.worker));
+    let job_id = match earlier {
+        Some(id) => id,
+        None => {
+            let (id, _) = state.worker.submit(plan.clone())?;
+            if let Some(r) = retry {
+                state.in_flight.insert(r.key, id, &state.worker);
+            }
+            id
+        }
+    };
     let status = loop {
         match state.worker.status(job_id) {
             Some(status) if status.state.finished() => break status,
@@ -114,7 +173,6 @@ pub async fn run_to_end(state: &SharedState, plan: Plan) -> Result<Finished, Wai
     })
     .await??;
     Ok(Finished {
-        job_id,
         plan,
         images,
         stopped: status.state == JobState::Stopped,

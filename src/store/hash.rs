@@ -1,11 +1,12 @@
 //! Model file hashes: streaming SHA-256, cut to A1111's 10 hex chars, cached per process by
-//! (path, size, modification time) so a 7 GB checkpoint is read once.
+//! (path, size, modification time) so a 7 GB checkpoint is read once, also when several threads
+//! ask for it at the same time (the others wait for the one that reads it).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
@@ -17,8 +18,11 @@ pub const SHORT_HASH_LEN: usize = 10;
 
 type CacheKey = (PathBuf, u64, Option<SystemTime>);
 
-fn cache() -> &'static Mutex<HashMap<CacheKey, String>> {
-    static CACHE: OnceLock<Mutex<HashMap<CacheKey, String>>> = OnceLock::new();
+/// One slot per file: filled by the first thread that hashes it, which holds its lock meanwhile.
+type Slot = Arc<Mutex<Option<String>>>;
+
+fn cache() -> &'static Mutex<HashMap<CacheKey, Slot>> {
+    static CACHE: OnceLock<Mutex<HashMap<CacheKey, Slot>>> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -47,15 +51,18 @@ fn sha256_reader(mut reader: impl Read, path: &Path) -> Result<String> {
 pub fn file_sha256(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(|e| StoreError::io("read", path, e))?;
     let key: CacheKey = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    if let Some(hit) = cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
-        return Ok(hit);
+    let slot = {
+        let mut slots = cache().lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(key).or_default().clone()
+    };
+    let mut hash = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(hit) = hash.as_ref() {
+        return Ok(hit.clone());
     }
     tracing::info!("hashing {}", path.display());
     let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
     let hex = sha256_reader(file, path)?;
-    if let Ok(mut c) = cache().lock() {
-        c.insert(key, hex.clone());
-    }
+    *hash = Some(hex.clone());
     Ok(hex)
 }
 

@@ -545,3 +545,51 @@ async fn extras_upscale_through_the_upscaler_or_lanczos() {
     assert_eq!(bad.status, 400);
     assert!(bad.json()["detail"].as_str().unwrap().contains("`image`"));
 }
+
+#[tokio::test]
+async fn an_openai_retry_takes_the_first_try_s_job() {
+    let server = serve(Spec {
+        steps: Some(1),
+        ..Spec::default()
+    })
+    .await;
+    let body = json!({"prompt": "once", "n": 1, "size": "1024x1024"});
+    let text = body.to_string();
+    let json = ("Content-Type", "application/json");
+    let first = request(
+        server.addr(),
+        "POST",
+        "/v1/images/generations",
+        &[json],
+        text.as_bytes(),
+    )
+    .await;
+    let retry = request(
+        server.addr(),
+        "POST",
+        "/v1/images/generations",
+        &[json, ("x-stainless-retry-count", "1")],
+        text.as_bytes(),
+    )
+    .await;
+    let (first, retry) = (ok_json(first), ok_json(retry));
+    assert_eq!(first["data"][0]["b64_json"], retry["data"][0]["b64_json"]);
+    let history = get(server.addr(), "/api/history").await.json();
+    assert_eq!(
+        history["days"][0]["images"].as_array().unwrap().len(),
+        1,
+        "the retry ran the job again"
+    );
+    // A new request (no retry count) is new work.
+    let again = request(
+        server.addr(),
+        "POST",
+        "/v1/images/generations",
+        &[json],
+        text.as_bytes(),
+    )
+    .await;
+    ok_json(again);
+    let history = get(server.addr(), "/api/history").await.json();
+    assert_eq!(history["days"][0]["images"].as_array().unwrap().len(), 2);
+}

@@ -14,7 +14,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use super::meaning::{a1111_sampler, generate_request, DEFAULT_DENOISE, SCHEDULES};
-use super::models::{sd_models, select, selected, selected_entry};
+use super::models::{sd_models, select, selected, selected_model};
 use super::wire::{
     ExtrasReply, ExtrasRequest, GenerationRequest, ImagesReply, Info, LoraItem, PngInfoReply,
     PngInfoRequest, ProgressQuery, ProgressReply, ProgressState, SamplerItem, SchedulerItem,
@@ -60,10 +60,20 @@ fn their_field(ours: &str) -> &str {
     }
 }
 
-fn refused(e: WaitError) -> A1111Error {
+/// Our request field → the `extra-single-image` field a client sent it in.
+fn extras_field(ours: &str) -> &str {
+    match ours {
+        "input_image" => "image",
+        "resize_to" => "upscaling_resize",
+        other => other,
+    }
+}
+
+/// An error of a request built from a client's, naming the client's field (`theirs` maps ours).
+fn refused(e: WaitError, theirs: fn(&str) -> &str) -> A1111Error {
     match e {
         WaitError::Request(RequestError { field, message }) => {
-            A1111Error::bad_request(format!("`{}`: {message}", their_field(field)))
+            A1111Error::bad_request(format!("`{}`: {message}", theirs(field)))
         }
         other => other.into(),
     }
@@ -90,7 +100,7 @@ async fn generate(state: SharedState, body: Bytes, img2img: bool) -> Reply<Image
             detail: "Init image not found: send the input image in `init_images`".into(),
         });
     }
-    if !img2img && request.init_images.is_some() {
+    if !img2img && request.init_images.as_ref().is_some_and(|i| !i.is_empty()) {
         return Err(A1111Error::bad_request(
             "`init_images`: txt2img takes no input image; send it to img2img",
         ));
@@ -106,23 +116,16 @@ async fn generate(state: SharedState, body: Bytes, img2img: bool) -> Reply<Image
         .and_then(|o| o.get("sd_model_checkpoint"))
         .and_then(Value::as_str)
     {
-        Some(alias) => {
-            let alias = alias.to_owned();
-            let s = state.clone();
-            let models = off_runtime(move || sd_models(&s)).await?;
-            super::models::find(&models, &alias)
-                .map(|m| super::meaning::strip_title(&m.title).to_owned())
-                .ok_or_else(|| {
-                    A1111Error::bad_request(format!(
-                        "`override_settings.sd_model_checkpoint`: model {alias:?} not found"
-                    ))
-                })?
-        }
+        Some(alias) => overridden_model(&state, alias.to_owned()).await?,
         None => selected(&state),
     };
     let ours = generate_request(&request, Some(model), &state.styles);
-    let plan = plan_request(&state, ours).await.map_err(refused)?;
-    let finished = run_to_end(&state, plan).await.map_err(refused)?;
+    let plan = plan_request(&state, ours)
+        .await
+        .map_err(|e| refused(e, their_field))?;
+    let finished = run_to_end(&state, plan, None)
+        .await
+        .map_err(|e| refused(e, their_field))?;
     let send = request.send_images.unwrap_or(true);
     let denoise = img2img.then(|| request.denoising_strength.unwrap_or(DEFAULT_DENOISE));
     let info = info(&finished, denoise);
@@ -138,6 +141,22 @@ async fn generate(state: SharedState, body: Bytes, img2img: bool) -> Reply<Image
 }
 
 /// The request as A1111 echoes it, input images left out (its `include_init_images` default).
+/// The checkpoint `override_settings.sd_model_checkpoint` names; an unknown one is dropped (the
+/// selected checkpoint runs), as A1111 drops it.
+async fn overridden_model(state: &SharedState, alias: String) -> Result<String, A1111Error> {
+    let s = state.clone();
+    let models = off_runtime(move || sd_models(&s)).await?;
+    Ok(match super::models::find(&models, &alias) {
+        Some(m) => super::meaning::strip_title(&m.title).to_owned(),
+        None => {
+            tracing::warn!(
+                "override_settings.sd_model_checkpoint {alias:?}: no such checkpoint, ignored"
+            );
+            selected(state)
+        }
+    })
+}
+
 fn without_images(mut parameters: Value) -> Value {
     if let Some(object) = parameters.as_object_mut() {
         for key in ["init_images", "mask"] {
@@ -241,7 +260,7 @@ pub async fn progress(
     reply.state.sampling_step = p.step;
     reply.state.sampling_steps = p.steps;
     reply.textinfo = (!p.text.is_empty()).then(|| p.text.clone());
-    if !query.skip_current_image.unwrap_or(false) {
+    if !query.skips_image() {
         let frame = state.worker.previews().borrow().clone();
         reply.current_image = frame
             .filter(|f| f.job_id == job.job_id)
@@ -280,8 +299,8 @@ pub async fn skip(State(state): State<SharedState>) -> Json<Value> {
 /// titles.
 pub async fn get_options(State(state): State<SharedState>) -> Reply<BTreeMap<String, Value>> {
     let s = state.clone();
-    let models = off_runtime(move || sd_models(&s)).await?;
-    let current = selected_entry(&state, &models);
+    let current = off_runtime(move || selected_model(&s)).await?;
+    let current = current.as_ref();
     let mut options = BTreeMap::new();
     let mut set = |k: &str, v: Value| {
         options.insert(k.to_string(), v);
@@ -306,7 +325,7 @@ pub async fn get_options(State(state): State<SharedState>) -> Reply<BTreeMap<Str
 /// model requests run on when they name none; other keys are accepted and ignored. `null`.
 pub async fn set_options(State(state): State<SharedState>, body: Bytes) -> Reply<Value> {
     let options: BTreeMap<String, Value> = parse_json(&body)?;
-    let Some(wanted) = options.get("sd_model_checkpoint") else {
+    let Some(wanted) = options.get("sd_model_checkpoint").filter(|v| !v.is_null()) else {
         return Ok(Json(Value::Null));
     };
     let Some(alias) = wanted.as_str().map(str::to_owned) else {
@@ -473,8 +492,12 @@ pub async fn extra_single_image(
         resize_upscaler: Some(upscaler),
         ..Default::default()
     };
-    let plan = plan_request(&state, request).await.map_err(refused)?;
-    let finished = run_to_end(&state, plan).await.map_err(refused)?;
+    let plan = plan_request(&state, request)
+        .await
+        .map_err(|e| refused(e, extras_field))?;
+    let finished = run_to_end(&state, plan, None)
+        .await
+        .map_err(|e| refused(e, extras_field))?;
     let image = finished
         .images
         .first()

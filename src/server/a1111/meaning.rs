@@ -77,8 +77,8 @@ pub fn sampler_and_schedule(
     for (a1111, label, ours) in SCHEDULES {
         for suffix in [a1111, label] {
             let head = name.len().checked_sub(suffix.len() + 1).and_then(|cut| {
-                let (head, tail) = name.split_at(cut);
-                (tail[1..].eq_ignore_ascii_case(suffix) && tail.starts_with(' ')).then_some(head)
+                let tail = name.get(cut..)?.strip_prefix(' ')?;
+                tail.eq_ignore_ascii_case(suffix).then(|| &name[..cut])
             });
             if let Some(head) = head {
                 if chosen_schedule.is_none() {
@@ -96,10 +96,15 @@ pub fn a1111_sampler(ours: &str) -> String {
     a1111_sampler_name(ours).to_string()
 }
 
-/// A seed as A1111 takes it: `-1`, `""`, `null` or any negative number is random.
+/// A seed as A1111 takes it: `-1`, `""`, `null` or any negative number is random; a whole
+/// float or a numeric string is that number.
 fn seed(value: Option<&Value>) -> Option<u64> {
     match value? {
-        Value::Number(n) => n.as_u64(),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
         Value::String(s) => s.trim().parse::<u64>().ok(),
         _ => None,
     }
@@ -113,6 +118,7 @@ pub fn generate_request(
     styles: &StyleLibrary,
 ) -> GenerateRequest {
     let overrides = r.override_settings.clone().unwrap_or_default();
+    let input = r.init_images.as_ref().and_then(|i| i.first().cloned());
     let (sampler, scheduler) = sampler_and_schedule(
         r.sampler_name.as_deref().or(r.sampler_index.as_deref()),
         r.scheduler.as_deref(),
@@ -131,7 +137,7 @@ pub fn generate_request(
     let clip_skip = r.clip_skip.or_else(|| {
         overrides
             .get("CLIP_stop_at_last_layers")
-            .and_then(Value::as_u64)
+            .and_then(super::wire::whole_number)
             .map(|v| v as usize)
     });
     let refiner_model = r.refiner_checkpoint.as_deref().map(|name| {
@@ -163,11 +169,10 @@ pub fn generate_request(
         scheduler,
         steps: r.steps,
         clip_skip,
-        input_image: r.init_images.as_ref().and_then(|i| i.first().cloned()),
-        denoise: r
-            .init_images
-            .as_ref()
-            .map(|_| r.denoising_strength.unwrap_or(DEFAULT_DENOISE)),
+        denoise: input
+            .is_some()
+            .then(|| r.denoising_strength.unwrap_or(DEFAULT_DENOISE)),
+        input_image: input,
         ..GenerateRequest::default()
     }
 }
@@ -207,6 +212,9 @@ mod tests {
         // Unknown: the preset's sampler, as A1111 falls back to its default.
         assert_eq!(pair("Wobbly Sampler 9", None), (None, None));
         assert_eq!(pair("DPM fast", None).0, None);
+        // A cut inside a multi-byte character is no schedule suffix (and no panic).
+        assert_eq!(pair("éddi", None), (None, None));
+        assert_eq!(pair("Euler a Karrasé", None), (None, None));
     }
 
     #[test]
@@ -224,5 +232,7 @@ mod tests {
         assert_eq!(seed(Some(&Value::from(""))), None);
         assert_eq!(seed(Some(&Value::Null)), None);
         assert_eq!(seed(Some(&Value::from(1234))), Some(1234));
+        assert_eq!(seed(Some(&Value::from(1234.0))), Some(1234));
+        assert_eq!(seed(Some(&Value::from("77"))), Some(77));
     }
 }

@@ -4,8 +4,35 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+
+/// A whole number as A1111's pydantic models take one: an integer, a whole float (`20.0`) or a
+/// numeric string (`"20"`).
+pub fn whole_number(value: &Value) -> Option<u64> {
+    let whole = |f: f64| (f.is_finite() && f.fract() == 0.0 && f >= 0.0).then_some(f as u64);
+    match value {
+        Value::Number(n) => n.as_u64().or_else(|| n.as_f64().and_then(whole)),
+        Value::String(s) => s.trim().parse::<f64>().ok().and_then(whole),
+        _ => None,
+    }
+}
+
+/// An optional whole-number field read as [`whole_number`] does; `null` is absent.
+fn lenient<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let value = Option::<Value>::deserialize(deserializer)?;
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => whole_number(&v)
+            .and_then(|n| T::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("{v} is not a whole number in range"))),
+    }
+}
 
 /// The fields of `txt2img` and `img2img` that mean something here; the others (hires fix,
 /// scripts, `eta`, `s_*`, `tiling`, …) are accepted and ignored.
@@ -20,12 +47,18 @@ pub struct GenerationRequest {
     pub sampler_name: Option<String>,
     pub sampler_index: Option<String>,
     pub scheduler: Option<String>,
+    #[serde(deserialize_with = "lenient")]
     pub batch_size: Option<u32>,
+    #[serde(deserialize_with = "lenient")]
     pub n_iter: Option<u32>,
+    #[serde(deserialize_with = "lenient")]
     pub steps: Option<u32>,
     pub cfg_scale: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
     pub width: Option<u32>,
+    #[serde(deserialize_with = "lenient")]
     pub height: Option<u32>,
+    #[serde(deserialize_with = "lenient")]
     pub clip_skip: Option<usize>,
     pub refiner_checkpoint: Option<String>,
     pub refiner_switch_at: Option<f64>,
@@ -113,7 +146,16 @@ pub struct ProgressState {
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 pub struct ProgressQuery {
-    pub skip_current_image: Option<bool>,
+    /// `true`, `1`, `yes` (any case) leave the preview out.
+    pub skip_current_image: Option<String>,
+}
+
+impl ProgressQuery {
+    pub fn skips_image(&self) -> bool {
+        self.skip_current_image
+            .as_deref()
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"))
+    }
 }
 
 /// One entry of `sd-models`.
@@ -180,9 +222,12 @@ pub struct Scripts {
 pub struct ExtrasRequest {
     pub image: Option<String>,
     /// 0: by `upscaling_resize`; 1: to `upscaling_resize_w` × `upscaling_resize_h`.
+    #[serde(deserialize_with = "lenient")]
     pub resize_mode: Option<u8>,
     pub upscaling_resize: Option<f64>,
+    #[serde(deserialize_with = "lenient")]
     pub upscaling_resize_w: Option<u32>,
+    #[serde(deserialize_with = "lenient")]
     pub upscaling_resize_h: Option<u32>,
     pub upscaler_1: Option<String>,
 }
@@ -205,4 +250,32 @@ pub struct PngInfoReply {
     pub info: String,
     pub items: BTreeMap<String, Value>,
     pub parameters: BTreeMap<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_read_as_pydantic_reads_them() {
+        let r: GenerationRequest = serde_json::from_str(
+            r#"{"steps": 20.0, "width": "512", "height": 768, "batch_size": null, "clip_skip": 2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.steps, r.width, r.height, r.batch_size),
+            (Some(20), Some(512), Some(768), None)
+        );
+        assert_eq!(r.clip_skip, Some(2));
+        for bad in [
+            r#"{"steps": 20.5}"#,
+            r#"{"steps": "many"}"#,
+            r#"{"width": -8}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<GenerationRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

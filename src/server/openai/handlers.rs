@@ -11,7 +11,7 @@ use super::OpenAiError;
 use crate::pipeline::request::{aspect_label, GenerateRequest, ASPECT_RATIOS};
 use crate::server::a1111::models::selected;
 use crate::server::error::parse_json;
-use crate::server::waiting::{blocking, plan_request, run_to_end};
+use crate::server::waiting::{blocking, plan_request, run_to_end, Retry};
 use crate::server::SharedState;
 
 /// Most images one request may ask for (OpenAI's own limit).
@@ -126,7 +126,19 @@ pub async fn generations(
     let models = blocking(move || checkpoint_names(&s)).await?;
     let ours = generate_request(&request, &state, &models)?;
     let plan = plan_request(&state, ours).await?;
-    let finished = run_to_end(&state, plan).await?;
+    let again = headers
+        .get("x-stainless-retry-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|n| n > 0);
+    let finished = run_to_end(&state, plan, Some(Retry::new(&body, again))).await?;
+    if finished.images.is_empty() && finished.stopped {
+        return Err(OpenAiError {
+            status: axum::http::StatusCode::CONFLICT,
+            message: "the job was stopped before any image was finished".into(),
+            param: None,
+        });
+    }
     let as_url = request.response_format.as_deref() == Some("url");
     let origin = origin(&headers);
     let data = finished
