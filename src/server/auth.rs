@@ -190,23 +190,28 @@ pub enum Login {
     Admitted,
 }
 
-/// What the `Authorization` header of `headers` says against `accounts`.
+/// What the `Authorization` header of `headers` says against `accounts`: Basic credentials, or
+/// a Bearer token `user:password` (what an OpenAI client sends as its API key).
 pub fn login(headers: &HeaderMap, accounts: &Accounts) -> Login {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Login::Missing;
     };
-    let Some(encoded) = value.to_str().ok().and_then(|value| {
+    let value = value.to_str().unwrap_or_default();
+    let scheme = |name: &str| {
         value
-            .strip_prefix("Basic ")
-            .or_else(|| value.strip_prefix("basic "))
-    }) else {
-        return Login::Wrong;
+            .get(..name.len())
+            .filter(|s| s.eq_ignore_ascii_case(name))
+            .map(|_| value[name.len()..].trim())
     };
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok());
-    match decoded.as_deref().and_then(|text| text.split_once(':')) {
+    let credentials = match (scheme("Basic "), scheme("Bearer ")) {
+        (Some(encoded), _) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok()),
+        (None, Some(token)) => Some(token.to_string()),
+        (None, None) => None,
+    };
+    match credentials.as_deref().and_then(|text| text.split_once(':')) {
         Some((user, password)) if accounts.admits(user, password) => Login::Admitted,
         _ => Login::Wrong,
     }

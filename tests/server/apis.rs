@@ -283,6 +283,19 @@ async fn basic_auth_guards_both_dialects() {
     assert_eq!(good.status, 200);
     let models = call(&server, "GET", "/v1/models", &[], None).await;
     assert_eq!(models.status, 401);
+    // An OpenAI client's API key `user:password` is its login.
+    let key = [("Authorization", "Bearer ada:lovelace")];
+    assert_eq!(
+        call(&server, "GET", "/v1/models", &key, None).await.status,
+        200
+    );
+    let wrong = [("Authorization", "Bearer sk-something")];
+    assert_eq!(
+        call(&server, "GET", "/v1/models", &wrong, None)
+            .await
+            .status,
+        401
+    );
     // OPTIONS answers before authentication.
     let ping = call(&server, "OPTIONS", "/sdapi/v1/txt2img", &[], None).await;
     assert_eq!(ping.status, 204);
