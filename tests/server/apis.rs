@@ -85,6 +85,18 @@ async fn nothing_queued(server: &TestServer) {
     );
 }
 
+/// A server with the account `ada:lovelace`, and its Basic `Authorization` value.
+async fn serve_with_login() -> (TestServer, String) {
+    let server = serve(Spec {
+        auth: Some(Accounts::from(
+            &"ada:lovelace".parse::<Credentials>().unwrap(),
+        )),
+        ..Spec::default()
+    })
+    .await;
+    (server, format!("Basic {}", b64(b"ada:lovelace")))
+}
+
 #[tokio::test]
 async fn open_webui_sequence_with_empty_basic_auth() {
     let server = serve(Spec::default()).await;
@@ -93,14 +105,7 @@ async fn open_webui_sequence_with_empty_basic_auth() {
 
 #[tokio::test]
 async fn open_webui_sequence_with_basic_auth_on() {
-    let server = serve(Spec {
-        auth: Some(Accounts::from(
-            &"ada:lovelace".parse::<Credentials>().unwrap(),
-        )),
-        ..Spec::default()
-    })
-    .await;
-    let token = format!("Basic {}", b64(b"ada:lovelace"));
+    let (server, token) = serve_with_login().await;
     open_webui_sequence(&server, &token).await;
 }
 
@@ -160,14 +165,7 @@ async fn sillytavern_sequence_with_empty_basic_auth() {
 
 #[tokio::test]
 async fn sillytavern_sequence_with_basic_auth_on() {
-    let server = serve(Spec {
-        auth: Some(Accounts::from(
-            &"ada:lovelace".parse::<Credentials>().unwrap(),
-        )),
-        ..Spec::default()
-    })
-    .await;
-    let token = format!("Basic {}", b64(b"ada:lovelace"));
+    let (server, token) = serve_with_login().await;
     sillytavern_sequence(&server, &token).await;
 }
 
@@ -255,13 +253,7 @@ async fn sillytavern_sequence(server: &TestServer, authorization: &str) {
 
 #[tokio::test]
 async fn basic_auth_guards_both_dialects() {
-    let server = serve(Spec {
-        auth: Some(Accounts::from(
-            &"ada:lovelace".parse::<Credentials>().unwrap(),
-        )),
-        ..Spec::default()
-    })
-    .await;
+    let (server, token) = serve_with_login().await;
     let empty = call(
         &server,
         "GET",
@@ -271,7 +263,6 @@ async fn basic_auth_guards_both_dialects() {
     )
     .await;
     assert_eq!(empty.status, 401);
-    let token = format!("Basic {}", b64(b"ada:lovelace"));
     let good = call(
         &server,
         "GET",
