@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// How many jobs may wait in the queue.
     #[arg(long, default_value_t = DEFAULT_QUEUE)]
     pub queue_size: usize,
+    /// Worker threads taking jobs from the queue, each with its own copy of the models on the
+    /// device (so N times the memory): for a CPU with memory to spare, or tests.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub workers: u16,
     /// A hub mirror for model downloads (else `HF_ENDPOINT`, else huggingface.co).
     #[arg(long, value_name = "URL")]
     pub hf_mirror: Option<String>,
@@ -175,6 +179,7 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
         auth: auth.clone(),
         placement,
         queue_capacity: args.queue_size,
+        workers: usize::from(args.workers),
         body_limit: DEFAULT_BODY_LIMIT,
         image_body_limit: DEFAULT_IMAGE_BODY_LIMIT,
         hub: (!args.no_download).then(|| HubClient::from_env(args.hf_mirror.as_deref())),

@@ -47,8 +47,8 @@ impl Progress {
 pub enum Event {
     /// A job entered the queue with `position` jobs ahead of it.
     Queued { job_id: JobId, position: usize },
-    /// The worker took the job.
-    Started { job_id: JobId },
+    /// Worker `worker` (0-based) took the job.
+    Started { job_id: JobId, worker: usize },
     /// A preparation stage ("Loading …", "Encoding prompts …", "Saving image …").
     Stage { job_id: JobId, text: String },
     /// A sampling step finished. `image` and `step` are 1-based, as in `text`.
@@ -81,7 +81,7 @@ impl Event {
     pub fn job_id(&self) -> JobId {
         match self {
             Event::Queued { job_id, .. }
-            | Event::Started { job_id }
+            | Event::Started { job_id, .. }
             | Event::Stage { job_id, .. }
             | Event::Progress { job_id, .. }
             | Event::Image { job_id, .. }

@@ -1,9 +1,10 @@
-//! The jobs: one owner of the queue and the one thread that owns the models (and so the GPU).
-//! Clients submit validated plans and get a job id at once; the table ([`table`]) holds every
-//! job's state and, in a [`store::QueueStore`], the waiting jobs' order and plans: the thread
-//! takes the next job from there (woken by a condvar), so what `queue()` shows is what runs. The
-//! thread runs one job at a time, broadcasts [`Event`]s and keeps only the newest
-//! [`PreviewFrame`], encoded on a thread of its own (a slow listener never holds the models up).
+//! The jobs: one owner of the queue and the worker threads that own the models (one by default;
+//! `--workers N` runs N, each with its own models). Clients submit validated plans and get a job
+//! id at once; the table ([`table`]) holds every job's state and, in a [`store::QueueStore`], the
+//! waiting jobs' order and plans: a free worker takes the next job from there (woken by a
+//! condvar), so what `queue()` shows is what runs. Each worker runs one job at a time; they
+//! broadcast [`Event`]s, and the newest [`PreviewFrame`] is encoded on a thread of its own (a
+//! slow listener never holds the models up).
 //! A job that fails (or panics) is reported and the next one runs; loaded models and merged LoRAs
 //! stay cached between jobs.
 //!
@@ -45,7 +46,8 @@ pub enum SubmitError {
     Closed,
 }
 
-/// What the worker needs besides the jobs.
+/// What the workers need besides the jobs.
+#[derive(Clone)]
 pub struct WorkerSetup {
     pub config: Arc<Config>,
     pub styles: Arc<StyleLibrary>,
@@ -56,6 +58,9 @@ pub struct WorkerSetup {
     pub capacity: usize,
     /// Fetches models a job needs on first use (the upscaler); `None`: downloads are off.
     pub hub: Option<HubClient>,
+    /// Worker threads taking jobs from the one queue, each with its own models on `placement`
+    /// (at least 1).
+    pub workers: usize,
 }
 
 /// State shared by the handle and the thread.
@@ -78,12 +83,12 @@ impl Shared {
     }
 }
 
-/// The handle to the worker thread; cheap to share behind an `Arc`.
+/// The handle to the worker threads; cheap to share behind an `Arc`.
 pub struct Worker {
     shared: Arc<Shared>,
     next_id: AtomicU64,
     capacity: usize,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Worker {
@@ -103,16 +108,24 @@ impl Worker {
             events,
             previews: preview::PreviewEncoder::start()?,
         });
-        let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("fooocus-worker".into())
-            .spawn(move || thread::run(thread_shared, setup))?;
-        Ok(Worker {
+        let worker = Worker {
             shared,
             next_id: AtomicU64::new(1),
             capacity,
-            thread: Mutex::new(Some(thread)),
-        })
+            threads: Mutex::new(Vec::new()),
+        };
+        for index in 0..setup.workers.max(1) {
+            let (thread_shared, thread_setup) = (worker.shared.clone(), setup.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("fooocus-worker-{index}"))
+                .spawn(move || thread::run(thread_shared, thread_setup, index));
+            match spawned {
+                Ok(handle) => worker.threads().push(handle),
+                // The ones started are stopped and joined by `worker`'s drop.
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(worker)
     }
 
     /// Queues `plan`: its id and how many jobs are ahead of it.
@@ -157,11 +170,13 @@ impl Worker {
         self.shared.jobs().status(id)
     }
 
-    /// The running job (first) and the queued ones, in the order they will run.
+    /// The running jobs (first, in the order they started) and the queued ones, in the order
+    /// they will run.
     pub fn queue(&self) -> Vec<JobStatus> {
         let jobs = self.shared.jobs();
         jobs.running
-            .into_iter()
+            .iter()
+            .copied()
             .chain(jobs.waiting.ids())
             .filter_map(|id| jobs.status(id))
             .collect()
@@ -216,7 +231,7 @@ impl Worker {
         self.shared.previews.subscribe()
     }
 
-    /// Closes the queue, stops the running and queued jobs and waits for the thread.
+    /// Closes the queue, stops the running and queued jobs and waits for the threads.
     pub fn shutdown(&self) {
         let ids = {
             let mut jobs = self.shared.jobs();
@@ -230,10 +245,16 @@ impl Worker {
         for id in ids {
             self.stop(id);
         }
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
+        let handles = std::mem::take(&mut *self.threads());
+        for handle in handles {
             let _ = handle.join();
         }
+    }
+}
+
+impl Worker {
+    fn threads(&self) -> MutexGuard<'_, Vec<std::thread::JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -1,5 +1,5 @@
 //! The job table: every job's state, progress and images, the waiting jobs (order and plans, in
-//! a [`QueueStore`]), the running one, and each job's Stop/Skip control. Finished jobs are kept for
+//! a [`QueueStore`]), the running ones, and each job's Stop/Skip control. Finished jobs are kept for
 //! a while so clients can ask about them.
 
 use std::collections::BTreeMap;
@@ -55,7 +55,8 @@ pub(crate) struct JobTable {
     pub records: BTreeMap<JobId, JobRecord>,
     /// The waiting jobs with their plans, first to run first.
     pub waiting: Box<dyn QueueStore>,
-    pub running: Option<JobId>,
+    /// The running jobs, in the order they started (one per worker at most).
+    pub running: Vec<JobId>,
     /// Set at shutdown: nothing more is taken or accepted.
     pub closed: bool,
 }
@@ -65,14 +66,14 @@ impl JobTable {
         Self {
             records: BTreeMap::new(),
             waiting,
-            running: None,
+            running: Vec::new(),
             closed: false,
         }
     }
 
     /// How many jobs are ahead of a job added now.
     pub fn ahead(&self) -> usize {
-        self.waiting.len() + usize::from(self.running.is_some())
+        self.waiting.len() + self.running.len()
     }
 
     /// The status of `id`, with its current queue position.
@@ -84,7 +85,7 @@ impl JobTable {
             .ids()
             .iter()
             .position(|&q| q == id)
-            .map(|p| p + usize::from(self.running.is_some()));
+            .map(|p| p + self.running.len());
         Some(status)
     }
 

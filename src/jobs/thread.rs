@@ -1,4 +1,5 @@
-//! The worker thread's loop: takes the next waiting job from the table, runs the pipeline with
+//! A worker thread's loop (one per worker, each with its own models): takes the next waiting
+//! job from the table, runs the pipeline with
 //! the shared models, turns run events into job events, previews and job-table updates, and
 //! survives a failed or panicking job.
 
@@ -31,13 +32,20 @@ impl Drop for CloseOnExit<'_> {
 }
 
 /// Runs jobs until the table is closed.
-pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup) {
+pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup, worker: usize) {
     let _close = CloseOnExit(&shared);
     let mut models = Models::new(setup.placement.clone());
     while let Some(job) = next_job(&shared) {
         let control = job.control;
-        shared.emit(Event::Started { job_id: job.id });
-        tracing::info!("job {} started: {:?}", job.id, job.plan.prompt);
+        shared.emit(Event::Started {
+            job_id: job.id,
+            worker,
+        });
+        tracing::info!(
+            "job {} started on worker {worker}: {:?}",
+            job.id,
+            job.plan.prompt
+        );
 
         let ctx = RunContext {
             config: &setup.config,
@@ -85,7 +93,7 @@ fn next_job(shared: &Shared) -> Option<Taken> {
             record.status.state = JobState::Running;
             record.status.started = Some(std::time::Instant::now());
             let control = record.control.clone();
-            jobs.running = Some(id);
+            jobs.running.push(id);
             return Some(Taken { id, plan, control });
         }
         jobs = shared.wake.wait(jobs).unwrap_or_else(|p| p.into_inner());
@@ -97,7 +105,7 @@ fn finish(shared: &Shared, id: u64, result: Result<RunOutcome, PipelineError>) {
     shared.previews.job_ended(id);
     let event = {
         let mut jobs = shared.jobs();
-        jobs.running = None;
+        jobs.running.retain(|&r| r != id);
         let Some(status) = jobs.get_mut(id) else {
             return;
         };

@@ -77,6 +77,8 @@ pub struct ServerOptions {
     /// Where the models run and what stays resident.
     pub placement: Placement,
     pub queue_capacity: usize,
+    /// Worker threads, each with its own models (`--workers`).
+    pub workers: usize,
     /// Largest request body, and largest `/api/generate` body (input images).
     pub body_limit: usize,
     pub image_body_limit: usize,
@@ -342,6 +344,7 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
             store: store.clone(),
             placement: options.placement.clone(),
             capacity: options.queue_capacity,
+            workers: options.workers,
             hub: options.hub,
         })
         .map_err(StartError::Worker)?,

@@ -38,6 +38,8 @@ pub struct Spec {
     pub limits: Limits,
     /// The preset's forced step count (requests that force none run this many).
     pub steps: Option<u32>,
+    /// Worker threads.
+    pub workers: usize,
 }
 
 impl Default for Spec {
@@ -53,6 +55,7 @@ impl Default for Spec {
             allowed_hosts: Vec::new(),
             limits: Limits::default(),
             steps: None,
+            workers: 1,
         }
     }
 }
@@ -83,6 +86,7 @@ pub async fn serve(spec: Spec) -> TestServer {
         auth: spec.auth.clone(),
         placement: Placement::cpu(),
         queue_capacity: spec.queue,
+        workers: spec.workers,
         body_limit: spec.body_limit,
         image_body_limit: spec.image_body_limit,
         hub: spec.hub.clone(),

@@ -205,3 +205,72 @@ async fn stopped_queued_jobs_free_their_places() {
         .is_empty());
     server.server.shutdown().await.unwrap();
 }
+
+/// `--workers 2`: jobs from the one queue run on both workers, each exactly once, and one
+/// WebSocket client sees every job's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_share_the_queue_and_run_each_job_once() {
+    use futures_util::StreamExt;
+    use std::collections::BTreeMap;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = serve(Spec {
+        workers: 2,
+        ..Spec::default()
+    })
+    .await;
+    let addr = server.addr();
+    let mut ws = connect(addr).await;
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        let answer = post_json(addr, "/api/generate", &cheap(format!("job {i}"))).await;
+        assert_eq!(answer.status, 200);
+        jobs.push(answer.json()["job_id"].as_u64().unwrap());
+    }
+    // Every event of the 8 jobs, by job.
+    let mut events: BTreeMap<u64, Vec<serde_json::Value>> = BTreeMap::new();
+    let mut ended = 0;
+    while ended < jobs.len() {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(300), ws.next())
+            .await
+            .expect("no event within 300 s")
+            .expect("the socket closed")
+            .unwrap();
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let Some(job) = event["job_id"].as_u64() else {
+            continue;
+        };
+        if matches!(event["type"].as_str(), Some("done" | "stopped" | "failed")) {
+            ended += 1;
+        }
+        events.entry(job).or_default().push(event);
+    }
+    let mut workers = std::collections::BTreeSet::new();
+    for job in &jobs {
+        let seen = &events[job];
+        let count = |kind: &str| seen.iter().filter(|e| e["type"] == kind).count();
+        assert_eq!(
+            (count("started"), count("image"), count("done")),
+            (1, 1, 1),
+            "job {job}: {seen:?}"
+        );
+        let started = seen.iter().find(|e| e["type"] == "started").unwrap();
+        workers.insert(started["worker"].as_u64().unwrap());
+    }
+    assert_eq!(
+        workers.into_iter().collect::<Vec<_>>(),
+        [0, 1],
+        "both workers ran jobs"
+    );
+    let history = get(addr, "/api/history").await.json();
+    let saved: usize = history["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["images"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(saved, 8);
+}

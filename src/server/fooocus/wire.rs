@@ -125,7 +125,7 @@ pub enum Message {
     /// A job entered the queue with `position` jobs ahead of it.
     Queued { job_id: JobId, position: usize },
     /// The worker took the job.
-    Started { job_id: JobId },
+    Started { job_id: JobId, worker: usize },
     /// A preparation stage ("Loading …", "Encoding prompts …", "Saving image …").
     Stage { job_id: JobId, text: String },
     /// A sampling step finished. `image` and `step` are 1-based, as in `text`.
@@ -155,7 +155,7 @@ impl From<Event> for Message {
     fn from(event: Event) -> Self {
         match event {
             Event::Queued { job_id, position } => Message::Queued { job_id, position },
-            Event::Started { job_id } => Message::Started { job_id },
+            Event::Started { job_id, worker } => Message::Started { job_id, worker },
             Event::Stage { job_id, text } => Message::Stage { job_id, text },
             Event::Progress { job_id, progress } => Message::Progress {
                 job_id,
