@@ -5,7 +5,7 @@
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  options: null, presets: [], job: null, styles: new Set(), previewUrl: null, retry: 500,
+  options: null, presets: [], job: null, styles: new Set(), previewUrl: null, previewJob: null, retry: 500,
   modelsReady: null, started: 0, finished: null, historyBefore: null, historyLoading: false,
   shown: new Set(),
 };
@@ -463,7 +463,8 @@ function showImage(src) {
 }
 
 function showPreview(blob) {
-  if (state.job === null) return;
+  // The `preview` event before each frame names its job: only this page's job is shown.
+  if (state.job === null || state.previewJob !== state.job) return;
   if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
   state.previewUrl = URL.createObjectURL(blob);
   state.finished = null;
@@ -500,6 +501,7 @@ function onEnd(e) {
 
 function onEvent(e) {
   if (e.type === "image") return onImage(e);
+  if (e.type === "preview") { state.previewJob = e.job_id; return; }
   if (e.job_id === undefined || e.job_id !== state.job) return;
   switch (e.type) {
     case "started": setStatus("Starting…", 0); break;

@@ -153,6 +153,8 @@ impl Seen {
 pub async fn follow(ws: &mut Ws, job: u64, mut on_event: impl FnMut(&Value) -> bool) -> Seen {
     let mut seen = Seen::default();
     let deadline = Duration::from_secs(300);
+    // The job the next binary frame previews, from the `preview` header before it.
+    let mut previewed = None;
     loop {
         let message = tokio::time::timeout(deadline, ws.next())
             .await
@@ -162,6 +164,11 @@ pub async fn follow(ws: &mut Ws, job: u64, mut on_event: impl FnMut(&Value) -> b
         match message {
             Message::Text(text) => {
                 let event: Value = serde_json::from_str(&text).unwrap();
+                // A `preview` header belongs to the binary frame after it, not to the events.
+                if event["type"] == "preview" {
+                    previewed = event["job_id"].as_u64();
+                    continue;
+                }
                 if event["job_id"].as_u64() != Some(job) {
                     continue;
                 }
@@ -171,7 +178,15 @@ pub async fn follow(ws: &mut Ws, job: u64, mut on_event: impl FnMut(&Value) -> b
                     return seen;
                 }
             }
-            Message::Binary(bytes) => seen.previews.push(bytes.to_vec()),
+            Message::Binary(bytes) => {
+                assert!(
+                    previewed.is_some(),
+                    "a preview frame came without its header"
+                );
+                if previewed.take() == Some(job) {
+                    seen.previews.push(bytes.to_vec());
+                }
+            }
             _ => {}
         }
     }

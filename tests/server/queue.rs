@@ -230,16 +230,30 @@ async fn two_workers_share_the_queue_and_run_each_job_once() {
     // Every event of the 8 jobs, by job.
     let mut events: BTreeMap<u64, Vec<serde_json::Value>> = BTreeMap::new();
     let mut ended = 0;
+    let mut header = None;
     while ended < jobs.len() {
         let message = tokio::time::timeout(std::time::Duration::from_secs(300), ws.next())
             .await
             .expect("no event within 300 s")
             .expect("the socket closed")
             .unwrap();
-        let Message::Text(text) = message else {
-            continue;
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                assert!(
+                    header.take().is_some(),
+                    "a preview frame without its header"
+                );
+                continue;
+            }
+            _ => continue,
         };
         let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+        if event["type"] == "preview" {
+            assert!(jobs.contains(&event["job_id"].as_u64().unwrap()));
+            header = Some(event);
+            continue;
+        }
         let Some(job) = event["job_id"].as_u64() else {
             continue;
         };

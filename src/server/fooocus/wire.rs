@@ -122,6 +122,13 @@ pub enum Message {
     Hello { queue: Vec<Status> },
     /// The socket fell behind and `missed` events were dropped.
     Lagged { missed: u64 },
+    /// The binary frame that follows is the preview of step `step` of image `image` (1-based)
+    /// of job `job_id` (several jobs preview at once with `--workers`).
+    Preview {
+        job_id: JobId,
+        image: usize,
+        step: usize,
+    },
     /// A job entered the queue with `position` jobs ahead of it.
     Queued { job_id: JobId, position: usize },
     /// The worker took the job.
@@ -281,5 +288,14 @@ mod tests {
         assert_eq!(v["job_id"], 3);
         let lagged = serde_json::to_value(Message::Lagged { missed: 2 }).unwrap();
         assert_eq!(lagged, serde_json::json!({ "type": "lagged", "missed": 2 }));
+        let preview = Message::Preview {
+            job_id: 4,
+            image: 1,
+            step: 3,
+        };
+        assert_eq!(
+            serde_json::to_value(preview).unwrap(),
+            serde_json::json!({ "type": "preview", "job_id": 4, "image": 1, "step": 3 })
+        );
     }
 }

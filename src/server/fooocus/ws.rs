@@ -1,6 +1,6 @@
 //! `GET /ws`: the event stream. Every worker [`Event`] goes out as a JSON text frame
-//! ([`wire::Message`]); the newest
-//! step preview goes out as a binary frame (JPEG). A slow client misses intermediate previews,
+//! ([`wire::Message`]); the newest step preview goes out as a binary frame (JPEG), right after a
+//! `preview` text frame naming its job, image and step. A slow client misses intermediate previews,
 //! never events (up to the broadcast buffer, after which it gets a `lagged` notice); the worker
 //! never waits for a socket. A client whose socket has not taken a message within
 //! [`AppState::ws_send_timeout`] (it stopped reading) is dropped.
@@ -46,6 +46,7 @@ async fn serve(
         return;
     }
     loop {
+        let mut header = None;
         let message = tokio::select! {
             event = events.recv() => match event {
                 Ok(event) => match text(&wire::Message::from(event)) {
@@ -63,18 +64,23 @@ async fn serve(
                     break;
                 }
                 let frame = previews.borrow_and_update().clone();
-                match frame {
-                    Some(frame) => Message::Binary(frame.jpeg.clone().into()),
-                    None => continue,
-                }
+                let Some(frame) = frame else { continue };
+                header = text(&wire::Message::Preview {
+                    job_id: frame.job_id,
+                    image: frame.image,
+                    step: frame.step,
+                });
+                Message::Binary(frame.jpeg.clone().into())
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => continue,
             },
         };
-        if !deliver(&mut socket, message, bound).await {
-            break;
+        for message in header.into_iter().chain([message]) {
+            if !deliver(&mut socket, message, bound).await {
+                return;
+            }
         }
     }
 }
