@@ -192,6 +192,17 @@ pub async fn follow(ws: &mut Ws, job: u64, mut on_event: impl FnMut(&Value) -> b
     }
 }
 
+/// How many images the history holds, over all days.
+pub async fn saved_images(addr: SocketAddr) -> usize {
+    let history = get(addr, "/api/history").await.json();
+    history["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["images"].as_array().unwrap().len())
+        .sum()
+}
+
 /// Polls `GET /api/jobs/{id}` until the job has finished.
 pub async fn wait_job(addr: SocketAddr, job: u64) -> Value {
     for _ in 0..3000 {

@@ -279,12 +279,5 @@ async fn two_workers_share_the_queue_and_run_each_job_once() {
         [0, 1],
         "both workers ran jobs"
     );
-    let history = get(addr, "/api/history").await.json();
-    let saved: usize = history["days"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["images"].as_array().unwrap().len())
-        .sum();
-    assert_eq!(saved, 8);
+    assert_eq!(crate::client::saved_images(addr).await, 8);
 }
