@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use fooocus::config::{Config, LoraChoice};
-use fooocus::pipeline::meta::request_from_metadata;
+use fooocus::pipeline::meta::{request_from_metadata, request_of_plan};
 use fooocus::pipeline::models::Models;
 use fooocus::pipeline::plan::{plan, Plan};
 use fooocus::pipeline::request::GenerateRequest;
@@ -77,6 +77,7 @@ fn generate_placed(
         store: &store,
         control,
         hub: None,
+        first_image: 0,
     };
     let mut models = Models::new(placement);
     let outcome = run(p, &mut models, &ctx, &mut |e| {
@@ -349,6 +350,7 @@ fn a_non_finite_latent_fails_the_run_naming_the_fix() {
         store: &store,
         control: &control,
         hub: None,
+        first_image: 0,
     };
     let error = match run(&p, &mut Models::new(Placement::cpu()), &ctx, &mut |_| {}) {
         Ok(_) => panic!("a run with NaN weights succeeded"),
@@ -360,4 +362,88 @@ fn a_non_finite_latent_fails_the_run_naming_the_fix() {
         "{error}"
     );
     assert!(!s.out.exists() || std::fs::read_dir(&s.out).unwrap().next().is_none());
+}
+
+/// What a durable queue records of a job (`request_of_plan`) plans the same job again, whatever
+/// the preset says: every performance, sizes, LoRAs, refiner on and off, forced steps.
+#[test]
+fn the_recorded_request_plans_the_same_job_again() {
+    let s = setup();
+    let lora = LoraChoice {
+        name: "sdxl_lora_kohya.safetensors".into(),
+        weight: 0.7,
+    };
+    let mut requests = vec![
+        request("a castle, [[red|blue]] flags"),
+        GenerateRequest {
+            prompt: "no seed, preset sizes".into(),
+            ..Default::default()
+        },
+        GenerateRequest {
+            aspect_ratio: Some("1152×896".into()),
+            refiner_model: Some("None".into()),
+            loras: Some(vec![lora]),
+            styles: Some(vec!["Fooocus Sharp".into()]),
+            ..request("with a LoRA and a style")
+        },
+    ];
+    for performance in ["Quality", "Extreme Speed", "Lightning"] {
+        requests.push(GenerateRequest {
+            performance: Some(performance.into()),
+            steps: None,
+            ..request(performance)
+        });
+    }
+    for asked in requests {
+        let Ok(first) = plan(&asked, &common::tiny_preset(), &s.config, &s.styles) else {
+            // A fast mode whose LoRA the fixtures lack cannot be planned at all.
+            assert!(asked.performance.is_some(), "{asked:?}");
+            continue;
+        };
+        let recorded = request_of_plan(&first);
+        let mut other_preset = common::tiny_preset();
+        other_preset.image_number = 5;
+        other_preset.steps = Some(11);
+        other_preset.styles = vec![];
+        let again = plan(&recorded, &other_preset, &s.config, &s.styles).unwrap();
+        assert_eq!(again, first, "{recorded:?}");
+    }
+}
+
+/// A run resumed at image k (`first_image`) makes exactly the images k.. of the whole run.
+#[test]
+fn a_resumed_run_makes_the_same_remaining_images() {
+    let s = setup();
+    let mut r = request("a lighthouse");
+    r.image_number = Some(3);
+    r.steps = Some(2);
+    let p = planned(&s, &r);
+    let whole = generate(&s, &p, &RunControl::default(), &mut |_, _| {});
+    let store = OutputStore::new(&s.out);
+    let control = RunControl::default();
+    let ctx = RunContext {
+        config: &s.config,
+        styles: &s.styles,
+        store: &store,
+        control: &control,
+        hub: None,
+        first_image: 1,
+    };
+    let mut models = Models::new(Placement::cpu());
+    let mut named = Vec::new();
+    let resumed = run(&p, &mut models, &ctx, &mut |e| {
+        if let RunEvent::Saving { index, relative } = e {
+            named.push((index, relative.to_owned()));
+        }
+    })
+    .unwrap();
+    let indices: Vec<usize> = resumed.images.iter().map(|i| i.index).collect();
+    assert_eq!(indices, [1, 2]);
+    for (image, (index, relative)) in resumed.images.iter().zip(&named) {
+        assert_eq!((image.index, &image.saved.relative), (*index, relative));
+        let before = &whole.images[image.index];
+        assert_eq!(image.seed, before.seed);
+        let pixels = |p: &Path| image::open(p).unwrap().to_rgb8().into_raw();
+        assert!(pixels(&image.saved.path) == pixels(&before.saved.path));
+    }
 }

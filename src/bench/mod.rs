@@ -4,6 +4,7 @@
 //! tiny test fixtures (`--tiny`, so CI can check that it runs), on any `--device` in any
 //! `--precision`.
 
+pub mod queue;
 mod random;
 pub mod report;
 mod workloads;
@@ -144,6 +145,10 @@ pub struct BenchArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Time the job queue instead of the networks: N jobs through the worker threads with a
+    /// pipeline that makes nothing, jobs kept in memory and then in the SQLite job database.
+    #[arg(long, value_name = "N")]
+    pub queue: Option<usize>,
     #[command(flatten)]
     pub compute: ComputeArgs,
 }
@@ -432,6 +437,9 @@ fn measure(
 
 /// `fooocus bench` as a command: prints the table (or JSON) and returns the exit code.
 pub fn main(args: &BenchArgs) -> ExitCode {
+    if let Some(jobs) = args.queue {
+        return queue_main(jobs, args.json);
+    }
     match run(args) {
         Ok(report) => {
             if args.json {
@@ -452,6 +460,28 @@ pub fn main(args: &BenchArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn queue_main(jobs: usize, json: bool) -> ExitCode {
+    let rates = match queue::run(jobs) {
+        Ok(rates) => rates,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&rates) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", queue::table(&rates));
+    }
+    ExitCode::SUCCESS
 }
 
 /// `fixtures/layouts` of the working folder when there is one, else of the repository this binary

@@ -196,6 +196,7 @@ fn generate(args: &GenerateArgs, config: &Config) -> Result<Vec<PathBuf>, String
         store: &store,
         control: &control,
         hub: hub.as_ref(),
+        first_image: 0,
     };
     let images = plan.seeds.len();
     let bar = ProgressBar::new((plan.steps * images) as u64);
@@ -225,7 +226,7 @@ fn generate(args: &GenerateArgs, config: &Config) -> Result<Vec<PathBuf>, String
             bar.println(format!("saved {} (seed {seed})", image.path.display()));
         }
         RunEvent::Skipped { index } => bar.println(format!("skipped image {}", index + 1)),
-        RunEvent::ImageStarted { .. } => {}
+        RunEvent::ImageStarted { .. } | RunEvent::Saving { .. } => {}
     });
     bar.finish_and_clear();
     let outcome = outcome.map_err(|e| e.to_string())?;

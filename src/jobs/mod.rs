@@ -1,8 +1,10 @@
 //! The jobs: one owner of the queue and the worker threads that own the models (one by default;
 //! `--workers N` runs N, each with its own models). Clients submit validated plans and get a job
-//! id at once; the table ([`table`]) holds every job's state and, in a [`store::QueueStore`], the
-//! waiting jobs' order and plans: a free worker takes the next job from there (woken by a
-//! condvar), so what `queue()` shows is what runs. Each worker runs one job at a time; they
+//! id once the job is recorded in the [`store::JobStore`] (SQLite in the server, [`sqlite`]);
+//! the table ([`table`]) holds every job's state and the waiting jobs' order and plans: a free
+//! worker takes the next job from there (woken by a condvar), so what `queue()` shows is what
+//! runs. At start the store's jobs come back ([`restore`]): queued ones in their order, a job
+//! that was running from its first image not yet saved. Each worker runs one job at a time; they
 //! broadcast [`Event`]s, and the newest [`PreviewFrame`] is encoded on a thread of its own (a
 //! slow listener never holds the models up).
 //! A job that fails (or panics) is reported and the next one runs; loaded models and merged LoRAs
@@ -12,6 +14,8 @@
 
 pub mod events;
 mod preview;
+mod restore;
+pub mod sqlite;
 pub mod store;
 pub mod table;
 mod thread;
@@ -27,12 +31,13 @@ pub use table::{JobState, JobStatus};
 use crate::config::Config;
 use crate::hub::HubClient;
 use crate::pipeline::plan::Plan;
+use crate::pipeline::request::GenerateRequest;
 use crate::pipeline::run::RunControl;
 use crate::pipeline::styles::StyleLibrary;
 use crate::runtime::Placement;
 use crate::store::OutputStore;
-use store::{MemoryQueue, QueueStore};
-use table::{JobRecord, JobTable};
+use store::{JobStore, MemoryStore, StoreFault};
+use table::{JobRecord, JobTable, Waiting};
 
 /// How many events a listener may fall behind before it misses some.
 const EVENT_BUFFER: usize = 4096;
@@ -44,6 +49,9 @@ pub enum SubmitError {
     QueueFull(usize),
     #[error("the worker has stopped (it is shutting down): restart fooocus")]
     Closed,
+    /// The job could not be recorded (or its input image kept), so it was not accepted.
+    #[error("the job was not accepted: {0}")]
+    Unrecorded(String),
 }
 
 /// What the workers need besides the jobs.
@@ -61,7 +69,18 @@ pub struct WorkerSetup {
     /// Worker threads taking jobs from the one queue, each with its own models on `placement`
     /// (at least 1).
     pub workers: usize,
+    /// What runs a job: [`crate::pipeline::run::run`] (the queue's benchmark passes one that
+    /// makes nothing, to time the queue alone).
+    pub pipeline: RunFn,
 }
+
+/// A job's run over a worker's models, reporting as it goes.
+pub type RunFn = fn(
+    &Plan,
+    &mut crate::pipeline::models::Models,
+    &crate::pipeline::run::RunContext<'_>,
+    &mut dyn FnMut(crate::pipeline::run::RunEvent<'_>),
+) -> Result<crate::pipeline::run::RunOutcome, crate::pipeline::PipelineError>;
 
 /// State shared by the handle and the thread.
 pub(crate) struct Shared {
@@ -88,30 +107,54 @@ pub struct Worker {
     shared: Arc<Shared>,
     next_id: AtomicU64,
     capacity: usize,
+    /// Where a job's input image is kept when it is accepted.
+    outputs: Arc<OutputStore>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
+/// Why the workers did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartFault {
+    #[error("cannot start the worker threads: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("{0}")]
+    Store(#[from] StoreFault),
+}
+
+/// Plans a stored job's request again (with the server's configuration), or says why not.
+pub type Replan<'a> = &'a dyn Fn(&GenerateRequest) -> Result<Plan, String>;
+
 impl Worker {
-    /// Starts the thread, with the waiting jobs kept in memory.
-    pub fn start(setup: WorkerSetup) -> std::io::Result<Self> {
-        Self::start_with(setup, Box::new(MemoryQueue::default()))
+    /// Starts the threads, with jobs kept in memory only.
+    pub fn start(setup: WorkerSetup) -> Result<Self, StartFault> {
+        Self::start_with(setup, Box::new(MemoryStore), &|_| {
+            Err("nothing to plan".into())
+        })
     }
 
-    /// Starts the thread with the waiting jobs kept in `waiting`, which must start empty: a
-    /// durable store that comes back with jobs will also need their records and ids restored.
-    pub fn start_with(setup: WorkerSetup, waiting: Box<dyn QueueStore>) -> std::io::Result<Self> {
+    /// Starts the threads with every job recorded in `journal`, after restoring the jobs it kept
+    /// (planned again by `replan`): ids go on from the last one, queued jobs wait in their
+    /// order, an interrupted job continues from its first image not yet finished.
+    pub fn start_with(
+        setup: WorkerSetup,
+        journal: Box<dyn JobStore>,
+        replan: Replan<'_>,
+    ) -> Result<Self, StartFault> {
         let capacity = setup.capacity.max(1);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let mut table = JobTable::new(journal);
+        let last_id = restore::restore(&mut table, &setup.store, replan)?;
         let shared = Arc::new(Shared {
-            jobs: Mutex::new(JobTable::new(waiting)),
+            jobs: Mutex::new(table),
             wake: Condvar::new(),
             events,
             previews: preview::PreviewEncoder::start()?,
         });
         let worker = Worker {
             shared,
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(last_id + 1),
             capacity,
+            outputs: setup.store.clone(),
             threads: Mutex::new(Vec::new()),
         };
         for index in 0..setup.workers.max(1) {
@@ -122,14 +165,20 @@ impl Worker {
             match spawned {
                 Ok(handle) => worker.threads().push(handle),
                 // The ones started are stopped and joined by `worker`'s drop.
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(worker)
     }
 
-    /// Queues `plan`: its id and how many jobs are ahead of it.
+    /// Queues `plan` once it is recorded (its input image kept in the output folder): its id
+    /// and how many jobs are ahead of it. Blocks on the disk: call it off the async threads.
     pub fn submit(&self, plan: Plan) -> Result<(JobId, usize), SubmitError> {
+        if let Some(input) = plan.task.input() {
+            self.outputs
+                .keep_input(&input.sha256, &input.bytes, input.extension())
+                .map_err(|e| SubmitError::Unrecorded(e.to_string()))?;
+        }
         let mut jobs = self.shared.jobs();
         if jobs.closed {
             return Err(SubmitError::Closed);
@@ -138,6 +187,9 @@ impl Worker {
             return Err(SubmitError::QueueFull(self.capacity));
         }
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        jobs.journal
+            .accepted(id, &plan)
+            .map_err(|e| SubmitError::Unrecorded(e.to_string()))?;
         let position = jobs.ahead();
         let status = JobStatus {
             job_id: id,
@@ -152,7 +204,11 @@ impl Worker {
         };
         let control = Arc::new(RunControl::default());
         jobs.records.insert(id, JobRecord { status, control });
-        jobs.waiting.push(id, plan);
+        jobs.waiting.push_back(Waiting {
+            id,
+            plan,
+            first_image: 0,
+        });
         jobs.prune();
         // Announced while the table is still locked: the thread announces `started` only after
         // taking the lock, so every listener sees `queued` first.
@@ -177,7 +233,7 @@ impl Worker {
         jobs.running
             .iter()
             .copied()
-            .chain(jobs.waiting.ids())
+            .chain(jobs.waiting_ids())
             .filter_map(|id| jobs.status(id))
             .collect()
     }
@@ -193,7 +249,10 @@ impl Worker {
         match state {
             JobState::Running => Some(true),
             JobState::Queued => {
-                jobs.waiting.remove(id);
+                jobs.waiting.retain(|w| w.id != id);
+                if !jobs.closed {
+                    jobs.record(|store| store.ended(id, JobState::Stopped, None));
+                }
                 let images = match jobs.get_mut(id) {
                     Some(status) => {
                         status.state = JobState::Stopped;
@@ -231,7 +290,8 @@ impl Worker {
         self.shared.previews.subscribe()
     }
 
-    /// Closes the queue, stops the running and queued jobs and waits for the threads.
+    /// Closes the queue, stops the running and queued jobs and waits for the threads. The store
+    /// records none of them as stopped: they run again at the next start.
     pub fn shutdown(&self) {
         let ids = {
             let mut jobs = self.shared.jobs();
@@ -239,7 +299,7 @@ impl Worker {
             for record in jobs.records.values() {
                 record.control.stop();
             }
-            jobs.waiting.ids()
+            jobs.waiting_ids()
         };
         self.shared.wake.notify_all();
         for id in ids {

@@ -1,12 +1,13 @@
-//! The job table: every job's state, progress and images, the waiting jobs (order and plans, in
-//! a [`QueueStore`]), the running ones, and each job's Stop/Skip control. Finished jobs are kept for
-//! a while so clients can ask about them.
+//! The job table: every job's state, progress and images, the waiting jobs (in order, with their
+//! plans), the running ones, each job's Stop/Skip control, and the [`JobStore`] every change is
+//! recorded in. Finished jobs are kept for a while so clients can ask about them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use super::events::{JobId, JobImage, Progress};
-use super::store::QueueStore;
+use super::store::{JobStore, StoreFault};
+use crate::pipeline::plan::Plan;
 use crate::pipeline::run::RunControl;
 
 /// How many finished jobs are remembered.
@@ -50,11 +51,21 @@ pub(crate) struct JobRecord {
     pub control: Arc<RunControl>,
 }
 
+/// A job waiting for a worker.
+pub(crate) struct Waiting {
+    pub id: JobId,
+    pub plan: Plan,
+    /// The first image to make: images before it were finished before a restart.
+    pub first_image: usize,
+}
+
 /// All known jobs.
 pub(crate) struct JobTable {
     pub records: BTreeMap<JobId, JobRecord>,
     /// The waiting jobs with their plans, first to run first.
-    pub waiting: Box<dyn QueueStore>,
+    pub waiting: VecDeque<Waiting>,
+    /// Where every change is recorded.
+    pub journal: Box<dyn JobStore>,
     /// The running jobs, in the order they started (one per worker at most).
     pub running: Vec<JobId>,
     /// Set at shutdown: nothing more is taken or accepted.
@@ -62,10 +73,11 @@ pub(crate) struct JobTable {
 }
 
 impl JobTable {
-    pub fn new(waiting: Box<dyn QueueStore>) -> Self {
+    pub fn new(journal: Box<dyn JobStore>) -> Self {
         Self {
             records: BTreeMap::new(),
-            waiting,
+            waiting: VecDeque::new(),
+            journal,
             running: Vec::new(),
             closed: false,
         }
@@ -82,11 +94,22 @@ impl JobTable {
         let mut status = record.status.clone();
         status.position = self
             .waiting
-            .ids()
             .iter()
-            .position(|&q| q == id)
+            .position(|w| w.id == id)
             .map(|p| p + self.running.len());
         Some(status)
+    }
+
+    /// The waiting ids, in order.
+    pub fn waiting_ids(&self) -> Vec<JobId> {
+        self.waiting.iter().map(|w| w.id).collect()
+    }
+
+    /// Records a change with `write`; a store that fails is logged and the work goes on.
+    pub fn record(&mut self, write: impl FnOnce(&mut dyn JobStore) -> Result<(), StoreFault>) {
+        if let Err(e) = write(self.journal.as_mut()) {
+            tracing::warn!("{e}");
+        }
     }
 
     pub fn get_mut(&mut self, id: JobId) -> Option<&mut JobStatus> {

@@ -7,17 +7,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::events::{percent, progress_text, Event, JobId, JobImage};
-use super::table::JobState;
+use super::table::{JobState, JobTable};
 use super::{Shared, WorkerSetup};
 use crate::pipeline::models::Models;
 use crate::pipeline::plan::Plan;
-use crate::pipeline::run::{run as run_plan, RunContext, RunControl, RunEvent, RunOutcome};
+use crate::pipeline::run::{RunContext, RunControl, RunEvent, RunOutcome};
 use crate::pipeline::PipelineError;
 
 /// A job taken from the queue.
 struct Taken {
     id: JobId,
     plan: Plan,
+    first_image: usize,
     control: Arc<RunControl>,
 }
 
@@ -36,7 +37,7 @@ pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup, worker: usize) {
     let _close = CloseOnExit(&shared);
     let mut models = Models::new(setup.placement.clone());
     while let Some(job) = next_job(&shared) {
-        let control = job.control;
+        let control = job.control.clone();
         shared.emit(Event::Started {
             job_id: job.id,
             worker,
@@ -53,10 +54,11 @@ pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup, worker: usize) {
             store: &setup.store,
             control: &control,
             hub: setup.hub.as_ref(),
+            first_image: job.first_image,
         };
-        let mut on_event = |event: RunEvent<'_>| on_run_event(&shared, job.id, event);
+        let mut on_event = |event: RunEvent<'_>| on_run_event(&shared, &job, event);
         let result = catch_unwind(AssertUnwindSafe(|| {
-            run_plan(&job.plan, &mut models, &ctx, &mut on_event)
+            (setup.pipeline)(&job.plan, &mut models, &ctx, &mut on_event)
         }));
         let result = match result {
             Ok(result) => result,
@@ -86,7 +88,8 @@ fn next_job(shared: &Shared) -> Option<Taken> {
         if jobs.closed {
             return None;
         }
-        if let Some((id, plan)) = jobs.waiting.pop() {
+        if let Some(waiting) = jobs.waiting.pop_front() {
+            let id = waiting.id;
             let Some(record) = jobs.records.get_mut(&id) else {
                 continue;
             };
@@ -94,21 +97,46 @@ fn next_job(shared: &Shared) -> Option<Taken> {
             record.status.started = Some(std::time::Instant::now());
             let control = record.control.clone();
             jobs.running.push(id);
-            return Some(Taken { id, plan, control });
+            jobs.record(|store| store.started(id));
+            return Some(Taken {
+                id,
+                plan: waiting.plan,
+                first_image: waiting.first_image,
+                control,
+            });
         }
         jobs = shared.wake.wait(jobs).unwrap_or_else(|p| p.into_inner());
     }
 }
 
-/// Records the end of job `id` and tells the listeners.
+/// Records the end of job `id` and tells the listeners. A job that shutdown stopped is not
+/// recorded as ended: it continues at the next start.
 fn finish(shared: &Shared, id: u64, result: Result<RunOutcome, PipelineError>) {
     shared.previews.job_ended(id);
     let event = {
         let mut jobs = shared.jobs();
         jobs.running.retain(|&r| r != id);
-        let Some(status) = jobs.get_mut(id) else {
-            return;
-        };
+        let event = ended(&mut jobs, id, result);
+        let shutting_down = jobs.closed && matches!(event, Some(Event::Stopped { .. }));
+        if let (Some(status), false) = (jobs.status(id), shutting_down) {
+            let (state, error) = (status.state, status.error.clone());
+            jobs.record(|store| store.ended(id, state, error.as_deref()));
+        }
+        event
+    };
+    if let Some(event) = event {
+        shared.emit(event);
+    }
+}
+
+/// Sets job `id`'s end in the table: the event that announces it.
+fn ended(
+    jobs: &mut JobTable,
+    id: JobId,
+    result: Result<RunOutcome, PipelineError>,
+) -> Option<Event> {
+    let status = jobs.get_mut(id)?;
+    Some({
         match result {
             Ok(outcome) => {
                 status.skipped = outcome.skipped;
@@ -138,12 +166,12 @@ fn finish(shared: &Shared, id: u64, result: Result<RunOutcome, PipelineError>) {
                 }
             }
         }
-    };
-    shared.emit(event);
+    })
 }
 
-/// One run event → job table, broadcast and preview.
-fn on_run_event(shared: &Shared, id: u64, event: RunEvent<'_>) {
+/// One run event → job table (and its store), broadcast and preview.
+fn on_run_event(shared: &Shared, job: &Taken, event: RunEvent<'_>) {
+    let id = job.id;
     match event {
         RunEvent::Stage(text) => {
             if let Some(status) = shared.jobs().get_mut(id) {
@@ -159,9 +187,12 @@ fn on_run_event(shared: &Shared, id: u64, event: RunEvent<'_>) {
             }
         }
         RunEvent::Skipped { index } => {
-            if let Some(status) = shared.jobs().get_mut(id) {
+            let mut jobs = shared.jobs();
+            if let Some(status) = jobs.get_mut(id) {
                 status.skipped.push(index);
             }
+            jobs.record(|store| store.skipped(id, index));
+            drop(jobs);
             shared.emit(Event::Skipped { job_id: id, index });
         }
         RunEvent::Step {
@@ -191,6 +222,14 @@ fn on_run_event(shared: &Shared, id: u64, event: RunEvent<'_>) {
             });
             shared.previews.offer(id, image, step, denoised);
         }
+        RunEvent::Saving { index, relative } => {
+            let named = JobImage {
+                index,
+                seed: job.plan.seeds.get(index).copied().unwrap_or(0),
+                path: relative.to_owned(),
+            };
+            shared.jobs().record(|store| store.saving(id, &named));
+        }
         RunEvent::Saved { index, seed, image } => {
             let job_image = JobImage {
                 index,
@@ -198,9 +237,12 @@ fn on_run_event(shared: &Shared, id: u64, event: RunEvent<'_>) {
                 path: image.relative.clone(),
             };
             let parameters = image.metadata.clone();
-            if let Some(status) = shared.jobs().get_mut(id) {
+            let mut jobs = shared.jobs();
+            if let Some(status) = jobs.get_mut(id) {
                 status.images.push(job_image.clone());
             }
+            jobs.record(|store| store.saved(id, &job_image));
+            drop(jobs);
             shared.emit(Event::Image {
                 job_id: id,
                 image: job_image,

@@ -15,8 +15,45 @@ pub struct PromptsUsed<'a> {
     pub workloads: &'a Workloads,
 }
 
-/// The metadata of image `seed` of `plan`, recording the prompts as written and as encoded.
+/// The metadata of image `seed` of `plan`, recording the prompts as written and as encoded, and
+/// the models' short hashes.
 pub fn metadata(plan: &Plan, seed: u64, used: &PromptsUsed<'_>) -> ImageMetadata {
+    let mut meta = recipe(plan, seed, used);
+    meta.base_model_hash = short_hash(&plan.base_model.path).ok();
+    meta.refiner_model_hash = plan
+        .refiner
+        .as_ref()
+        .and_then(|r| short_hash(&r.model.path).ok());
+    for (entry, (model, _)) in meta.loras.iter_mut().zip(&plan.loras) {
+        entry.hash = short_hash(&model.path).ok();
+    }
+    meta
+}
+
+/// The request that plans `plan` again, whatever the preset: every field explicit, the first
+/// seed fixed, an input image named by its sha256 (so it must be kept in the store, as runs
+/// do). What a durable queue records for a job.
+pub fn request_of_plan(plan: &Plan) -> GenerateRequest {
+    let none = Workloads {
+        positive: Vec::new(),
+        negative: Vec::new(),
+        k_pos: 0,
+    };
+    let used = PromptsUsed {
+        prompt: &plan.prompt,
+        negative: &plan.negative_prompt,
+        workloads: &none,
+    };
+    let first_seed = plan.seeds.first().copied().unwrap_or(0);
+    GenerateRequest {
+        image_number: Some(plan.seeds.len() as u32),
+        save_metadata: Some(plan.save_metadata),
+        ..request_from_metadata(&recipe(plan, first_seed, &used))
+    }
+}
+
+/// What image `seed` of `plan` records, without the models' hashes (which read whole files).
+fn recipe(plan: &Plan, seed: u64, used: &PromptsUsed<'_>) -> ImageMetadata {
     ImageMetadata {
         expanded_prompt: used.prompt.to_owned(),
         expanded_negative_prompt: used.negative.to_owned(),
@@ -40,19 +77,14 @@ pub fn metadata(plan: &Plan, seed: u64, used: &PromptsUsed<'_>) -> ImageMetadata
         width: plan.width,
         height: plan.height,
         base_model: plan.base_model.name.clone(),
-        base_model_hash: short_hash(&plan.base_model.path).ok(),
         refiner_model: plan.refiner.as_ref().map(|r| r.model.name.clone()),
-        refiner_model_hash: plan
-            .refiner
-            .as_ref()
-            .and_then(|r| short_hash(&r.model.path).ok()),
         refiner_switch: plan.refiner.as_ref().map_or(1.0, |r| r.switch),
         loras: plan
             .loras
             .iter()
             .map(|(m, weight)| LoraEntry {
                 name: m.name.clone(),
-                hash: short_hash(&m.path).ok(),
+                hash: None,
                 weight: *weight,
             })
             .collect(),

@@ -120,6 +120,16 @@ impl Task {
         }
     }
 
+    /// The input image it reads, if any.
+    pub fn input(&self) -> Option<&InputImage> {
+        match self {
+            Task::TextToImage => None,
+            Task::Uov { input, .. }
+            | Task::ImageToImage { input, .. }
+            | Task::Resize { input, .. } => Some(input),
+        }
+    }
+
     /// Whether its result is made without diffusion (one image).
     pub fn is_direct(&self) -> bool {
         matches!(self, Task::Uov { samples: false, .. } | Task::Resize { .. })

@@ -92,6 +92,9 @@ pub enum RunEvent<'a> {
         steps: usize,
         denoised: &'a Tensor,
     },
+    /// Image `index` is about to be written to `relative` (`YYYY-MM-DD/<file>` under the output
+    /// folder): its name is chosen, the file not yet written.
+    Saving { index: usize, relative: &'a str },
     /// Image `index` was saved.
     Saved {
         index: usize,
@@ -134,6 +137,9 @@ pub struct RunContext<'a> {
     pub control: &'a RunControl,
     /// Fetches a missing upscaler on first use; `None`: downloads are off.
     pub hub: Option<&'a HubClient>,
+    /// The first image to make (0-based): a job resumed after a restart skips the images it had
+    /// finished (saved or skipped) before.
+    pub first_image: usize,
 }
 
 /// Runs `plan`, saving each image as it finishes.
@@ -143,6 +149,9 @@ pub fn run(
     ctx: &RunContext<'_>,
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<RunOutcome, PipelineError> {
+    if ctx.first_image >= plan.seeds.len().max(1) {
+        return Ok(RunOutcome::default());
+    }
     if plan.task.is_direct() {
         return direct_result(plan, models, ctx, on_event);
     }
@@ -177,7 +186,7 @@ pub fn sample_from(
     };
     let mut wildcards = Wildcards::new(&ctx.config.paths.wildcards);
     let mut outcome = RunOutcome::default();
-    for (index, &seed) in plan.seeds.iter().enumerate() {
+    for (index, &seed) in plan.seeds.iter().enumerate().skip(ctx.first_image) {
         if ctx.control.stopped() {
             outcome.stopped = true;
             break;
@@ -330,7 +339,8 @@ fn direct_result(
         negative: &plan.negative_prompt,
         workloads: &workloads,
     };
-    let saved = save(plan, seed, &image, &used, ctx.store)?;
+    let mut announce = |relative: &str| on_event(RunEvent::Saving { index: 0, relative });
+    let saved = save(plan, seed, &image, &used, ctx.store, &mut announce)?;
     on_event(RunEvent::Saved {
         index: 0,
         seed,
@@ -347,13 +357,15 @@ fn direct_result(
     })
 }
 
-/// Saves `image` of `plan` (seed `seed`) with its metadata.
+/// Saves `image` of `plan` (seed `seed`) with its metadata, telling `announce` its name before
+/// the file is written.
 fn save(
     plan: &Plan,
     seed: u64,
     image: &RgbImage,
     used: &PromptsUsed<'_>,
     store: &OutputStore,
+    announce: &mut dyn FnMut(&str),
 ) -> Result<SavedImage, PipelineError> {
     let meta = metadata(plan, seed, used);
     let options = EncodeOptions {
@@ -361,7 +373,7 @@ fn save(
         embed_metadata: plan.save_metadata,
         ..Default::default()
     };
-    Ok(store.save(image, &meta, &options)?)
+    Ok(store.save_announced(image, &meta, &options, announce)?)
 }
 
 /// How one image ended.
@@ -443,7 +455,15 @@ impl ImageJob<'_> {
             index + 1
         )));
         let tiled = schedule.start.is_some_and(|s| s.tiled);
-        let saved = self.decode_and_save(&latent, &loaded.vae, tiled, &prompts, ctx.store)?;
+        let mut announce = |relative: &str| on_event(RunEvent::Saving { index, relative });
+        let saved = self.decode_and_save(
+            &latent,
+            &loaded.vae,
+            tiled,
+            &prompts,
+            ctx.store,
+            &mut announce,
+        )?;
         on_event(RunEvent::Saved {
             index,
             seed,
@@ -581,6 +601,7 @@ impl ImageJob<'_> {
         tiled: bool,
         prompts: &Prompts,
         store: &OutputStore,
+        announce: &mut dyn FnMut(&str),
     ) -> Result<SavedImage, PipelineError> {
         let decoded = if tiled {
             decode_tiled(vae, latent, DECODE_TILE)?
@@ -594,7 +615,7 @@ impl ImageJob<'_> {
             negative: &prompts.negative,
             workloads: &prompts.workloads,
         };
-        save(self.plan, self.seed, &image, &used, store)
+        save(self.plan, self.seed, &image, &used, store, announce)
     }
 }
 

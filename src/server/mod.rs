@@ -45,7 +45,11 @@ use tower_http::timeout::TimeoutLayer;
 use crate::config::{Config, Preset};
 use crate::hub::background::{self, statuses, Downloads};
 use crate::hub::{builtin_catalog, missing, HubClient};
-use crate::jobs::{Worker, WorkerSetup};
+use crate::jobs::sqlite::{SqliteStore, DATABASE_FILE};
+use crate::jobs::store::StoreFault;
+use crate::jobs::{StartFault, Worker, WorkerSetup};
+use crate::pipeline::plan::plan;
+use crate::pipeline::request::GenerateRequest;
 use crate::pipeline::styles::StyleLibrary;
 use crate::runtime::Placement;
 use crate::store::OutputStore;
@@ -307,8 +311,26 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot start the worker thread: {0}")]
-    Worker(std::io::Error),
+    #[error("{0}")]
+    Worker(#[from] StartFault),
+}
+
+/// Starts the workers over the job database in the output folder, restoring the jobs it kept
+/// (planned again with `preset` under today's configuration).
+fn start_durable_worker(setup: WorkerSetup, preset: &Preset) -> Result<Worker, StartFault> {
+    let outputs = &setup.config.paths.outputs;
+    std::fs::create_dir_all(outputs).map_err(|e| {
+        StoreFault(format!(
+            "cannot create the output folder {}: {e}",
+            outputs.display()
+        ))
+    })?;
+    let journal = SqliteStore::open(&outputs.join(DATABASE_FILE))?;
+    let (config, styles) = (setup.config.clone(), setup.styles.clone());
+    let replan = |request: &GenerateRequest| {
+        plan(request, preset, &config, &styles).map_err(|e| e.to_string())
+    };
+    Worker::start_with(setup, Box::new(journal), &replan)
 }
 
 /// Binds, starts the worker and serves in the background. Call inside a tokio runtime.
@@ -337,18 +359,17 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         }
     }
     let store = Arc::new(OutputStore::new(config.paths.outputs.clone()));
-    let worker = Arc::new(
-        Worker::start(WorkerSetup {
-            config: config.clone(),
-            styles: styles.clone(),
-            store: store.clone(),
-            placement: options.placement.clone(),
-            capacity: options.queue_capacity,
-            workers: options.workers,
-            hub: options.hub,
-        })
-        .map_err(StartError::Worker)?,
-    );
+    let setup = WorkerSetup {
+        config: config.clone(),
+        styles: styles.clone(),
+        store: store.clone(),
+        placement: options.placement.clone(),
+        capacity: options.queue_capacity,
+        workers: options.workers,
+        hub: options.hub,
+        pipeline: crate::pipeline::run::run,
+    };
+    let worker = Arc::new(start_durable_worker(setup, &options.preset)?);
     let state = Arc::new(AppState {
         config,
         preset_name: options.preset_name,

@@ -125,7 +125,8 @@ pub async fn run_to_end(
     let job_id = match earlier {
         Some(id) => id,
         None => {
-            let (id, _) = state.worker.submit(plan.clone())?;
+            let (worker, submitted) = (state.worker.clone(), plan.clone());
+            let (id, _) = blocking(move || worker.submit(submitted)).await??;
             if let Some(r) = retry {
                 state.in_flight.insert(r.key, id, &state.worker);
             }

@@ -94,7 +94,22 @@ impl OutputStore {
         meta: &ImageMetadata,
         options: &EncodeOptions,
     ) -> Result<SavedImage> {
-        self.save_at(image, meta, options, chrono::Local::now().naive_local())
+        self.save_announced(image, meta, options, &mut |_| {})
+    }
+
+    /// Saves `image` now, telling `announce` its path relative to the root (`YYYY-MM-DD/<file>`)
+    /// once the name is chosen and before the file is written: a durable job records the name
+    /// first, so that after a crash an image written but not yet recorded is found, not made
+    /// again.
+    pub fn save_announced(
+        &self,
+        image: &RgbImage,
+        meta: &ImageMetadata,
+        options: &EncodeOptions,
+        announce: &mut dyn FnMut(&str),
+    ) -> Result<SavedImage> {
+        let now = chrono::Local::now().naive_local();
+        self.save_when(image, meta, options, now, announce)
     }
 
     /// Saves `image` as `<root>/<date>/<date>_<time>_<NNNN>.<ext>` for the moment `now`, with
@@ -106,6 +121,17 @@ impl OutputStore {
         meta: &ImageMetadata,
         options: &EncodeOptions,
         now: NaiveDateTime,
+    ) -> Result<SavedImage> {
+        self.save_when(image, meta, options, now, &mut |_| {})
+    }
+
+    fn save_when(
+        &self,
+        image: &RgbImage,
+        meta: &ImageMetadata,
+        options: &EncodeOptions,
+        now: NaiveDateTime,
+        announce: &mut dyn FnMut(&str),
     ) -> Result<SavedImage> {
         let mut meta = meta.clone();
         meta.output_format = options.format;
@@ -125,6 +151,7 @@ impl OutputStore {
             tries: NAME_TRIES,
         })?;
         let path = dir.join(&name);
+        announce(&format!("{date}/{name}"));
         let embedded = save_image_file(&path, image, &meta, options)?.map(Box::new);
         tracing::info!("saved {}", path.display());
         if let Err(e) = write_thumbnail(&path, image) {

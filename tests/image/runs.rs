@@ -103,6 +103,7 @@ fn generate_from(
         store: &store,
         control: &control,
         hub: None,
+        first_image: 0,
     };
     let mut models = Models::new(placement);
     let mut last = None;
@@ -426,4 +427,50 @@ fn metadata_rebuilds_the_same_vary() {
         pixels(&first.saved[0]) == pixels(&second.saved[0]),
         "the rebuilt request made other pixels"
     );
+}
+
+/// What a durable queue records of a job with an input image (`request_of_plan`, the input
+/// named by its sha256 and kept in the store) plans the same job again, for every task.
+#[test]
+fn the_recorded_request_plans_every_input_task_again() {
+    check_sdxl_fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::tiny_config(dir.path());
+    let styles = StyleLibrary::load(&config.paths.styles).unwrap();
+    let store = OutputStore::new(&config.paths.outputs);
+    let planned = |r: &GenerateRequest| plan(r, &common::tiny_preset(), &config, &styles).unwrap();
+    let image_to_image = GenerateRequest {
+        uov_method: None,
+        denoise: Some(0.6),
+        width: Some(576),
+        height: Some(448),
+        image_number: Some(3),
+        ..request("vary")
+    };
+    let resize = |upscaler| GenerateRequest {
+        uov_method: None,
+        resize_to: Some([200, 120]),
+        resize_upscaler: Some(upscaler),
+        ..request("vary")
+    };
+    for asked in [
+        request("vary"),
+        request("upscale"),
+        image_to_image,
+        resize(true),
+        resize(false),
+    ] {
+        let first = planned(&asked);
+        let input = first.task.input().expect("an input task");
+        store
+            .keep_input(&input.sha256, &input.bytes, input.extension())
+            .unwrap();
+        let recorded = fooocus::pipeline::meta::request_of_plan(&first);
+        assert!(recorded
+            .input_image
+            .as_deref()
+            .unwrap()
+            .starts_with("sha256:"));
+        assert_eq!(planned(&recorded), first, "{recorded:?}");
+    }
 }

@@ -6,6 +6,7 @@ mod client;
 mod clients;
 #[path = "../common/mod.rs"]
 mod common;
+mod durable;
 mod flows;
 mod hardening;
 mod harness;

@@ -77,9 +77,9 @@ impl From<WaitError> for A1111Error {
     fn from(e: WaitError) -> Self {
         let (status, error) = match &e {
             WaitError::Request(_) => (StatusCode::BAD_REQUEST, "HTTPException"),
-            WaitError::Queue(SubmitError::QueueFull(_) | SubmitError::Closed) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "HTTPException")
-            }
+            WaitError::Queue(
+                SubmitError::QueueFull(_) | SubmitError::Closed | SubmitError::Unrecorded(_),
+            ) => (StatusCode::SERVICE_UNAVAILABLE, "HTTPException"),
             WaitError::Failed(_) | WaitError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "RuntimeError")
             }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::options::{self, Health, Options};
 use super::wire::{Control, Day, History, Queue, Status, Submitted};
 use crate::hub::background::describe;
-use crate::jobs::{JobId, SubmitError};
+use crate::jobs::JobId;
 use crate::pipeline::plan::plan;
 use crate::pipeline::request::GenerateRequest;
 use crate::server::error::{parse_json, ApiError};
@@ -59,17 +59,14 @@ pub async fn generate(
                 field: Some(e.field.to_owned()),
             })?;
     let seeds = planned.seeds.clone();
-    match state.worker.submit(planned) {
+    let worker = state.worker.clone();
+    match blocking(move || worker.submit(planned)).await? {
         Ok((job_id, position)) => Ok(Json(Submitted {
             job_id,
             position,
             seeds,
         })),
-        Err(e @ SubmitError::QueueFull(_)) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            e.to_string(),
-        )),
-        Err(e @ SubmitError::Closed) => Err(ApiError::new(
+        Err(e) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             e.to_string(),
         )),
