@@ -42,6 +42,8 @@ enum Command {
     Download(commands::download::DownloadArgs),
     /// Serve the browser UI and the HTTP/WebSocket API (the default).
     Serve(fooocus::cli::serve::ServeArgs),
+    /// Run the jobs a `fooocus --broker URL` server puts on Redis, on this host's models.
+    Worker(fooocus::cli::worker::WorkerArgs),
     /// Time the networks (UNet step with CFG, text encoders, VAE decode, a generation): median
     /// seconds, peak RSS and load average.
     Bench(fooocus::bench::BenchArgs),
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Some(Command::Generate(args)) => commands::generate::run(*args, config),
         Some(Command::Download(args)) => commands::download::run(args, &config),
         Some(Command::Serve(args)) => fooocus::cli::serve::serve(args, config),
+        Some(Command::Worker(args)) => fooocus::cli::worker::run(args, config),
         None => fooocus::cli::serve::serve(cli.serve, config),
     }
 }

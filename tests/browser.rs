@@ -194,6 +194,7 @@ async fn the_page_generates_in_headless_chromium_directly_and_behind_a_proxy() {
         .copied()
         .chain([
             "the history pages back through earlier days",
+            "the page lists several jobs",
             "a dropped image becomes the input",
             "Vary (Subtle) ran with",
             "Upscale (Fast 2x) of the sent image",

@@ -1,6 +1,7 @@
 //! The `fooocus` binary: `generate` on the tiny checkpoints prints the saved path and exits 0;
 //! a bad request exits non-zero naming the field; `inspect` reports a checkpoint; a bad auth file
-//! stops the server from starting, naming the file and the fault.
+//! stops the server from starting, naming the file and the fault; so does a broker that cannot
+//! be reached, for the server and for a worker.
 
 mod common;
 
@@ -247,4 +248,37 @@ fn generate_with_an_input_image_upscales_it() {
         stderr.contains("subtle") && stderr.contains("strong"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_broker_that_cannot_be_reached_stops_the_server_and_the_worker_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_tiny_config(dir.path());
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let serve = ["--no-browser", "--no-download", "--port", "0", "--broker"];
+    for (args, says) in [
+        (
+            [&serve[..], &[url.as_str()]].concat(),
+            format!("cannot reach the broker at {url}"),
+        ),
+        (
+            vec!["worker", "--broker", url.as_str()],
+            format!("cannot reach the broker at {url}"),
+        ),
+        (
+            [&serve[..], &["http://example.com/"]].concat(),
+            "is not a Redis URL".to_owned(),
+        ),
+    ] {
+        let out = fooocus(&config, &args);
+        assert!(!out.status.success(), "{args:?} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&says), "{args:?}: {stderr}");
+    }
 }

@@ -6,7 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const state = {
   options: null, presets: [], job: null, styles: new Set(), previewUrl: null, previewJob: null, retry: 500,
-  modelsReady: null, started: 0, finished: null, historyBefore: null, historyLoading: false,
+  modelsReady: null, mine: new Set(), started: 0, finished: null, historyBefore: null, historyLoading: false,
   shown: new Set(),
 };
 const NUMBER_FIELDS = ["guidance_scale", "sharpness", "adm_positive", "adm_negative", "adm_end",
@@ -249,6 +249,8 @@ async function generate() {
     const answer = await api("api/generate", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(collectRequest()).replace(/"seed":"(\d+)"/, '"seed":$1') });
     if (state.job === null) { $("gallery").replaceChildren(); state.started = Date.now(); }
     state.job = answer.job_id;
+    state.mine.add(answer.job_id);
+    renderJobs();
     setRunning(true);
     setStatus(answer.position > 0 ? `Waiting: ${answer.position} job(s) ahead` : "Starting…", 0);
   } catch (e) { showError(e.message); }
@@ -499,7 +501,49 @@ function onEnd(e) {
   if (!state.finished) { $("preview").hidden = true; $("placeholder").hidden = false; }
 }
 
+// ---- the queue: every running and queued job, shown while there are several ----
+const jobs = new Map();
+
+function workerName(worker) {
+  if (worker === null || worker === undefined) return "";
+  return /^\d+$/.test(String(worker)) ? `worker ${Number(worker) + 1}` : String(worker);
+}
+
+function renderJobs() {
+  const items = [...jobs.entries()].sort((a, b) => a[0] - b[0]).map(([id, job]) => {
+    const text = job.state === "running" ? (job.text || "Starting…") : "Queued";
+    return el("li", { class: `${job.state}${state.mine.has(id) ? " mine" : ""}`, "data-job": String(id) },
+      el("span", { class: "job-id", text: `#${id}` }),
+      el("span", { class: "job-text", text }),
+      el("span", { class: "job-worker", text: job.state === "running" ? workerName(job.worker) : "" }));
+  });
+  $("jobs").replaceChildren(...items);
+  $("jobs").hidden = jobs.size < 2;
+}
+
+/** Keeps the list of running and queued jobs current from one event. */
+function trackJob(e) {
+  const job = jobs.get(e.job_id);
+  switch (e.type) {
+    case "hello":
+      jobs.clear();
+      for (const s of e.queue) jobs.set(s.job_id, { state: s.state, text: s.progress ? s.progress.text : "", worker: s.worker });
+      break;
+    case "queued": jobs.set(e.job_id, { state: "queued", text: "", worker: null }); break;
+    case "started": jobs.set(e.job_id, { ...(job || {}), state: "running", worker: e.worker }); break;
+    case "stage": case "progress":
+      if (!job) return;
+      job.text = e.text;
+      if (e.type === "stage" && e.text.startsWith("Running on ")) job.worker = e.text.slice(11);
+      break;
+    case "done": case "stopped": case "failed": jobs.delete(e.job_id); state.mine.delete(e.job_id); break;
+    default: return;
+  }
+  renderJobs();
+}
+
 function onEvent(e) {
+  trackJob(e);
   if (e.type === "image") return onImage(e);
   if (e.type === "preview") { state.previewJob = e.job_id; return; }
   if (e.job_id === undefined || e.job_id !== state.job) return;

@@ -12,7 +12,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::jobs::sqlite::{SqliteStore, DATABASE_FILE};
 use crate::jobs::store::{JobStore, MemoryStore};
-use crate::jobs::{Event, Worker, WorkerSetup};
+use crate::jobs::{Event, JobId, Worker, WorkerSetup};
 use crate::pipeline::guidance::Guidance;
 use crate::pipeline::models::Models;
 use crate::pipeline::plan::{AdmScalers, ModelRef, Plan, Task};
@@ -88,7 +88,7 @@ fn through(
         capacity: jobs.max(1),
         hub: None,
         workers: 1,
-        pipeline: make_nothing,
+        pipeline: Arc::new(make_nothing),
     };
     let worker = Worker::start_with(setup, store, &|_| Err("nothing to restore".into()))?;
     let mut events = worker.subscribe();
@@ -115,6 +115,7 @@ fn through(
 
 /// A pipeline that makes nothing: each image is named and reported saved, no file written.
 fn make_nothing(
+    _: JobId,
     plan: &Plan,
     _: &mut Models,
     _: &RunContext<'_>,

@@ -5,5 +5,6 @@
 
 pub mod compute;
 pub mod serve;
+pub mod worker;
 
 pub use compute::ComputeArgs;

@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// device (so N times the memory): for a CPU with memory to spare, or tests.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub workers: u16,
+    /// Put jobs on a Redis broker (`redis://HOST:6379/0`) for `fooocus worker` processes on
+    /// other hosts to run, instead of running them here; `--workers N` is then how many jobs
+    /// are handed out at once (at least the number of worker processes).
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
     /// A hub mirror for model downloads (else `HF_ENDPOINT`, else huggingface.co).
     #[arg(long, value_name = "URL")]
     pub hf_mirror: Option<String>,
@@ -185,6 +190,7 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
         hub: (!args.no_download).then(|| HubClient::from_env(args.hf_mirror.as_deref())),
         allowed_hosts: args.allowed_host.clone(),
         limits: Limits::default(),
+        broker: args.broker.clone(),
     };
     runtime.block_on(async move {
         let server = match start(options).await {

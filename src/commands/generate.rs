@@ -226,7 +226,10 @@ fn generate(args: &GenerateArgs, config: &Config) -> Result<Vec<PathBuf>, String
             bar.println(format!("saved {} (seed {seed})", image.path.display()));
         }
         RunEvent::Skipped { index } => bar.println(format!("skipped image {}", index + 1)),
-        RunEvent::ImageStarted { .. } | RunEvent::Saving { .. } => {}
+        RunEvent::ImageStarted { .. }
+        | RunEvent::Saving { .. }
+        | RunEvent::Preview { .. }
+        | RunEvent::Worker(_) => {}
     });
     bar.finish_and_clear();
     let outcome = outcome.map_err(|e| e.to_string())?;

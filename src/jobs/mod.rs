@@ -69,18 +69,30 @@ pub struct WorkerSetup {
     /// Worker threads taking jobs from the one queue, each with its own models on `placement`
     /// (at least 1).
     pub workers: usize,
-    /// What runs a job: [`crate::pipeline::run::run`] (the queue's benchmark passes one that
-    /// makes nothing, to time the queue alone).
+    /// What runs a job: [`local_pipeline`] here, the broker's dispatch when workers on other
+    /// hosts run the jobs (the queue's benchmark passes one that makes nothing).
     pub pipeline: RunFn,
 }
 
-/// A job's run over a worker's models, reporting as it goes.
-pub type RunFn = fn(
-    &Plan,
-    &mut crate::pipeline::models::Models,
-    &crate::pipeline::run::RunContext<'_>,
-    &mut dyn FnMut(crate::pipeline::run::RunEvent<'_>),
-) -> Result<crate::pipeline::run::RunOutcome, crate::pipeline::PipelineError>;
+/// A job's run (job id, plan) over a worker's models, reporting as it goes.
+pub type RunFn = Arc<
+    dyn Fn(
+            JobId,
+            &Plan,
+            &mut crate::pipeline::models::Models,
+            &crate::pipeline::run::RunContext<'_>,
+            &mut dyn FnMut(crate::pipeline::run::RunEvent<'_>),
+        ) -> Result<crate::pipeline::run::RunOutcome, crate::pipeline::PipelineError>
+        + Send
+        + Sync,
+>;
+
+/// The pipeline run on this process' models.
+pub fn local_pipeline() -> RunFn {
+    Arc::new(|_, plan, models, ctx, on_event| {
+        crate::pipeline::run::run(plan, models, ctx, on_event)
+    })
+}
 
 /// State shared by the handle and the thread.
 pub(crate) struct Shared {
@@ -174,6 +186,16 @@ impl Worker {
     /// Queues `plan` once it is recorded (its input image kept in the output folder): its id
     /// and how many jobs are ahead of it. Blocks on the disk: call it off the async threads.
     pub fn submit(&self, plan: Plan) -> Result<(JobId, usize), SubmitError> {
+        self.submit_from(plan, 0)
+    }
+
+    /// [`Worker::submit`] for a job whose images before `first_image` were made elsewhere (a
+    /// job a broker hands to this host after another host began it).
+    pub fn submit_from(
+        &self,
+        plan: Plan,
+        first_image: usize,
+    ) -> Result<(JobId, usize), SubmitError> {
         if let Some(input) = plan.task.input() {
             self.outputs
                 .keep_input(&input.sha256, &input.bytes, input.extension())
@@ -201,13 +223,14 @@ impl Worker {
             skipped: Vec::new(),
             error: None,
             started: None,
+            worker: None,
         };
         let control = Arc::new(RunControl::default());
         jobs.records.insert(id, JobRecord { status, control });
         jobs.waiting.push_back(Waiting {
             id,
             plan,
-            first_image: 0,
+            first_image,
         });
         jobs.prune();
         // Announced while the table is still locked: the thread announces `started` only after

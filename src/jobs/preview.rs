@@ -69,6 +69,17 @@ impl PreviewEncoder {
         ready.notify_one();
     }
 
+    /// Publishes a frame encoded elsewhere (a remote worker's).
+    pub fn publish(&self, frame: PreviewFrame) {
+        let (lock, _) = &*self.slot;
+        let slot = lock.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.closed {
+            return;
+        }
+        drop(slot);
+        self.frames.send_replace(Some(Arc::new(frame)));
+    }
+
     /// Job `job_id` has ended: its frames are no longer published.
     pub fn job_ended(&self, job_id: JobId) {
         let (lock, _) = &*self.slot;

@@ -58,6 +58,7 @@ fn restore_job(table: &mut JobTable, outputs: &OutputStore, replan: Replan<'_>, 
         skipped: job.skipped,
         error: job.error,
         started: None,
+        worker: None,
     };
     if job.state == JobState::Done {
         status.progress.percent = 100;

@@ -44,6 +44,8 @@ pub struct JobStatus {
     pub error: Option<String>,
     /// When the worker took it.
     pub started: Option<std::time::Instant>,
+    /// Who runs (or ran) it: the worker thread's number, or the worker host's name.
+    pub worker: Option<String>,
 }
 
 pub(crate) struct JobRecord {

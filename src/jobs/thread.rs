@@ -6,7 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::events::{percent, progress_text, Event, JobId, JobImage};
+use super::events::{percent, progress_text, Event, JobId, JobImage, PreviewFrame};
 use super::table::{JobState, JobTable};
 use super::{Shared, WorkerSetup};
 use crate::pipeline::models::Models;
@@ -36,7 +36,7 @@ impl Drop for CloseOnExit<'_> {
 pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup, worker: usize) {
     let _close = CloseOnExit(&shared);
     let mut models = Models::new(setup.placement.clone());
-    while let Some(job) = next_job(&shared) {
+    while let Some(job) = next_job(&shared, worker) {
         let control = job.control.clone();
         shared.emit(Event::Started {
             job_id: job.id,
@@ -58,7 +58,7 @@ pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup, worker: usize) {
         };
         let mut on_event = |event: RunEvent<'_>| on_run_event(&shared, &job, event);
         let result = catch_unwind(AssertUnwindSafe(|| {
-            (setup.pipeline)(&job.plan, &mut models, &ctx, &mut on_event)
+            (setup.pipeline)(job.id, &job.plan, &mut models, &ctx, &mut on_event)
         }));
         let result = match result {
             Ok(result) => result,
@@ -81,8 +81,9 @@ pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup, worker: usize) {
     }
 }
 
-/// Waits for the first waiting job and marks it running; `None` once the table is closed.
-fn next_job(shared: &Shared) -> Option<Taken> {
+/// Waits for the first waiting job and marks it running on thread `worker`; `None` once the
+/// table is closed.
+fn next_job(shared: &Shared, worker: usize) -> Option<Taken> {
     let mut jobs = shared.jobs();
     loop {
         if jobs.closed {
@@ -95,6 +96,7 @@ fn next_job(shared: &Shared) -> Option<Taken> {
             };
             record.status.state = JobState::Running;
             record.status.started = Some(std::time::Instant::now());
+            record.status.worker = Some(worker.to_string());
             let control = record.control.clone();
             jobs.running.push(id);
             jobs.record(|store| store.started(id));
@@ -179,6 +181,15 @@ fn on_run_event(shared: &Shared, job: &Taken, event: RunEvent<'_>) {
             }
             shared.emit(Event::Stage { job_id: id, text });
         }
+        RunEvent::Worker(name) => {
+            if let Some(status) = shared.jobs().get_mut(id) {
+                status.worker = Some(name.clone());
+            }
+            shared.emit(Event::Stage {
+                job_id: id,
+                text: format!("Running on {name}"),
+            });
+        }
         RunEvent::ImageStarted { index, images } => {
             if let Some(status) = shared.jobs().get_mut(id) {
                 status.progress.image = index + 1;
@@ -220,8 +231,16 @@ fn on_run_event(shared: &Shared, job: &Taken, event: RunEvent<'_>) {
                 job_id: id,
                 progress,
             });
-            shared.previews.offer(id, image, step, denoised);
+            if let Some(denoised) = denoised {
+                shared.previews.offer(id, image, step, denoised);
+            }
         }
+        RunEvent::Preview { image, step, jpeg } => shared.previews.publish(PreviewFrame {
+            job_id: id,
+            image,
+            step,
+            jpeg: jpeg.to_vec(),
+        }),
         RunEvent::Saving { index, relative } => {
             let named = JobImage {
                 index,

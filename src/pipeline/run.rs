@@ -49,12 +49,13 @@ impl RunControl {
         self.skip.store(true, Ordering::SeqCst);
     }
 
-    fn stopped(&self) -> bool {
+    /// Whether Stop was asked for.
+    pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
 
     /// Whether a skip was asked for, clearing it.
-    fn take_skip(&self) -> bool {
+    pub fn take_skip(&self) -> bool {
         self.skip.swap(false, Ordering::SeqCst)
     }
 
@@ -80,17 +81,26 @@ impl RunControl {
 pub enum RunEvent<'a> {
     /// A preparation stage ("Loading …", "Encoding prompts …").
     Stage(String),
+    /// The run went to the worker host of this name (through a broker).
+    Worker(String),
     /// Work on image `index` (0-based) of `images` begins.
     ImageStarted { index: usize, images: usize },
     /// Skip abandoned image `index` (0-based); the run goes on with the next.
     Skipped { index: usize },
-    /// A sampling step finished its model call; `denoised` is the current x0 estimate.
+    /// A sampling step finished its model call; `denoised` is the current x0 estimate (`None`
+    /// when the step ran elsewhere: a remote worker sends its preview as a [`RunEvent::Preview`]).
     Step {
         image: usize,
         images: usize,
         step: usize,
         steps: usize,
-        denoised: &'a Tensor,
+        denoised: Option<&'a Tensor>,
+    },
+    /// A step preview already encoded as JPEG (1-based image and step), from a remote worker.
+    Preview {
+        image: usize,
+        step: usize,
+        jpeg: &'a [u8],
     },
     /// Image `index` is about to be written to `relative` (`YYYY-MM-DD/<file>` under the output
     /// folder): its name is chosen, the file not yet written.
@@ -570,7 +580,7 @@ impl ImageJob<'_> {
                 images,
                 step: state.step,
                 steps,
-                denoised: state.denoised,
+                denoised: Some(state.denoised),
             });
             if ctx.control.stopped() || ctx.control.take_skip() {
                 StepControl::Stop

@@ -93,6 +93,8 @@ pub struct ServerOptions {
     pub allowed_hosts: Vec<String>,
     /// Failed logins, slow WebSocket readers, idle connections, slow requests.
     pub limits: Limits,
+    /// A Redis URL: jobs are run by `fooocus worker` hosts through it instead of here.
+    pub broker: Option<String>,
 }
 
 /// What the router checks before a handler runs.
@@ -313,6 +315,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Worker(#[from] StartFault),
+    #[error("{0}")]
+    Broker(#[from] crate::broker::BrokerError),
 }
 
 /// Starts the workers over the job database in the output folder, restoring the jobs it kept
@@ -367,7 +371,10 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         capacity: options.queue_capacity,
         workers: options.workers,
         hub: options.hub,
-        pipeline: crate::pipeline::run::run,
+        pipeline: match &options.broker {
+            Some(url) => crate::broker::Dispatch::start(url).await?.pipeline(),
+            None => crate::jobs::local_pipeline(),
+        },
     };
     let worker = Arc::new(start_durable_worker(setup, &options.preset)?);
     let state = Arc::new(AppState {

@@ -14,7 +14,7 @@ use super::error::{Result, StoreError};
 use super::hash::file_sha256;
 use super::history::{list_day, list_days_before, list_history, HistoryDay, HistoryImage};
 use super::log_html::{log_image, LogEntry};
-use super::metadata::ImageMetadata;
+use super::metadata::{ImageMetadata, OutputFormat};
 use super::naming::{date_folder, image_file_name, resolve_output_path};
 use super::read::embedded_text_from_bytes;
 use super::thumbs::{thumbnail, write_thumbnail};
@@ -135,6 +135,51 @@ impl OutputStore {
     ) -> Result<SavedImage> {
         let mut meta = meta.clone();
         meta.output_format = options.format;
+        let mut write = |path: &Path| save_image_file(path, image, &meta, options);
+        self.place(
+            image,
+            options.format,
+            meta.clone(),
+            now,
+            announce,
+            &mut write,
+        )
+    }
+
+    /// Saves an image encoded elsewhere (a remote worker's file, metadata embedded) byte for
+    /// byte under a fresh name now, as [`OutputStore::save_announced`] does; `image` is its
+    /// decoded pixels, for the thumbnail.
+    pub fn save_encoded(
+        &self,
+        bytes: &[u8],
+        image: &RgbImage,
+        format: OutputFormat,
+        announce: &mut dyn FnMut(&str),
+    ) -> Result<SavedImage> {
+        let embedded = embedded_text_from_bytes(bytes)
+            .ok()
+            .and_then(|text| text.metadata());
+        let mut meta = embedded.clone().unwrap_or_default();
+        meta.output_format = format;
+        let mut write = |path: &Path| {
+            write_atomic(path, bytes)?;
+            Ok(embedded.clone())
+        };
+        let now = chrono::Local::now().naive_local();
+        self.place(image, format, meta, now, announce, &mut write)
+    }
+
+    /// Picks a free name for the moment `now`, tells `announce`, writes the file with `write`,
+    /// then its thumbnail and the day's log entry.
+    fn place(
+        &self,
+        image: &RgbImage,
+        format: OutputFormat,
+        meta: ImageMetadata,
+        now: NaiveDateTime,
+        announce: &mut dyn FnMut(&str),
+        write: &mut dyn FnMut(&Path) -> Result<Option<ImageMetadata>>,
+    ) -> Result<SavedImage> {
         let date = date_folder(&now);
         let dir = self.root.join(&date);
 
@@ -144,15 +189,15 @@ impl OutputStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io("create folder", &dir, e))?;
         let mut rng = rand::rng();
-        let candidates = (0..NAME_TRIES)
-            .map(|_| image_file_name(&now, rng.random_range(1000..=9999), options.format));
+        let candidates =
+            (0..NAME_TRIES).map(|_| image_file_name(&now, rng.random_range(1000..=9999), format));
         let name = free_name(&dir, candidates).ok_or_else(|| StoreError::NoFreeName {
             dir: dir.clone(),
             tries: NAME_TRIES,
         })?;
         let path = dir.join(&name);
         announce(&format!("{date}/{name}"));
-        let embedded = save_image_file(&path, image, &meta, options)?.map(Box::new);
+        let embedded = write(&path)?.map(Box::new);
         tracing::info!("saved {}", path.display());
         if let Err(e) = write_thumbnail(&path, image) {
             tracing::warn!("image saved, but not its thumbnail: {e}");

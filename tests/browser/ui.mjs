@@ -128,6 +128,19 @@ async function checkLayout(page, size) {
   await shot(page, `${size}-done`, size === "phone");
 }
 
+/** Two jobs queued at once: the page lists both (one running, one queued), then neither. */
+async function checkQueueList(page) {
+  await page.click("#generate");
+  await page.waitForFunction(() => !document.getElementById("stop").hidden, null, { timeout: 30000 });
+  await page.click("#generate");
+  await page.waitForFunction(() => document.querySelectorAll("#jobs li").length >= 2 && !document.getElementById("jobs").hidden, null, { timeout: 60000, polling: 50 });
+  const listed = await page.evaluate(() => [...document.querySelectorAll("#jobs li")].map((li) => ({ state: li.className, text: li.textContent })));
+  if (!listed.some((j) => j.state.startsWith("running")) || !listed.some((j) => j.state.startsWith("queued"))) fail("the job list lacks the running or the queued job", listed);
+  await shot(page, "desktop-two-jobs");
+  await page.waitForFunction(() => document.getElementById("jobs").hidden && document.getElementById("stop").hidden, null, { timeout: 900000 });
+  console.log(`the page lists several jobs: ${listed.map((j) => j.text).join(" | ")}`);
+}
+
 async function checkThumbnails(page) {
   const thumbs = await page.evaluate(async () => {
     const imgs = [...document.querySelectorAll("#history .thumb img")];
@@ -276,6 +289,7 @@ async function run(size) {
   await startRun(page);
   if (size === "phone") await checkPhone(page);
   await checkLayout(page, size);
+  if (size === "desktop") await checkQueueList(page);
   await checkThumbnails(page);
   await checkViewer(page, size);
   await checkDrop(page);

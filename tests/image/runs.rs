@@ -110,7 +110,7 @@ fn generate_from(
     let mut steps = 0;
     let mut on_event = |e: RunEvent<'_>| {
         if let RunEvent::Step { denoised, .. } = e {
-            last = Some(denoised.clone());
+            last = denoised.cloned();
             steps += 1;
         }
     };

@@ -13,19 +13,25 @@ use serde_json::{json, Value};
 
 use crate::client::{get, post_json, saved_images, wait_job};
 
-/// A `fooocus` process over the tiny models.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
+/// A `fooocus` server process over the tiny models.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
 }
 
 impl Process {
     /// Starts the binary with `config` on a free port; returns once it listens.
-    fn start(config: &Path) -> Process {
+    pub fn start(config: &Path) -> Process {
+        Self::start_with(config, &[])
+    }
+
+    /// The same with more flags.
+    pub fn start_with(config: &Path, flags: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fooocus"))
             .arg("--config")
             .arg(config)
             .args(["--no-browser", "--no-download", "--port", "0"])
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -54,7 +60,7 @@ impl Process {
     }
 
     /// Ctrl+C: the server shuts down as a user stops it.
-    fn interrupt(mut self) {
+    pub fn interrupt(mut self) {
         // SAFETY: signalling our own child process by its id.
         assert_eq!(
             unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) },
@@ -64,7 +70,7 @@ impl Process {
         assert!(status.success(), "{status}");
     }
 
-    fn kill(mut self) {
+    pub fn kill(mut self) {
         // SIGKILL: no shutdown code runs.
         self.child.kill().unwrap();
         self.child.wait().unwrap();
@@ -78,7 +84,7 @@ impl Drop for Process {
     }
 }
 
-fn job(prompt: &str, images: u32) -> Value {
+pub fn job(prompt: &str, images: u32) -> Value {
     json!({
         "prompt": prompt, "width": 512, "height": 512, "steps": 3, "image_number": images,
         "refiner_model": "None", "seed": 7,
@@ -86,7 +92,7 @@ fn job(prompt: &str, images: u32) -> Value {
 }
 
 /// Every saved image under `outputs` (date folders), with its modification time.
-fn image_files(outputs: &Path) -> Vec<(std::time::SystemTime, PathBuf)> {
+pub fn image_files(outputs: &Path) -> Vec<(std::time::SystemTime, PathBuf)> {
     let mut files = Vec::new();
     for day in std::fs::read_dir(outputs).unwrap().flatten() {
         let name = day.file_name().to_string_lossy().to_string();

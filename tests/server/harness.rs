@@ -92,6 +92,7 @@ pub async fn serve(spec: Spec) -> TestServer {
         hub: spec.hub.clone(),
         allowed_hosts: spec.allowed_hosts.clone(),
         limits: spec.limits.clone(),
+        broker: None,
     })
     .await
     .unwrap();

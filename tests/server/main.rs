@@ -2,6 +2,7 @@
 //! and previews, the queue and worker, and the safety checks.
 
 mod apis;
+mod broker;
 mod client;
 mod clients;
 #[path = "../common/mod.rs"]
@@ -10,6 +11,7 @@ mod durable;
 mod flows;
 mod hardening;
 mod harness;
+mod load;
 mod models;
 mod pages;
 mod queue;

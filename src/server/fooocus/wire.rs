@@ -97,6 +97,8 @@ pub struct Status {
     /// 0-based indices of skipped images.
     pub skipped: Vec<usize>,
     pub error: Option<String>,
+    /// Who runs (or ran) it: a worker thread's number, or a worker host's name (`--broker`).
+    pub worker: Option<String>,
 }
 
 impl From<JobStatus> for Status {
@@ -110,6 +112,7 @@ impl From<JobStatus> for Status {
             images: images(s.images),
             skipped: s.skipped,
             error: s.error,
+            worker: s.worker,
         }
     }
 }
