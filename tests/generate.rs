@@ -53,6 +53,23 @@ fn planned(s: &Setup, r: &GenerateRequest) -> Plan {
     plan(r, &common::tiny_preset(), &s.config, &s.styles).unwrap()
 }
 
+/// What a run of `s` reads, saving into `store`, from image `first_image`.
+fn context<'a>(
+    s: &'a Setup,
+    store: &'a OutputStore,
+    control: &'a RunControl,
+    first_image: usize,
+) -> RunContext<'a> {
+    RunContext {
+        config: &s.config,
+        styles: &s.styles,
+        store,
+        control,
+        hub: None,
+        first_image,
+    }
+}
+
 fn generate(
     s: &Setup,
     p: &Plan,
@@ -71,14 +88,7 @@ fn generate_placed(
     placement: Placement,
 ) -> (RunOutcome, [usize; 2]) {
     let store = OutputStore::new(&s.out);
-    let ctx = RunContext {
-        config: &s.config,
-        styles: &s.styles,
-        store: &store,
-        control,
-        hub: None,
-        first_image: 0,
-    };
+    let ctx = context(s, &store, control, 0);
     let mut models = Models::new(placement);
     let outcome = run(p, &mut models, &ctx, &mut |e| {
         if let RunEvent::Step { image, step, .. } = e {
@@ -344,14 +354,7 @@ fn a_non_finite_latent_fails_the_run_naming_the_fix() {
     let p = planned(&s, &r);
     let store = OutputStore::new(&s.out);
     let control = RunControl::default();
-    let ctx = RunContext {
-        config: &s.config,
-        styles: &s.styles,
-        store: &store,
-        control: &control,
-        hub: None,
-        first_image: 0,
-    };
+    let ctx = context(&s, &store, &control, 0);
     let error = match run(&p, &mut Models::new(Placement::cpu()), &ctx, &mut |_| {}) {
         Ok(_) => panic!("a run with NaN weights succeeded"),
         Err(e) => e.to_string(),
@@ -421,14 +424,7 @@ fn a_resumed_run_makes_the_same_remaining_images() {
     let whole = generate(&s, &p, &RunControl::default(), &mut |_, _| {});
     let store = OutputStore::new(&s.out);
     let control = RunControl::default();
-    let ctx = RunContext {
-        config: &s.config,
-        styles: &s.styles,
-        store: &store,
-        control: &control,
-        hub: None,
-        first_image: 1,
-    };
+    let ctx = context(&s, &store, &control, 1);
     let mut models = Models::new(Placement::cpu());
     let mut named = Vec::new();
     let resumed = run(&p, &mut models, &ctx, &mut |e| {

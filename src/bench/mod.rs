@@ -437,41 +437,27 @@ fn measure(
 
 /// `fooocus bench` as a command: prints the table (or JSON) and returns the exit code.
 pub fn main(args: &BenchArgs) -> ExitCode {
-    if let Some(jobs) = args.queue {
-        return queue_main(jobs, args.json);
-    }
-    match run(args) {
-        Ok(report) => {
-            if args.json {
-                match serde_json::to_string_pretty(&report) {
-                    Ok(text) => println!("{text}"),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                }
-            } else {
-                print!("{}", report.table());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+    match args.queue {
+        Some(jobs) => print(queue::run(jobs), args.json, |rates| queue::table(rates)),
+        None => print(run(args), args.json, Report::table),
     }
 }
 
-fn queue_main(jobs: usize, json: bool) -> ExitCode {
-    let rates = match queue::run(jobs) {
-        Ok(rates) => rates,
+/// Prints a benchmark's result as JSON or as its table.
+fn print<T: serde::Serialize>(
+    result: anyhow::Result<T>,
+    json: bool,
+    table: impl Fn(&T) -> String,
+) -> ExitCode {
+    let result = match result {
+        Ok(result) => result,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
         }
     };
     if json {
-        match serde_json::to_string_pretty(&rates) {
+        match serde_json::to_string_pretty(&result) {
             Ok(text) => println!("{text}"),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -479,7 +465,7 @@ fn queue_main(jobs: usize, json: bool) -> ExitCode {
             }
         }
     } else {
-        print!("{}", queue::table(&rates));
+        print!("{}", table(&result));
     }
     ExitCode::SUCCESS
 }

@@ -7,4 +7,12 @@ pub mod compute;
 pub mod serve;
 pub mod worker;
 
+/// The multi-threaded tokio runtime the server and the worker run on; the error says so.
+pub fn async_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
 pub use compute::ComputeArgs;

@@ -85,13 +85,10 @@ fn prepare(args: &WorkerArgs, config: &mut Config) -> Result<HostOptions, String
 }
 
 fn serve(options: HostOptions) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::async_runtime() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -34,11 +34,7 @@ pub fn metadata(plan: &Plan, seed: u64, used: &PromptsUsed<'_>) -> ImageMetadata
 /// seed fixed, an input image named by its sha256 (so it must be kept in the store, as runs
 /// do). What a durable queue records for a job.
 pub fn request_of_plan(plan: &Plan) -> GenerateRequest {
-    let none = Workloads {
-        positive: Vec::new(),
-        negative: Vec::new(),
-        k_pos: 0,
-    };
+    let none = Workloads::none();
     let used = PromptsUsed {
         prompt: &plan.prompt,
         negative: &plan.negative_prompt,

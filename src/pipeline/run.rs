@@ -339,11 +339,7 @@ fn direct_result(
             ))
         }
     };
-    let workloads = Workloads {
-        positive: Vec::new(),
-        negative: Vec::new(),
-        k_pos: 0,
-    };
+    let workloads = Workloads::none();
     let used = PromptsUsed {
         prompt: &plan.prompt,
         negative: &plan.negative_prompt,

@@ -166,6 +166,17 @@ pub struct Workloads {
     pub k_pos: usize,
 }
 
+impl Workloads {
+    /// No workloads: what a result made without sampling records.
+    pub fn none() -> Self {
+        Workloads {
+            positive: Vec::new(),
+            negative: Vec::new(),
+            k_pos: 0,
+        }
+    }
+}
+
 /// Clean one prompt line: collapse runs of spaces, then strip `,` `.` space CR LF from both ends.
 pub fn safe_str(text: &str) -> String {
     let mut out = text.to_owned();
