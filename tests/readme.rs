@@ -1,5 +1,5 @@
 //! The README is run: every ```sh block is executed as written, with `fooocus` on the PATH, a
-//! configuration over the tiny fixtures (`FOOOCUS_CONFIG`) and a server over them started as the
+//! configuration over the tiny fixtures (`FOOOCUS_CONFIG`), the repository's `fixtures/` linked into the working folder, and a server over them started as the
 //! README says. A block is left out only when the line before it is
 //! `<!-- readme-test: not run (reason) -->`. `curl` is wrapped to aim `localhost:7865` at the
 //! test's server, to put an image saved by an earlier example in place of the README's example
@@ -142,6 +142,9 @@ fn the_readme_examples_work_as_written() {
 
     let dir = tempfile::tempdir().unwrap();
     let config = common::write_tiny_config(dir.path());
+    // The examples run where a clone's `fixtures/` is at hand, as in the repository's root.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    std::os::unix::fs::symlink(&fixtures, dir.path().join("fixtures")).unwrap();
     let bin = bin_folder(dir.path());
     let curl_log = dir.path().join("curl.log");
     let (server, port) = start_server(&config);

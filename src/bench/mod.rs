@@ -145,10 +145,15 @@ pub struct BenchArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Time the job queue instead of the networks: N jobs through the worker threads with a
-    /// pipeline that makes nothing, jobs kept in memory and then in the SQLite job database.
-    #[arg(long, value_name = "N")]
+    /// Time the job queue instead of the networks: N jobs (planned against the `--tiny`
+    /// fixtures) through the worker threads with a pipeline that makes nothing, jobs kept in
+    /// memory, then in the SQLite job database, then through `--queue-broker`.
+    #[arg(long, value_name = "N", requires = "tiny")]
     pub queue: Option<usize>,
+    /// With `--queue`: also hand the jobs through this Redis broker to a worker host in this
+    /// process.
+    #[arg(long, value_name = "URL", requires = "queue")]
+    pub queue_broker: Option<String>,
     #[command(flatten)]
     pub compute: ComputeArgs,
 }
@@ -438,7 +443,11 @@ fn measure(
 /// `fooocus bench` as a command: prints the table (or JSON) and returns the exit code.
 pub fn main(args: &BenchArgs) -> ExitCode {
     match args.queue {
-        Some(jobs) => print(queue::run(jobs), args.json, |rates| queue::table(rates)),
+        Some(jobs) => {
+            let tiny = args.tiny.as_deref().unwrap_or(std::path::Path::new("."));
+            let rates = queue::run(jobs, tiny, args.queue_broker.as_deref());
+            print(rates, args.json, |rates| queue::table(rates))
+        }
         None => print(run(args), args.json, Report::table),
     }
 }

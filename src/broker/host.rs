@@ -25,7 +25,9 @@ use super::wire::{
 };
 use crate::config::{Config, Preset};
 use crate::hub::HubClient;
-use crate::jobs::{local_pipeline, Event, JobId, JobImage, Worker, WorkerSetup};
+#[cfg(doc)]
+use crate::jobs::local_pipeline;
+use crate::jobs::{Event, JobId, JobImage, RunFn, Worker, WorkerSetup};
 use crate::pipeline::plan::plan;
 use crate::pipeline::styles::StyleLibrary;
 use crate::runtime::Placement;
@@ -49,6 +51,9 @@ pub struct HostOptions {
     pub hub: Option<HubClient>,
     /// How long a job may go without its worker renewing its claim before another takes it.
     pub visibility: Duration,
+    /// What runs a job here: [`local_pipeline`] (the queue's benchmark passes one that makes
+    /// nothing).
+    pub pipeline: RunFn,
 }
 
 /// The job running here: its broker id and attempt, and its id on the local job thread.
@@ -98,7 +103,7 @@ pub async fn run_host(
         capacity: 1,
         hub: options.hub,
         workers: 1,
-        pipeline: local_pipeline(),
+        pipeline: options.pipeline,
     };
     let local = Arc::new(Worker::start(setup).map_err(|e| BrokerError::Command {
         url: url.clone(),

@@ -81,6 +81,7 @@ fn prepare(args: &WorkerArgs, config: &mut Config) -> Result<HostOptions, String
         placement,
         hub: (!args.no_download).then(|| HubClient::from_env(None)),
         visibility: Duration::from_secs(args.visibility_timeout),
+        pipeline: crate::jobs::local_pipeline(),
     })
 }
 
