@@ -1,10 +1,10 @@
 //! The README is run: every ```sh block is executed as written, with `fooocus` on the PATH, a
-//! configuration over the tiny fixtures (`FOOOCUS_CONFIG`), the repository's `fixtures/` linked into the working folder, and a server over them started as the
-//! README says. A block is left out only when the line before it is
-//! `<!-- readme-test: not run (reason) -->`. `curl` is wrapped to aim `localhost:7865` at the
-//! test's server, to put an image saved by an earlier example in place of the README's example
-//! file name, and to log each answer's status: every call must succeed, the first (the submit
-//! example) with 200.
+//! configuration over the tiny fixtures (`FOOOCUS_CONFIG`), the repository's `fixtures/` linked
+//! into the working folder, and a server over them started as the README says. A block is left
+//! out only when the line before it is `<!-- readme-test: not run (reason) -->`. `curl` is
+//! wrapped to aim `localhost:7865` at the test's server, to put an image saved by an earlier
+//! example in place of the README's example file name, and to log each answer's status: every
+//! call must succeed, the first (the submit example) with 200.
 
 mod common;
 
