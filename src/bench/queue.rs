@@ -129,10 +129,9 @@ impl Bench {
             config: Arc::new(self.config.clone()),
             styles: Arc::new(StyleLibrary::default()),
             store: Arc::new(OutputStore::new(self.dir.join("outputs"))),
-            placement: Placement::cpu(),
+            placements: vec![Placement::cpu(); workers],
             capacity: self.plans.len().max(1),
             hub: None,
-            workers,
             pipeline,
         }
     }

@@ -99,10 +99,9 @@ pub async fn run_host(
         config: config.clone(),
         styles: styles.clone(),
         store: store.clone(),
-        placement: options.placement,
+        placements: vec![options.placement],
         capacity: 1,
         hub: options.hub,
-        workers: 1,
         pipeline: options.pipeline,
     };
     let local = Arc::new(Worker::start(setup).map_err(|e| BrokerError::Command {

@@ -30,6 +30,11 @@ pub struct ComputeArgs {
 }
 
 impl ComputeArgs {
+    /// The placement the flags describe, on `device` instead of `--device`.
+    pub fn placement_on(&self, device: DeviceChoice) -> Result<Placement, DeviceError> {
+        ComputeArgs { device, ..*self }.placement()
+    }
+
     /// Opens the device and returns the placement the flags describe.
     pub fn placement(&self) -> Result<Placement, DeviceError> {
         let device = open_device(self.device)?;

@@ -13,7 +13,7 @@ use crate::cli::ComputeArgs;
 use crate::config::{Config, DEFAULT_PRESET};
 use crate::hub::{builtin_catalog, missing, HubClient};
 use crate::pipeline::styles::StyleLibrary;
-use crate::runtime::describe;
+use crate::runtime::{describe, DeviceChoice, DeviceError, Placement};
 use crate::server::Limits;
 use crate::server::{
     start, Accounts, Credentials, ServerOptions, DEFAULT_BODY_LIMIT, DEFAULT_IMAGE_BODY_LIMIT,
@@ -60,6 +60,15 @@ pub struct ServeArgs {
     /// device (so N times the memory): for a CPU with memory to spare, or tests.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub workers: u16,
+    /// One worker thread per device, each with its own models there, all taking jobs from the
+    /// one queue: `--devices cuda:0,cuda:1` (replaces `--device` and `--workers`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "DEVICES",
+        conflicts_with = "workers"
+    )]
+    pub devices: Vec<DeviceChoice>,
     /// Put jobs on a Redis broker (`redis://HOST:6379/0`) for `fooocus worker` processes on
     /// other hosts to run, instead of running them here; `--workers N` is then how many jobs
     /// are handed out at once (at least the number of worker processes).
@@ -88,6 +97,19 @@ fn accounts(args: &ServeArgs) -> Result<Option<Accounts>, String> {
         return Err("the auth file lists nobody: add a user or drop --auth-file".into());
     }
     Ok((!accounts.is_empty()).then_some(accounts))
+}
+
+/// One placement per worker thread: one per `--devices` entry, else `--workers` copies of
+/// `--device`'s.
+fn placements(args: &ServeArgs) -> Result<Vec<Placement>, DeviceError> {
+    if args.devices.is_empty() {
+        let placement = args.compute.placement()?;
+        return Ok(vec![placement; usize::from(args.workers)]);
+    }
+    args.devices
+        .iter()
+        .map(|device| args.compute.placement_on(*device))
+        .collect()
 }
 
 /// Opens `url` in the desktop's browser, when there is a desktop.
@@ -132,19 +154,21 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let placement = match args.compute.placement() {
+    let placements = match placements(&args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    println!(
-        "computing on {} in {} (VAE in f32), --vram {}",
-        describe(&placement.device),
-        placement.precision.dtype_on(&placement.device).as_str(),
-        placement.vram
-    );
+    for (index, placement) in placements.iter().enumerate() {
+        println!(
+            "worker {index} computes on {} in {} (VAE in f32), --vram {}",
+            describe(&placement.device),
+            placement.precision.dtype_on(&placement.device).as_str(),
+            placement.vram
+        );
+    }
     let styles = match StyleLibrary::load(&config.paths.styles) {
         Ok(s) => s,
         Err(e) => {
@@ -179,9 +203,8 @@ pub fn serve(args: ServeArgs, mut config: Config) -> ExitCode {
         styles,
         listen: SocketAddr::new(ip, args.port),
         auth: auth.clone(),
-        placement,
+        placements,
         queue_capacity: args.queue_size,
-        workers: usize::from(args.workers),
         body_limit: DEFAULT_BODY_LIMIT,
         image_body_limit: DEFAULT_IMAGE_BODY_LIMIT,
         hub: (!args.no_download).then(|| HubClient::from_env(args.hf_mirror.as_deref())),

@@ -60,15 +60,13 @@ pub struct WorkerSetup {
     pub config: Arc<Config>,
     pub styles: Arc<StyleLibrary>,
     pub store: Arc<OutputStore>,
-    /// Where the models run and what stays resident.
-    pub placement: Placement,
+    /// One worker thread per entry, taking jobs from the one queue with its own models there
+    /// (`--devices cuda:0,cuda:1`, or `--workers N` copies of one placement); at least one.
+    pub placements: Vec<Placement>,
     /// Jobs that may wait in the queue (besides the running one).
     pub capacity: usize,
     /// Fetches models a job needs on first use (the upscaler); `None`: downloads are off.
     pub hub: Option<HubClient>,
-    /// Worker threads taking jobs from the one queue, each with its own models on `placement`
-    /// (at least 1).
-    pub workers: usize,
     /// What runs a job: [`local_pipeline`] here, the broker's dispatch when workers on other
     /// hosts run the jobs (the queue's benchmark passes one that makes nothing).
     pub pipeline: RunFn,
@@ -169,11 +167,15 @@ impl Worker {
             outputs: setup.store.clone(),
             threads: Mutex::new(Vec::new()),
         };
-        for index in 0..setup.workers.max(1) {
+        let placements = match setup.placements.as_slice() {
+            [] => vec![Placement::cpu()],
+            some => some.to_vec(),
+        };
+        for (index, placement) in placements.into_iter().enumerate() {
             let (thread_shared, thread_setup) = (worker.shared.clone(), setup.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("fooocus-worker-{index}"))
-                .spawn(move || thread::run(thread_shared, thread_setup, index));
+                .spawn(move || thread::run(thread_shared, thread_setup, index, placement));
             match spawned {
                 Ok(handle) => worker.threads().push(handle),
                 // The ones started are stopped and joined by `worker`'s drop.

@@ -13,6 +13,7 @@ use crate::pipeline::models::Models;
 use crate::pipeline::plan::Plan;
 use crate::pipeline::run::{RunContext, RunControl, RunEvent, RunOutcome};
 use crate::pipeline::PipelineError;
+use crate::runtime::Placement;
 
 /// A job taken from the queue.
 struct Taken {
@@ -33,9 +34,9 @@ impl Drop for CloseOnExit<'_> {
 }
 
 /// Runs jobs until the table is closed.
-pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup, worker: usize) {
+pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup, worker: usize, placement: Placement) {
     let _close = CloseOnExit(&shared);
-    let mut models = Models::new(setup.placement.clone());
+    let mut models = Models::new(placement.clone());
     while let Some(job) = next_job(&shared, worker) {
         let control = job.control.clone();
         shared.emit(Event::Started {
@@ -64,7 +65,7 @@ pub(crate) fn run(shared: Arc<Shared>, setup: WorkerSetup, worker: usize) {
             Ok(result) => result,
             Err(panic) => {
                 // The models may be half-built: start from scratch for the next job.
-                models = Models::new(setup.placement.clone());
+                models = Models::new(placement.clone());
                 let what = panic
                     .downcast_ref::<String>()
                     .cloned()

@@ -78,11 +78,10 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// Who may log in; `None`: no authentication.
     pub auth: Option<Accounts>,
-    /// Where the models run and what stays resident.
-    pub placement: Placement,
+    /// Where the models run and what stays resident: one worker thread per entry, each with its
+    /// own models (`--devices`, or `--workers N` copies); the first is the one reported.
+    pub placements: Vec<Placement>,
     pub queue_capacity: usize,
-    /// Worker threads, each with its own models (`--workers`).
-    pub workers: usize,
     /// Largest request body, and largest `/api/generate` body (input images).
     pub body_limit: usize,
     pub image_body_limit: usize,
@@ -367,9 +366,8 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         config: config.clone(),
         styles: styles.clone(),
         store: store.clone(),
-        placement: options.placement.clone(),
+        placements: options.placements.clone(),
         capacity: options.queue_capacity,
-        workers: options.workers,
         hub: options.hub,
         pipeline: match &options.broker {
             Some(url) => crate::broker::Dispatch::start(url).await?.pipeline(),
@@ -384,7 +382,10 @@ pub async fn start(options: ServerOptions) -> Result<RunningServer, StartError> 
         styles,
         store,
         worker: worker.clone(),
-        device: options.placement.device,
+        device: options
+            .placements
+            .first()
+            .map_or(Device::Cpu, |p| p.device.clone()),
         downloads,
         architectures: ArchitectureCache::default(),
         hub_endpoint,

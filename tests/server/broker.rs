@@ -153,10 +153,19 @@ async fn jobs_survive_a_killed_worker_and_a_broker_restart() {
     };
     let config = crate::common::write_tiny_config(dir.path());
     let outputs = crate::common::tiny_config(dir.path()).paths.outputs;
+    // The workers' own configuration: the same models, but not the LoRA only the server has.
+    let hosts = dir.path().join("hosts");
+    std::fs::create_dir_all(&hosts).unwrap();
+    let host_config = crate::common::write_tiny_config(&hosts);
+    std::fs::copy(
+        crate::common::fixtures().join("lora/sdxl_lora_kohya.safetensors"),
+        dir.path().join("loras/only_on_the_server.safetensors"),
+    )
+    .unwrap();
     let url = redis.url();
     let server = Process::start_with(&config, &["--broker", &url, "--workers", "4"]);
-    let first = WorkerProcess::start(&config, &url, "w1");
-    let _second = WorkerProcess::start(&config, &url, "w2");
+    let first = WorkerProcess::start(&host_config, &url, "w1");
+    let _second = WorkerProcess::start(&host_config, &url, "w2");
 
     let asked: Vec<u32> = (0..10).map(|i| 1 + (i % 3 == 0) as u32 * 2).collect();
     let mut ids = Vec::new();
@@ -213,6 +222,20 @@ async fn jobs_survive_a_killed_worker_and_a_broker_restart() {
         .await
         .json();
     assert_eq!(victim_status["worker"], "w2", "{victim_status}");
+
+    // A model no worker has: the job fails with the worker's reason instead of waiting.
+    let mut lacking = job("a LoRA no worker has", 1);
+    lacking["loras"] =
+        serde_json::json!([{"name": "only_on_the_server.safetensors", "weight": 0.5}]);
+    let answer = post_json(server.addr, "/api/generate", &lacking).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.json());
+    let status = wait_job(server.addr, answer.json()["job_id"].as_u64().unwrap()).await;
+    assert_eq!(status["state"], "failed", "{status}");
+    let error = status["error"].as_str().unwrap();
+    assert!(
+        error.contains("worker w2 cannot run it") && error.contains("only_on_the_server"),
+        "{error}"
+    );
     let files = image_files(&outputs);
     let total: u32 = asked.iter().sum();
     assert_eq!(files.len(), total as usize, "{files:?}");

@@ -221,3 +221,23 @@ async fn jobs_queued_at_ctrl_c_run_after_the_restart() {
     );
     assert_eq!(ended[2]["state"], "done", "{}", ended[2]);
 }
+
+/// `--devices cpu,cpu`: one worker thread per device, both taking jobs from the one queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn devices_run_a_worker_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::common::write_tiny_config(dir.path());
+    let server = Process::start_with(&config, &["--devices", "cpu,cpu"]);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let answer = post_json(server.addr, "/api/generate", &job(&format!("job {i}"), 1)).await;
+        ids.push(answer.json()["job_id"].as_u64().unwrap());
+    }
+    let mut workers = BTreeSet::new();
+    for id in ids {
+        let status = wait_job(server.addr, id).await;
+        assert_eq!(status["state"], "done", "{status}");
+        workers.insert(status["worker"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(workers, BTreeSet::from(["0".to_owned(), "1".to_owned()]));
+}
