@@ -7,21 +7,23 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::AsyncCommands;
 
 use super::wire::{
-    attempt_key, connect, ensure_group, next_image_key, Action, BrokerError, Control, Envelope,
-    InputFile, JobMessage, Report, CONTROL, JOBS, REPORTS, SERVER_GROUP, WORKERS_GROUP,
+    attempt_key, connect, ensure_group, next_image_key, stop_key, Action, BrokerError, Control,
+    Envelope, InputFile, JobMessage, Report, CONTROL, JOBS, REPORTS, SERVER_GROUP, WORKERS_GROUP,
 };
 use crate::imaging::{decode_image, DecodeLimits};
 use crate::jobs::{JobId, RunFn};
 use crate::pipeline::meta::request_of_plan;
 use crate::pipeline::plan::{Plan, MAX_RESIZE_SIDE};
-use crate::pipeline::run::{Evaluations, ImageResult, RunContext, RunEvent, RunOutcome};
+use crate::pipeline::run::{
+    Evaluations, ImageResult, RunContext, RunControl, RunEvent, RunOutcome,
+};
 use crate::pipeline::PipelineError;
 
 /// How often a waiting run looks at Stop and Skip.
@@ -73,19 +75,36 @@ impl Dispatch {
         Arc::new(move |id, plan, _models, ctx, on_event| dispatch.run(id, plan, ctx, on_event))
     }
 
-    /// Runs `cmd` until the broker answers, waiting longer after each failure.
-    fn retry<T>(&self, what: &str, mut cmd: impl FnMut(ConnectionManager) -> Pending<T>) -> T {
+    /// Runs `cmd` until the broker answers, waiting longer after each failure; `None` once
+    /// `control` says Stop (a stopped job does not wait for a broker that is away).
+    fn retry<T>(
+        &self,
+        what: &str,
+        control: &RunControl,
+        mut cmd: impl FnMut(ConnectionManager) -> Pending<T>,
+    ) -> Option<T> {
         let mut wait = Duration::from_millis(100);
         loop {
             match self.runtime.block_on(cmd(self.conn.clone())) {
-                Ok(value) => return value,
+                Ok(value) => return Some(value),
                 Err(e) => {
                     tracing::warn!("broker {}: cannot {what} ({e}); trying again", self.url);
+                    if control.stopped() {
+                        return None;
+                    }
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(MAX_BACKOFF);
                 }
             }
         }
+    }
+
+    /// Runs `cmd` once; a failure is logged (for what may be lost: a Skip, a cleanup).
+    fn once<T>(&self, what: &str, cmd: Pending<T>) -> Option<T> {
+        self.runtime
+            .block_on(cmd)
+            .map_err(|e| tracing::warn!("broker {}: cannot {what} ({e})", self.url))
+            .ok()
     }
 
     /// Hands job `id` to the workers and follows it to its end.
@@ -101,21 +120,37 @@ impl Dispatch {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, sender);
-        let result = self
-            .hand_out(id, plan, ctx.first_image)
-            .and_then(|attempt| {
+        let result = match self.hand_out(id, plan, ctx) {
+            // Stopped while the broker was away: nothing was handed out.
+            None => Ok(RunOutcome {
+                stopped: true,
+                ..RunOutcome::default()
+            }),
+            Some(attempt) => {
                 on_event(RunEvent::Stage("Waiting for a worker".into()));
                 let mut follow = Following {
                     dispatch: self,
                     id,
                     attempt,
                     ctx,
+                    images: plan.seeds.len(),
                     saved: (0..ctx.first_image).collect(),
                     outcome: RunOutcome::default(),
-                    asked: Asked::default(),
+                    started: false,
+                    stop_asked: None,
                 };
-                follow.until_end(&reports, on_event)
-            });
+                let result = follow.until_end(&reports, on_event);
+                let keys = [next_image_key(id, attempt), stop_key(id)];
+                let _: Option<i64> = self.once(
+                    "forget the job's keys",
+                    Box::pin({
+                        let mut c = self.conn.clone();
+                        async move { c.del(&keys).await }
+                    }),
+                );
+                result
+            }
+        };
         self.routes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -123,46 +158,70 @@ impl Dispatch {
         result
     }
 
-    /// Puts job `id` on the jobs stream under a new attempt; the attempt.
-    fn hand_out(&self, id: JobId, plan: &Plan, first_image: usize) -> Result<u64, PipelineError> {
-        let attempt: u64 = self.retry("count the job's attempts", |mut c| {
+    /// Puts job `id` on the jobs stream under a new attempt; the attempt (`None`: Stop came
+    /// while the broker was away).
+    fn hand_out(&self, id: JobId, plan: &Plan, ctx: &RunContext<'_>) -> Option<u64> {
+        let attempt: u64 = self.retry("count the job's attempts", ctx.control, |mut c| {
             Box::pin(async move { c.incr(attempt_key(id), 1u64).await })
-        });
+        })?;
         let input = plan.task.input();
         let message = JobMessage {
             job_id: id,
             attempt,
             request: request_of_plan(plan),
-            first_image,
+            first_image: ctx.first_image,
             input: input.map(|i| InputFile {
                 sha256: i.sha256.clone(),
                 extension: i.extension().to_owned(),
             }),
         };
         let fields = message.fields(input.map(|i| i.bytes.as_slice()));
-        let _: String = self.retry("queue the job", |mut c| {
+        let _: String = self.retry("queue the job", ctx.control, |mut c| {
             let fields = fields.clone();
             Box::pin(async move { c.xadd(JOBS, "*", &fields).await })
-        });
-        Ok(attempt)
+        })?;
+        Some(attempt)
     }
 
+    /// Tells the workers, once, by pub/sub.
     fn publish(&self, control: Control) {
         let Ok(text) = serde_json::to_string(&control) else {
             return;
         };
-        let _: () = self.retry("send Stop or Skip", |mut c| {
-            let text = text.clone();
-            Box::pin(async move { c.publish(CONTROL, text).await })
+        let mut c = self.conn.clone();
+        let _: Option<()> = self.once(
+            "send Stop or Skip",
+            Box::pin(async move { c.publish(CONTROL, text).await }),
+        );
+    }
+
+    /// Makes every attempt of job `id` handed out so far void (a worker drops such an entry).
+    fn void(&self, id: JobId) {
+        let mut c = self.conn.clone();
+        let _: Option<u64> = self.once(
+            "void the job's attempt",
+            Box::pin(async move { c.incr(attempt_key(id), 1u64).await }),
+        );
+    }
+
+    /// Stops attempt `attempt` of job `id`: recorded in its stop key (a worker that takes the
+    /// job, or missed the message, reads it) and published to the worker running it.
+    fn stop(&self, id: JobId, attempt: u64) {
+        let mut c = self.conn.clone();
+        let _: Option<()> = self.once(
+            "record Stop",
+            Box::pin(async move { c.set(stop_key(id), attempt).await }),
+        );
+        self.publish(Control {
+            job_id: id,
+            attempt,
+            action: Action::Stop,
         });
     }
 }
 
-/// Stop and Skip already sent for a run.
-#[derive(Default)]
-struct Asked {
-    stop: bool,
-}
+/// How long a stopped job waits for its worker to confirm before it is ended here anyway.
+const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// One job's run, as its reports arrive.
 struct Following<'a, 'c> {
@@ -170,10 +229,15 @@ struct Following<'a, 'c> {
     id: JobId,
     attempt: u64,
     ctx: &'a RunContext<'c>,
+    /// How many images the job makes.
+    images: usize,
     /// Indices finished (saved here, or before `first_image`).
     saved: BTreeSet<usize>,
     outcome: RunOutcome,
-    asked: Asked,
+    /// Whether a worker has taken the job.
+    started: bool,
+    /// When Stop was passed on.
+    stop_asked: Option<Instant>,
 }
 
 impl Following<'_, '_> {
@@ -183,7 +247,9 @@ impl Following<'_, '_> {
         on_event: &mut dyn FnMut(RunEvent<'_>),
     ) -> Result<RunOutcome, PipelineError> {
         loop {
-            self.pass_on_controls();
+            if let Some(end) = self.pass_on_controls() {
+                return end;
+            }
             let envelope = match reports.recv_timeout(LOOK_EVERY) {
                 Ok(envelope) => envelope,
                 Err(RecvTimeoutError::Timeout) => continue,
@@ -200,18 +266,36 @@ impl Following<'_, '_> {
         }
     }
 
-    fn pass_on_controls(&mut self) {
-        let control = |action| Control {
-            job_id: self.id,
-            attempt: self.attempt,
-            action,
+    /// Passes Stop and Skip on; the run's end when Stop needs no worker's answer (no worker
+    /// took the job yet) or its worker did not answer in time.
+    fn pass_on_controls(&mut self) -> Option<Result<RunOutcome, PipelineError>> {
+        let mut stopped = || {
+            Some(Ok(RunOutcome {
+                stopped: true,
+                ..std::mem::take(&mut self.outcome)
+            }))
         };
-        if self.ctx.control.stopped() && !self.asked.stop {
-            self.asked.stop = true;
-            self.dispatch.publish(control(Action::Stop));
-        } else if self.ctx.control.take_skip() {
-            self.dispatch.publish(control(Action::Skip));
+        match self.stop_asked {
+            Some(asked) if asked.elapsed() > STOP_GRACE => return stopped(),
+            Some(_) => return None,
+            None => {}
         }
+        if self.ctx.control.stopped() {
+            self.stop_asked = Some(Instant::now());
+            self.dispatch.stop(self.id, self.attempt);
+            if !self.started {
+                // Its entry may still wait in the stream: a worker taking it finds it void.
+                self.dispatch.void(self.id);
+                return stopped();
+            }
+        } else if self.ctx.control.take_skip() {
+            self.dispatch.publish(Control {
+                job_id: self.id,
+                attempt: self.attempt,
+                action: Action::Skip,
+            });
+        }
+        None
     }
 
     /// One report → run events; the run's end when it ends it.
@@ -221,7 +305,10 @@ impl Following<'_, '_> {
         on_event: &mut dyn FnMut(RunEvent<'_>),
     ) -> Option<Result<RunOutcome, PipelineError>> {
         match envelope.report {
-            Report::Started { worker } => on_event(RunEvent::Worker(worker)),
+            Report::Started { worker } => {
+                self.started = true;
+                on_event(RunEvent::Worker(worker));
+            }
             Report::Stage { text } => on_event(RunEvent::Stage(text)),
             Report::ImageStarted { index, images } => {
                 on_event(RunEvent::ImageStarted { index, images })
@@ -248,19 +335,22 @@ impl Following<'_, '_> {
                 seed,
                 format,
             } => {
-                if let Err(e) = self.save(index, seed, format, &envelope.bytes, on_event) {
-                    self.dispatch.publish(Control {
-                        job_id: self.id,
-                        attempt: self.attempt,
-                        action: Action::Stop,
-                    });
+                if index >= self.images {
+                    tracing::warn!(
+                        "job {}: a worker sent image {index} of {}",
+                        self.id,
+                        self.images
+                    );
+                } else if let Err(e) = self.save(index, seed, format, &envelope.bytes, on_event) {
+                    self.dispatch.stop(self.id, self.attempt);
                     return Some(Err(e));
                 }
             }
-            Report::Skipped { index } => {
+            Report::Skipped { index } if index < self.images => {
                 self.outcome.skipped.push(index);
                 on_event(RunEvent::Skipped { index });
             }
+            Report::Skipped { .. } => {}
             Report::Done => return Some(Ok(std::mem::take(&mut self.outcome))),
             Report::Stopped => {
                 self.outcome.stopped = true;
@@ -298,10 +388,13 @@ impl Following<'_, '_> {
             image: &saved,
         });
         let next = self.saved.iter().max().map_or(0, |i| i + 1);
-        let id = self.id;
-        let _: () = self.dispatch.retry("record the job's progress", |mut c| {
-            Box::pin(async move { c.set(next_image_key(id), next).await })
-        });
+        let key = next_image_key(self.id, self.attempt);
+        let _: Option<()> =
+            self.dispatch
+                .retry("record the job's progress", self.ctx.control, |mut c| {
+                    let key = key.clone();
+                    Box::pin(async move { c.set(key, next).await })
+                });
         self.outcome.images.push(ImageResult {
             index,
             seed,
@@ -313,7 +406,7 @@ impl Following<'_, '_> {
 }
 
 /// Reads the reports stream for as long as the server runs, routing each report to its job's
-/// run and acknowledging (and deleting) it once handled.
+/// run and acknowledging (and deleting) it once routed.
 async fn read_reports(url: String, mut conn: ConnectionManager, routes: Routes) {
     let options = StreamReadOptions::default()
         .group(SERVER_GROUP, "server")

@@ -20,14 +20,14 @@ use tokio::sync::broadcast::Receiver;
 use tokio::sync::watch;
 
 use super::wire::{
-    attempt_key, connect, ensure_group, next_image_key, Action, BrokerError, Control, Envelope,
-    JobMessage, Report, CONTROL, JOBS, REPORTS, SERVER_GROUP, WORKERS_GROUP,
+    attempt_key, connect, ensure_group, next_image_key, stop_key, Action, BrokerError, Control,
+    Envelope, JobMessage, Report, CONTROL, JOBS, REPORTS, SERVER_GROUP, WORKERS_GROUP,
 };
 use crate::config::{Config, Preset};
 use crate::hub::HubClient;
 #[cfg(doc)]
 use crate::jobs::local_pipeline;
-use crate::jobs::{Event, JobId, JobImage, RunFn, Worker, WorkerSetup};
+use crate::jobs::{Event, JobId, JobImage, JobState, RunFn, Worker, WorkerSetup};
 use crate::pipeline::plan::plan;
 use crate::pipeline::styles::StyleLibrary;
 use crate::runtime::Placement;
@@ -206,8 +206,14 @@ impl Host {
             self.ack(&entry.id).await;
             return;
         }
+        if self.stop_asked(job_id, attempt).await {
+            self.send(job_id, attempt, Report::Stopped, Vec::new())
+                .await;
+            self.ack(&entry.id).await;
+            return;
+        }
         let next: Option<usize> = self
-            .command(|mut c| async move { c.get(next_image_key(job_id)).await })
+            .command(|mut c| async move { c.get(next_image_key(job_id, attempt)).await })
             .await;
         let first_image = message.first_image.max(next.unwrap_or(0));
         // Listening before the job is queued: none of its events can pass unseen.
@@ -294,6 +300,9 @@ impl Host {
                     Ok(_) => {}
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!("worker {}: {missed} events of job {job_id} were missed", self.name);
+                        if self.ended_unseen(job_id, attempt, local).await {
+                            return;
+                        }
                     }
                     Err(RecvError::Closed) => return,
                 },
@@ -307,7 +316,15 @@ impl Host {
                         self.send(job_id, attempt, report, frame.jpeg.clone()).await;
                     }
                 },
-                _ = renew.tick() => self.renew(entry_id).await,
+                _ = renew.tick() => {
+                    self.renew(entry_id).await;
+                    if self.stop_asked(job_id, attempt).await {
+                        self.local.stop(local);
+                    }
+                    if self.ended_unseen(job_id, attempt, local).await {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -409,6 +426,7 @@ impl Host {
         }
     }
 
+    /// Acknowledges the job's entry and deletes it (it carries the request and input image).
     async fn ack(&self, entry_id: &str) {
         let id = entry_id.to_owned();
         let _: i64 = self
@@ -417,6 +435,40 @@ impl Host {
                 async move { c.xack(JOBS, WORKERS_GROUP, &[id]).await }
             })
             .await;
+        let _: i64 = self
+            .command(|mut c| {
+                let id = id.clone();
+                async move { c.xdel(JOBS, &[id]).await }
+            })
+            .await;
+    }
+
+    /// Whether the server recorded Stop for this attempt of the job.
+    async fn stop_asked(&self, job_id: JobId, attempt: u64) -> bool {
+        let stopped: Option<u64> = self
+            .command(|mut c| async move { c.get(stop_key(job_id)).await })
+            .await;
+        stopped == Some(attempt)
+    }
+
+    /// When the local job has ended though its end event was missed (this listener fell
+    /// behind): sends its unsent images and its end, and says so.
+    async fn ended_unseen(&self, job_id: JobId, attempt: u64, local: JobId) -> bool {
+        let Some(status) = self.local.status(local).filter(|s| s.state.finished()) else {
+            return false;
+        };
+        for image in &status.images {
+            self.send_image(job_id, attempt, image).await;
+        }
+        let end = match status.state {
+            JobState::Done => Report::Done,
+            JobState::Stopped => Report::Stopped,
+            _ => Report::Failed {
+                message: status.error.unwrap_or_else(|| "the job failed".into()),
+            },
+        };
+        self.send(job_id, attempt, end, Vec::new()).await;
+        true
     }
 
     /// Runs `cmd` until the broker answers, waiting longer after each failure.

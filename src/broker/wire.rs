@@ -28,13 +28,23 @@ pub fn attempt_key(id: JobId) -> String {
     format!("fooocus:job:{id}:attempt")
 }
 
-/// The key holding the first image of job `id` the server has not saved yet.
-pub fn next_image_key(id: JobId) -> String {
-    format!("fooocus:job:{id}:next")
+/// The key holding the first image of attempt `attempt` of job `id` the server has not saved
+/// yet (by attempt: a key left from an earlier job database never matches a new attempt).
+pub fn next_image_key(id: JobId, attempt: u64) -> String {
+    format!("fooocus:job:{id}:{attempt}:next")
+}
+
+/// The key holding the attempt of job `id` that Stop ended: a worker that takes the job later
+/// (or missed the pub/sub message) stops it too.
+pub fn stop_key(id: JobId) -> String {
+    format!("fooocus:job:{id}:stop")
 }
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command may wait for its answer (longer than the blocking reads' 2 s): a broker
+/// host that vanished without closing the connection is noticed, and the connection remade.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A broker that cannot be reached or answers what we cannot read.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,6 +65,7 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, BrokerError> {
     })?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT)
         .set_number_of_retries(2);
     let unreachable = |why: String| BrokerError::Unreachable {
         url: url.to_owned(),

@@ -111,8 +111,12 @@ pub fn progress_text(step: usize, steps: usize, image: usize, images: usize) -> 
 
 /// Percent of all sampling steps of the job done after 1-based `step` of 1-based `image`.
 pub fn percent(step: usize, steps: usize, image: usize, images: usize) -> u32 {
-    let total = (steps * images).max(1);
-    let done = (image.saturating_sub(1) * steps + step).min(total);
+    let total = steps.saturating_mul(images).max(1);
+    let done = image
+        .saturating_sub(1)
+        .saturating_mul(steps)
+        .saturating_add(step)
+        .min(total);
     (done * 100 / total) as u32
 }
 

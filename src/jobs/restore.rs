@@ -19,7 +19,7 @@ pub(crate) fn restore(
     replan: Replan<'_>,
 ) -> Result<JobId, StoreFault> {
     let stored = table.journal.restore(KEEP_FINISHED)?;
-    let mut last = 0;
+    let mut last = table.journal.last_id()?;
     for job in stored {
         last = last.max(job.id);
         restore_job(table, outputs, replan, job);

@@ -271,6 +271,13 @@ impl JobStore for SqliteStore {
         }
         Ok(jobs)
     }
+    fn last_id(&self) -> Result<JobId, StoreFault> {
+        let last: Option<i64> = self
+            .db
+            .query_row("SELECT MAX(id) FROM jobs", [], |r| r.get(0))
+            .map_err(|e| self.fault("read the last job id", e))?;
+        Ok(last.unwrap_or(0).max(0) as JobId)
+    }
 }
 
 #[cfg(test)]
@@ -346,6 +353,16 @@ mod tests {
         let kept: Vec<JobId> = store.restore(2).unwrap().iter().map(|j| j.id).collect();
         // The unfinished job stays whatever its age; the newest id always survives.
         assert_eq!(kept, [2, 5, 6]);
+        // A row this version cannot read still counts for the next id.
+        store
+            .execute(
+                "add a row from the future",
+                "INSERT INTO jobs (id, request, state) VALUES (9, '{', 'queued')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(store.restore(2).unwrap().len(), 3);
+        assert_eq!(store.last_id().unwrap(), 9);
     }
 
     #[test]

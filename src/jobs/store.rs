@@ -47,6 +47,8 @@ pub trait JobStore: Send {
     /// Every job kept, in the order they were accepted; finished ones beyond the newest `keep`
     /// are forgotten (their images stay in the output folder).
     fn restore(&mut self, keep: usize) -> Result<Vec<StoredJob>, StoreFault>;
+    /// The highest job id ever recorded, even in a row that cannot be read (0 when none).
+    fn last_id(&self) -> Result<JobId, StoreFault>;
 }
 
 /// Records nothing: jobs live as long as the process.
@@ -74,5 +76,8 @@ impl JobStore for MemoryStore {
     }
     fn restore(&mut self, _: usize) -> Result<Vec<StoredJob>, StoreFault> {
         Ok(Vec::new())
+    }
+    fn last_id(&self) -> Result<JobId, StoreFault> {
+        Ok(0)
     }
 }

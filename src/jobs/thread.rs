@@ -141,8 +141,9 @@ fn ended(
     let status = jobs.get_mut(id)?;
     Some({
         match result {
+            // Skipped images were recorded as they were skipped (with those from before a
+            // restart).
             Ok(outcome) => {
-                status.skipped = outcome.skipped;
                 if outcome.stopped {
                     status.state = JobState::Stopped;
                     Event::Stopped {
@@ -214,7 +215,7 @@ fn on_run_event(shared: &Shared, job: &Taken, event: RunEvent<'_>) {
             steps,
             denoised,
         } => {
-            let (image, step) = (image + 1, step + 1);
+            let (image, step) = (image.saturating_add(1), step.saturating_add(1));
             let text = progress_text(step, steps, image, images);
             let percent = percent(step, steps, image, images);
             let progress = super::events::Progress {

@@ -272,3 +272,58 @@ fn get_image_bytes(files: &[(std::time::SystemTime, PathBuf)], prompt: &str, see
     }
     panic!("no image of {prompt:?} with seed {seed}");
 }
+
+/// With no worker running, Stop ends a handed-out job at once and Ctrl+C stops the server; after
+/// a restart with a worker, the job queued at Ctrl+C runs and the stopped one never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_and_ctrl_c_need_no_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(redis) = Redis::start(&dir.path().join("redis")) else {
+        return;
+    };
+    let config = crate::common::write_tiny_config(dir.path());
+    let url = redis.url();
+    let server = Process::start_with(&config, &["--broker", &url]);
+    let answer = post_json(server.addr, "/api/generate", &job("nobody runs me", 1)).await;
+    let id = answer.json()["job_id"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = Instant::now();
+    let answer = post_json(
+        server.addr,
+        &format!("/api/jobs/{id}/stop"),
+        &serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let status = wait_job(server.addr, id).await;
+    assert_eq!(status["state"], "stopped", "{status}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed()
+    );
+
+    let second = post_json(server.addr, "/api/generate", &job("queued at Ctrl+C", 1)).await;
+    assert_eq!(second.status, 200);
+    let quitting = Instant::now();
+    server.interrupt();
+    assert!(
+        quitting.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        quitting.elapsed()
+    );
+
+    let restarted = Process::start_with(&config, &["--broker", &url]);
+    let _worker = WorkerProcess::start(&config, &url, "late");
+    let second = second.json()["job_id"].as_u64().unwrap();
+    let status = wait_job(restarted.addr, second).await;
+    assert_eq!(status["state"], "done", "{status}");
+    let status = get(restarted.addr, &format!("/api/jobs/{id}")).await.json();
+    assert_eq!(status["state"], "stopped", "{status}");
+    let outputs = crate::common::tiny_config(dir.path()).paths.outputs;
+    let prompts: Vec<String> = image_files(&outputs)
+        .iter()
+        .map(|(_, p)| fooocus::store::read_metadata(p).unwrap().unwrap().prompt)
+        .collect();
+    assert_eq!(prompts, ["queued at Ctrl+C"]);
+}
