@@ -17,6 +17,22 @@ pub struct JobImage {
     pub path: String,
 }
 
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Stopped,
+    Failed,
+}
+
+impl JobState {
+    pub fn finished(self) -> bool {
+        matches!(self, JobState::Done | JobState::Stopped | JobState::Failed)
+    }
+}
+
 /// The last progress of a running job (1-based image and step).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {

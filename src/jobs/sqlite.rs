@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
 
-use super::events::{JobId, JobImage};
+use super::events::{JobId, JobImage, JobState};
 use super::store::{JobStore, StoreFault, StoredJob};
-use super::table::JobState;
 use crate::pipeline::meta::request_of_plan;
 use crate::pipeline::plan::Plan;
 

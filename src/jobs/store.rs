@@ -3,8 +3,7 @@
 //! nothing, and [`StoredJob`], a job as read back. The SQLite store is in [`super::sqlite`];
 //! the table and the threads call the trait only.
 
-use super::events::{JobId, JobImage};
-use super::table::JobState;
+use super::events::{JobId, JobImage, JobState};
 use crate::pipeline::plan::Plan;
 use crate::pipeline::request::GenerateRequest;
 

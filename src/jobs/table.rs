@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+pub use super::events::JobState;
 use super::events::{JobId, JobImage, Progress};
 use super::store::{JobStore, StoreFault};
 use crate::pipeline::plan::Plan;
@@ -12,22 +13,6 @@ use crate::pipeline::run::RunControl;
 
 /// How many finished jobs are remembered.
 pub const KEEP_FINISHED: usize = 500;
-
-/// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    Queued,
-    Running,
-    Done,
-    Stopped,
-    Failed,
-}
-
-impl JobState {
-    pub fn finished(self) -> bool {
-        matches!(self, JobState::Done | JobState::Stopped | JobState::Failed)
-    }
-}
 
 /// Where a job is, what it has made so far and how it ended.
 #[derive(Debug, Clone)]
