@@ -27,11 +27,14 @@ impl Process {
 
     /// The same with more flags.
     pub fn start_with(config: &Path, flags: &[&str]) -> Process {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fooocus"))
-            .arg("--config")
-            .arg(config)
-            .args(["--no-browser", "--no-download", "--port", "0"])
-            .args(flags)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fooocus"));
+        command.args(server_args(config, flags));
+        Self::start_command(command)
+    }
+
+    /// Starts `command` (the server, perhaps behind a wrapper); returns once it listens.
+    pub fn start_command(mut command: Command) -> Process {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -82,6 +85,14 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The server's arguments over `config` on a free port, with `flags`.
+fn server_args(config: &Path, flags: &[&str]) -> Vec<String> {
+    let mut args = vec!["--config".to_owned(), config.display().to_string()];
+    args.extend(["--no-browser", "--no-download", "--port", "0"].map(String::from));
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args
 }
 
 pub fn job(prompt: &str, images: u32) -> Value {
@@ -240,4 +251,48 @@ async fn devices_run_a_worker_each() {
         workers.insert(status["worker"].as_str().unwrap().to_owned());
     }
     assert_eq!(workers, BTreeSet::from(["0".to_owned(), "1".to_owned()]));
+}
+
+/// A save that fails (the disk is full; here a file-size limit gives the same write error):
+/// the job fails saying why, no half-written file is left, and the next job runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_save_fails_the_job_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::common::write_tiny_config(dir.path());
+    // `ulimit -f` in KiB: a 512² PNG of noise (about 700 KiB) cannot be written, a 64² one
+    // can; SIGXFSZ ignored, so the write fails instead of killing the server.
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", "trap '' XFSZ; ulimit -f 256; exec \"$@\"", "fooocus"])
+        .arg(env!("CARGO_BIN_EXE_fooocus"))
+        .args(server_args(&config, &[]));
+    let server = Process::start_command(command);
+    let answer = post_json(server.addr, "/api/generate", &job("too big to save", 1)).await;
+    let status = wait_job(server.addr, answer.json()["job_id"].as_u64().unwrap()).await;
+    assert_eq!(status["state"], "failed", "{status}");
+    let error = status["error"].as_str().unwrap();
+    assert!(error.contains("File too large"), "{error}");
+
+    let mut small = job("small enough", 1);
+    small["width"] = 64.into();
+    small["height"] = 64.into();
+    let answer = post_json(server.addr, "/api/generate", &small).await;
+    let status = wait_job(server.addr, answer.json()["job_id"].as_u64().unwrap()).await;
+    assert_eq!(status["state"], "done", "{status}");
+    let outputs = crate::common::tiny_config(dir.path()).paths.outputs;
+    let mut left = Vec::new();
+    for day in std::fs::read_dir(&outputs).unwrap().flatten() {
+        if day.path().is_dir() && day.file_name().to_string_lossy().starts_with("20") {
+            for file in std::fs::read_dir(day.path()).unwrap().flatten() {
+                left.push(file.file_name().to_string_lossy().to_string());
+            }
+        }
+    }
+    // Images and temporary files: only the small job's image.
+    left.retain(|name| name.ends_with(".png") || name.ends_with(".tmp"));
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].ends_with(".png") && !left[0].starts_with('.'),
+        "{left:?}"
+    );
 }
