@@ -14,6 +14,7 @@ use crate::pipeline::plan::Plan;
 use crate::pipeline::run::{RunContext, RunControl, RunEvent, RunOutcome};
 use crate::pipeline::PipelineError;
 use crate::runtime::Placement;
+use crate::store::SavedImage;
 
 /// A job taken from the queue.
 struct Taken {
@@ -214,29 +215,7 @@ fn on_run_event(shared: &Shared, job: &Taken, event: RunEvent<'_>) {
             step,
             steps,
             denoised,
-        } => {
-            let (image, step) = (image.saturating_add(1), step.saturating_add(1));
-            let text = progress_text(step, steps, image, images);
-            let percent = percent(step, steps, image, images);
-            let progress = super::events::Progress {
-                image,
-                images,
-                step,
-                steps,
-                percent,
-                text,
-            };
-            if let Some(status) = shared.jobs().get_mut(id) {
-                status.progress = progress.clone();
-            }
-            shared.emit(Event::Progress {
-                job_id: id,
-                progress,
-            });
-            if let Some(denoised) = denoised {
-                shared.previews.offer(id, image, step, denoised);
-            }
-        }
+        } => on_step(shared, id, (image, images), (step, steps), denoised),
         RunEvent::Preview { image, step, jpeg } => shared.previews.publish(PreviewFrame {
             job_id: id,
             image,
@@ -251,24 +230,56 @@ fn on_run_event(shared: &Shared, job: &Taken, event: RunEvent<'_>) {
             };
             shared.jobs().record(|store| store.saving(id, &named));
         }
-        RunEvent::Saved { index, seed, image } => {
-            let job_image = JobImage {
-                index,
-                seed,
-                path: image.relative.clone(),
-            };
-            let parameters = image.metadata.clone();
-            let mut jobs = shared.jobs();
-            if let Some(status) = jobs.get_mut(id) {
-                status.images.push(job_image.clone());
-            }
-            jobs.record(|store| store.saved(id, &job_image));
-            drop(jobs);
-            shared.emit(Event::Image {
-                job_id: id,
-                image: job_image,
-                parameters,
-            });
-        }
+        RunEvent::Saved { index, seed, image } => on_saved(shared, id, index, seed, image),
     }
+}
+
+/// A sampling step: progress in the table and to the listeners, the preview to its encoder
+/// (`image` and `step` 0-based, with their totals).
+fn on_step(
+    shared: &Shared,
+    id: JobId,
+    (image, images): (usize, usize),
+    (step, steps): (usize, usize),
+    denoised: Option<&candle_core::Tensor>,
+) {
+    let (image, step) = (image.saturating_add(1), step.saturating_add(1));
+    let progress = super::events::Progress {
+        image,
+        images,
+        step,
+        steps,
+        percent: percent(step, steps, image, images),
+        text: progress_text(step, steps, image, images),
+    };
+    if let Some(status) = shared.jobs().get_mut(id) {
+        status.progress = progress.clone();
+    }
+    shared.emit(Event::Progress {
+        job_id: id,
+        progress,
+    });
+    if let Some(denoised) = denoised {
+        shared.previews.offer(id, image, step, denoised);
+    }
+}
+
+/// An image saved: in the table, in the store, and to the listeners with its metadata.
+fn on_saved(shared: &Shared, id: JobId, index: usize, seed: u64, image: &SavedImage) {
+    let job_image = JobImage {
+        index,
+        seed,
+        path: image.relative.clone(),
+    };
+    let mut jobs = shared.jobs();
+    if let Some(status) = jobs.get_mut(id) {
+        status.images.push(job_image.clone());
+    }
+    jobs.record(|store| store.saved(id, &job_image));
+    drop(jobs);
+    shared.emit(Event::Image {
+        job_id: id,
+        image: job_image,
+        parameters: image.metadata.clone(),
+    });
 }
